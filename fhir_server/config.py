@@ -24,7 +24,7 @@ class Settings:
     """Server settings. Build with `Settings.from_env()`; tests pass overrides explicitly."""
 
     database_url: str = "sqlite:///var/fhir.sqlite3"
-    base_url: str = "http://127.0.0.1:8080/fhir"
+    base_url: str = ""  # empty: derived from each request's Host
     max_body_bytes: int = 10 * 1024 * 1024
     max_bundle_entries: int = 5000
     default_page_size: int = 20
@@ -38,7 +38,7 @@ class Settings:
         """Settings from FHIR_SERVER_* / DATABASE_URL environment variables."""
         values: dict[str, object] = {
             "database_url": os.environ.get("DATABASE_URL") or _default_sqlite_url(),
-            "base_url": os.environ.get("FHIR_SERVER_BASE_URL", "http://127.0.0.1:8080/fhir"),
+            "base_url": os.environ.get("FHIR_SERVER_BASE_URL", ""),
             "max_body_bytes": _env_int("FHIR_SERVER_MAX_BODY_BYTES", 10 * 1024 * 1024),
             "max_bundle_entries": _env_int("FHIR_SERVER_MAX_BUNDLE_ENTRIES", 5000),
             "default_page_size": _env_int("FHIR_SERVER_DEFAULT_PAGE_SIZE", 20),

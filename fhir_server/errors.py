@@ -68,16 +68,3 @@ def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
 
 def not_found(res_type: str, res_id: str) -> FhirError:
     return FhirError(404, "not-found", f"Resource {res_type}/{res_id} is not known")
-
-
-def gone(res_type: str, res_id: str) -> FhirError:
-    return FhirError(410, "deleted", f"Resource {res_type}/{res_id} has been deleted")
-
-
-def invalid(diagnostics: str, expression: list[str] | str | None = None, status: int = 400) -> FhirError:
-    return FhirError(status, "invalid", diagnostics, expression)
-
-
-def processing(diagnostics: str, expression: list[str] | str | None = None) -> FhirError:
-    """A 422: the content is well-formed but breaks a rule (profile, workflow, business)."""
-    return FhirError(422, "processing", diagnostics, expression)

@@ -1,0 +1,5 @@
+"""`python -m fhir_server ...`: see fhir_server/cli.py."""
+
+from fhir_server.cli import main
+
+raise SystemExit(main())

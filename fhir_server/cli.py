@@ -1,0 +1,90 @@
+"""Command line: serve, init-db, load, worker (and feature commands registered in wiring)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from fhir_server.config import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fhir_server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the FHIR API with gunicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int,
+                       default=int(os.environ.get("FHIR_SERVER_WORKERS", "4")))
+    serve.add_argument("--threads", type=int,
+                       default=int(os.environ.get("FHIR_SERVER_THREADS", "8")))
+    sub.add_parser("init-db", help="apply database migrations")
+    load = sub.add_parser("load", help="load resources or bundles from JSON files")
+    load.add_argument("files", nargs="+", type=Path)
+    _register_feature_commands(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    if args.command == "serve":
+        return _serve(settings, args.host, args.port, args.workers, args.threads)
+    if args.command == "init-db":
+        return _init_db(settings)
+    if args.command == "load":
+        return _load(settings, args.files)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.error(f"unknown command {args.command}")
+    return int(handler(settings, args) or 0)
+
+
+def _register_feature_commands(sub: argparse._SubParsersAction) -> None:
+    """Commands that features add (worker, users, clients, import-hsds)."""
+    from fhir_server.wiring import register_cli
+
+    register_cli(sub)
+
+
+def _init_db(settings: Settings) -> int:
+    from fhir_server.storage.db import Database
+    from fhir_server.storage.migrate import upgrade
+
+    db = Database(settings.database_url)
+    upgrade(db)
+    db.dispose()
+    print(f"database migrated: {db.url.render_as_string(hide_password=True)}")
+    return 0
+
+
+def _load(settings: Settings, files: list[Path]) -> int:
+    from fhir_server.loader import load_files
+
+    summary = load_files(settings, files)
+    for line in summary:
+        print(line)
+    return 0
+
+
+def _serve(settings: Settings, host: str, port: int, workers: int, threads: int) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from fhir_server.app import create_app
+
+    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("accesslog", os.environ.get("FHIR_SERVER_ACCESS_LOG") or None)
+            self.cfg.set("timeout", 120)
+            self.cfg.set("keepalive", 30)
+
+        def load(self):  # type: ignore[no-untyped-def]
+            return create_app(settings)
+
+    print(f"serving FHIR R4 on http://{host}:{port}/fhir", file=sys.stderr)
+    _Gunicorn().run()
+    return 0

@@ -1,0 +1,1 @@
+"""FHIR interactions: each runs validation, workflow rules and storage in one transaction."""

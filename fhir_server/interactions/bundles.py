@@ -1,0 +1,395 @@
+"""Batch and transaction Bundles (POST /fhir).
+
+Transaction: one database transaction for the whole Bundle. Entries are processed in the
+order the spec requires (DELETE, POST, PUT/PATCH, GET); `urn:uuid:`/`urn:oid:` fullUrls and
+conditional references are resolved first and every reference is rewritten; any failing
+entry rolls everything back and the error names `Bundle.entry[n]`.
+Batch: every entry independent, in its own transaction, with its own status.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from fhir_server.errors import FhirError, Issue, operation_outcome
+from fhir_server.interactions import crud
+from fhir_server.interactions.conditional import matching_ids, parse_criteria
+from fhir_server.interactions.context import Call
+from fhir_server.interactions.references import rewrite_references
+from fhir_server.interactions.results import Result
+from fhir_server.resource_types import is_resource_type
+from fhir_server.storage.repository import Repository, format_instant, new_id, now_us
+
+METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+
+
+@dataclass
+class Entry:
+    """One request entry with what resolution decided for it."""
+
+    index: int
+    method: str
+    url: str
+    res_type: str
+    res_id: str | None
+    query: str
+    resource: Any
+    full_url: str | None
+    request: dict
+    target_id: str | None = None  # the id this entry's resource will have (POST/PUT)
+    existing: Any = None  # StoredResource when a conditional create matched
+    result: Result | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def process_bundle(call: Call, bundle: Any) -> Result:
+    """POST /fhir with a batch or transaction Bundle."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise FhirError(400, "invalid", "POST to the base URL needs a Bundle", "Bundle")
+    kind = bundle.get("type")
+    if kind not in ("transaction", "batch"):
+        raise FhirError(400, "invalid",
+                        f"Bundle.type must be 'transaction' or 'batch', not '{kind}'",
+                        "Bundle.type")
+    raw_entries = bundle.get("entry") or []
+    if not isinstance(raw_entries, list):
+        raise FhirError(400, "structure", "Bundle.entry must be an array", "Bundle.entry")
+    limit = call.settings.max_bundle_entries
+    if len(raw_entries) > limit:
+        raise FhirError(413, "too-costly",
+                        f"The Bundle has {len(raw_entries)} entries; the limit is {limit}",
+                        "Bundle.entry")
+    if kind == "batch":
+        return _batch(call, raw_entries)
+    return _transaction(call, raw_entries)
+
+
+# -- parsing ---------------------------------------------------------------------------
+def _parse_entry(i: int, raw: Any, call: Call) -> Entry:
+    where = f"Bundle.entry[{i}]"
+    if not isinstance(raw, dict):
+        raise FhirError(400, "structure", f"{where} must be an object", where)
+    request = raw.get("request")
+    if not isinstance(request, dict):
+        raise FhirError(400, "required", f"{where} has no request", f"{where}.request")
+    method = str(request.get("method", "")).upper()
+    if method not in METHOD_ORDER:
+        raise FhirError(400, "invalid", f"{where}.request.method '{method}' is not supported",
+                        f"{where}.request.method")
+    url = request.get("url")
+    if not isinstance(url, str) or not url:
+        raise FhirError(400, "required", f"{where}.request.url is missing", f"{where}.request.url")
+    url = _relative(url, call.base_url)
+    path, _, query = url.partition("?")
+    segments = [s for s in path.split("/") if s]
+    if not segments or not (is_resource_type(segments[0]) or segments[0].startswith(("$", "_"))
+                            or segments[0] == "metadata"):
+        raise FhirError(404, "not-supported", f"{where}.request.url '{url}' names no known "
+                        "resource type", f"{where}.request.url")
+    res_type = segments[0]
+    res_id = segments[1] if len(segments) > 1 else None
+    resource = raw.get("resource")
+    if method in ("POST", "PUT"):
+        if not isinstance(resource, dict):
+            raise FhirError(400, "required", f"{where} ({method}) has no resource",
+                            f"{where}.resource")
+        if method == "POST" and len(segments) != 1:
+            raise FhirError(400, "invalid", f"{where}: POST url must be a resource type",
+                            f"{where}.request.url")
+        if method == "PUT" and not (len(segments) == 2 or (len(segments) == 1 and query)):
+            raise FhirError(400, "invalid", f"{where}: PUT url must be Type/id or Type?criteria",
+                            f"{where}.request.url")
+    full_url = raw.get("fullUrl")
+    if full_url is not None and not isinstance(full_url, str):
+        raise FhirError(400, "structure", f"{where}.fullUrl must be a string", f"{where}.fullUrl")
+    return Entry(i, method, url, res_type, res_id, query, resource, full_url, request)
+
+
+def _relative(url: str, base_url: str) -> str:
+    if url.startswith(base_url + "/"):
+        return url[len(base_url) + 1:]
+    if url.startswith(("http://", "https://")):
+        parts = urlsplit(url)
+        return parts.path.split("/fhir/", 1)[-1] + (f"?{parts.query}" if parts.query else "")
+    return url.lstrip("/")
+
+
+def _wrap(i: int, error: FhirError) -> FhirError:
+    """Prefix an entry's error with its position so the client knows which one failed."""
+    where = f"Bundle.entry[{i}]"
+    issues = []
+    for issue in error.issues:
+        expressions = [e if e.startswith("Bundle.") else f"{where}.resource.{e}"
+                       if e and e[0].isupper() else where for e in issue.expression] or [where]
+        issues.append(Issue(issue.severity, issue.code, f"{where}: {issue.diagnostics}",
+                            expressions))
+    return FhirError(error.status, error.code, issues[0].diagnostics, issues=issues,
+                     headers=error.headers)
+
+
+# -- transaction -----------------------------------------------------------------------
+def _transaction(call: Call, raw_entries: list) -> Result:
+    entries = []
+    for i, raw in enumerate(raw_entries):
+        try:
+            entries.append(_parse_entry(i, raw, call))
+        except FhirError as exc:
+            raise _wrap(i, exc) from exc
+    for entry in entries:
+        if entry.resource is not None:
+            entry.resource = copy.deepcopy(entry.resource)
+    _check_duplicate_full_urls(entries)
+    with call.db.write() as conn:
+        mapping = _resolve_identities(conn, call, entries)
+        _rewrite_all(conn, entries, mapping)
+        for entry in sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index)):
+            try:
+                entry.result = _execute(conn, call, entry)
+            except FhirError as exc:
+                raise _wrap(entry.index, exc) from exc
+    return Result(200, resource=_response_bundle("transaction-response", entries, call))
+
+
+def _check_duplicate_full_urls(entries: list[Entry]) -> None:
+    seen: dict[str, int] = {}
+    for entry in entries:
+        if entry.full_url and entry.method in ("POST", "PUT"):
+            if entry.full_url in seen:
+                where = f"Bundle.entry[{entry.index}]"
+                raise FhirError(400, "invalid", f"{where}: fullUrl '{entry.full_url}' is also "
+                                f"used by Bundle.entry[{seen[entry.full_url]}]", f"{where}.fullUrl")
+            seen[entry.full_url] = entry.index
+
+
+def _resolve_identities(conn, call: Call, entries: list[Entry]) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Decide every POST/PUT entry's target id; map fullUrls to `Type/id`. Rejects two
+    entries that resolve to the same resource."""
+    mapping: dict[str, str] = {}
+    identities: dict[str, int] = {}
+    for entry in entries:
+        where = f"Bundle.entry[{entry.index}]"
+        try:
+            if entry.method == "POST":
+                if_none_exist = entry.request.get("ifNoneExist")
+                if if_none_exist:
+                    entry.existing = crud.find_existing(conn, entry.res_type, if_none_exist)
+                entry.target_id = entry.existing.res_id if entry.existing else new_id()
+            elif entry.method == "PUT":
+                if entry.res_id:
+                    entry.target_id = entry.res_id
+                else:
+                    ids = matching_ids(conn, entry.res_type,
+                                       parse_criteria(entry.query, what="Conditional update"))
+                    if len(ids) > 1:
+                        raise FhirError(412, "multiple-matches",
+                                        f"Conditional update matched {len(ids)} resources")
+                    entry.target_id = ids[0] if ids else (entry.resource.get("id") or new_id())
+            elif entry.method in ("DELETE", "PATCH") and entry.res_id:
+                entry.target_id = entry.res_id
+            else:
+                continue
+        except FhirError as exc:
+            raise _wrap(entry.index, exc) from exc
+        identity = f"{entry.res_type}/{entry.target_id}"
+        if identity in identities and entry.method != "GET":
+            raise FhirError(400, "invalid", f"{where} and Bundle.entry[{identities[identity]}] "
+                            f"both resolve to {identity}", where)
+        identities[identity] = entry.index
+        if entry.full_url and entry.method in ("POST", "PUT"):
+            mapping[entry.full_url] = identity
+    return mapping
+
+
+def _rewrite_all(conn, entries: list[Entry], mapping: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """Rewrite urn:uuid/urn:oid/fullUrl and conditional references in every resource."""
+    cache: dict[str, str] = {}
+    for entry in entries:
+        if not isinstance(entry.resource, dict):
+            continue
+        where = f"Bundle.entry[{entry.index}]"
+
+        def resolve(ref: str, _where: str = where) -> str | None:
+            base, hash_, fragment = ref.partition("#")
+            target = base
+            if target in mapping:
+                return mapping[target] + (hash_ + fragment if hash_ else "")
+            if target.startswith(("urn:uuid:", "urn:oid:")):
+                raise FhirError(404, "not-found", f"{_where}: reference '{ref}' names no entry "
+                                "of this Bundle", f"{_where}.resource")
+            if "?" in target and is_resource_type(target.split("?", 1)[0]):
+                if target not in cache:
+                    cache[target] = _conditional_reference(conn, target, _where)
+                return cache[target]
+            return None
+
+        rewrite_references(entry.resource, resolve)
+
+
+def _conditional_reference(conn, ref: str, where: str) -> str:  # type: ignore[no-untyped-def]
+    res_type, query = ref.split("?", 1)
+    params = parse_qsl(query, keep_blank_values=True)
+    ids = matching_ids(conn, res_type, params)
+    if len(ids) != 1:
+        status = 404 if not ids else 412
+        raise FhirError(status, "not-found" if not ids else "multiple-matches",
+                        f"{where}: conditional reference '{ref}' matched {len(ids)} resources "
+                        "(exactly one is required)", f"{where}.resource")
+    return f"{res_type}/{ids[0]}"
+
+
+def _execute(conn, call: Call, entry: Entry) -> Result:  # type: ignore[no-untyped-def]
+    method = entry.method
+    if method == "DELETE":
+        if entry.res_id:
+            return crud.delete_in(conn, call, entry.res_type, entry.res_id,
+                                  crud.require_etag(entry.request.get("ifMatch")))
+        return crud.conditional_delete_in(conn, call, entry.res_type, entry.query)
+    if method == "POST":
+        if entry.existing is not None:
+            return Result(200, stored=entry.existing, location=True)
+        crud.check_valid(entry.resource, entry.res_type)
+        return crud.create_in(conn, call, entry.res_type, entry.resource,
+                              res_id=entry.target_id)
+    if method == "PUT":
+        entry.resource["id"] = entry.target_id
+        crud.check_valid(entry.resource, entry.res_type, entry.target_id)
+        expected = crud.require_etag(entry.request.get("ifMatch"))
+        return crud.store_update(conn, call, entry.res_type, entry.target_id,
+                                 entry.resource, expected, "PUT")
+    if method == "PATCH":
+        ops = _patch_operations(entry)
+        expected = crud.require_etag(entry.request.get("ifMatch"))
+        res_id = entry.res_id or crud.single_match(conn, entry.res_type, entry.query, "patch")
+        return crud.patch_in(conn, call, entry.res_type, res_id, ops, expected)
+    return _read_entry(conn, call, entry)
+
+
+def _patch_operations(entry: Entry) -> Any:
+    """A PATCH entry carries its JSON Patch as a Binary resource (base64 data)."""
+    import base64
+
+    import orjson
+
+    resource = entry.resource
+    if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
+        try:
+            return orjson.loads(base64.b64decode(resource.get("data", "")))
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            raise FhirError(400, "invalid", f"Invalid JSON Patch in Binary: {exc}") from exc
+    raise FhirError(400, "not-supported",
+                    "PATCH entries need a Binary resource holding a JSON Patch document")
+
+
+def _read_entry(conn, call: Call, entry: Entry) -> Result:  # type: ignore[no-untyped-def]
+    """GET inside a bundle: read, vread or search."""
+    segments = [s for s in entry.url.split("?", 1)[0].split("/") if s]
+    repo = Repository(conn)
+    if len(segments) == 2 and not segments[1].startswith(("_", "$")):
+        stored = repo.read(segments[0], segments[1])
+        if stored is None:
+            raise FhirError(404, "not-found", f"{entry.url} is not known")
+        if stored.deleted:
+            raise FhirError(410, "deleted", f"{entry.url} has been deleted")
+        if_none_match = entry.request.get("ifNoneMatch")
+        if if_none_match and crud.parse_etag(if_none_match) == stored.version:
+            return Result(304, stored=stored)
+        return Result(200, stored=stored)
+    if len(segments) == 4 and segments[2] == "_history":
+        if not segments[3].isdigit():
+            raise FhirError(404, "not-found", f"{entry.url} is not known")
+        stored = repo.vread(segments[0], segments[1], int(segments[3]))
+        if stored is None or stored.deleted:
+            raise FhirError(404, "not-found", f"{entry.url} is not known")
+        return Result(200, stored=stored)
+    if len(segments) == 1:
+        from fhir_server.interactions.search import search_bundle
+
+        params = parse_qsl(entry.query, keep_blank_values=True)
+        bundle = search_bundle(conn, segments[0], params, base_url=call.base_url,
+                               strict=call.strict_handling, compartment=None, restrict=None)
+        return Result(200, resource=bundle)
+    raise FhirError(400, "not-supported", f"GET {entry.url} is not supported inside a Bundle")
+
+
+# -- batch -----------------------------------------------------------------------------
+def _batch(call: Call, raw_entries: list) -> Result:
+    entries: list[Entry | FhirError] = []
+    for i, raw in enumerate(raw_entries):
+        try:
+            entries.append(_parse_entry(i, raw, call))
+        except FhirError as exc:
+            entries.append(_wrap(i, exc))
+    out: list[Entry] = []
+    for item in entries:
+        if isinstance(item, FhirError):
+            out.append(_failed_entry(item))
+            continue
+        try:
+            with call.db.write() as conn:
+                if item.method == "POST" and item.request.get("ifNoneExist"):
+                    item.existing = crud.find_existing(conn, item.res_type,
+                                                       item.request["ifNoneExist"])
+                if item.method == "PUT" and not item.res_id:
+                    crud.check_valid(item.resource, item.res_type)
+                    item.result = crud.conditional_update_in(
+                        conn, call, item.res_type, item.query, item.resource,
+                        crud.require_etag(item.request.get("ifMatch")))
+                else:
+                    if item.method == "PUT":
+                        item.target_id = item.res_id
+                    item.result = _execute(conn, call, item)
+        except FhirError as exc:
+            item.result = None
+            item.extra["error"] = _wrap(item.index, exc)
+        out.append(item)
+    return Result(200, resource=_response_bundle("batch-response", out, call))
+
+
+def _failed_entry(error: FhirError) -> Entry:
+    entry = Entry(-1, "GET", "", "", None, "", None, None, {})
+    entry.extra["error"] = error
+    return entry
+
+
+# -- response --------------------------------------------------------------------------
+_REASONS = {200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified"}
+
+
+def _response_bundle(kind: str, entries: list[Entry], call: Call) -> dict:
+    out = []
+    for entry in entries:  # both lists are in the request's entry order
+        error = entry.extra.get("error")
+        if error is not None:
+            out.append({"response": {"status": f"{error.status}",
+                                     "outcome": error.outcome()}})
+            continue
+        out.append(_response_entry(entry.result, call))  # type: ignore[arg-type]
+    return {"resourceType": "Bundle", "type": kind, "timestamp": format_instant(now_us()),
+            "entry": out}
+
+
+def _response_entry(result: Result, call: Call) -> dict:
+    status = result.status
+    response: dict = {"status": f"{status} {_REASONS.get(status, '')}".strip()}
+    entry: dict = {}
+    stored = result.stored
+    if stored is not None:
+        entry["fullUrl"] = f"{call.base_url}/{stored.res_type}/{stored.res_id}"
+        response["etag"] = stored.etag
+        response["lastModified"] = stored.last_updated_iso
+        if status in (200, 201) and result.location:
+            response["location"] = (f"{stored.res_type}/{stored.res_id}/_history/"
+                                    f"{stored.version}")
+        if call.prefer_return == "representation" and stored.body is not None \
+                and status != 304:
+            entry["resource"] = stored.resource()
+    if result.resource is not None:
+        entry["resource"] = result.resource
+    if call.prefer_return == "operationoutcome" or (result.issues and stored is None):
+        response["outcome"] = operation_outcome(result.issues or [
+            Issue("information", "informational", "OK")])
+    entry["response"] = response
+    return entry

@@ -1,0 +1,35 @@
+"""Conditional interactions: find the resources a `Type?query` selects, and serialise
+conditional creates so that concurrent duplicates create exactly one resource."""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import parse_qsl
+
+from sqlalchemy import Connection
+
+from fhir_server.errors import FhirError
+from fhir_server.storage.conditional_lock import lock_criteria
+
+
+def parse_criteria(query: str, *, what: str) -> list[tuple[str, str]]:
+    """Parse `a=b&c=d` criteria; an empty query is refused (it would match everything)."""
+    query = query.lstrip("?")
+    params = parse_qsl(query, keep_blank_values=True)
+    if not params:
+        raise FhirError(400, "invalid", f"{what} requires search criteria")
+    return params
+
+
+def matching_ids(conn: Connection, res_type: str, params: list[tuple[str, str]]) -> list[str]:
+    """Ids of the current resources of `res_type` matching the search parameters."""
+    from fhir_server.storage.search_sql import find_ids
+
+    return find_ids(conn, res_type, params)
+
+
+def lock_for_create(conn: Connection, res_type: str, params: list[tuple[str, str]]) -> None:
+    """Take the per-criteria lock before searching for a conditional create's matches."""
+    normalised = "&".join(f"{k}={v}" for k, v in sorted(params))
+    digest = hashlib.sha256(f"{res_type}?{normalised}".encode()).hexdigest()
+    lock_criteria(conn, res_type, digest)

@@ -1,0 +1,58 @@
+"""What an interaction needs besides its arguments: services and the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_server.config import Settings
+from fhir_server.interactions.hooks import WriteHooks
+from fhir_server.storage.db import Database
+
+
+@dataclass
+class CapabilityExtras:
+    """What features add to the CapabilityStatement (filled in by `wiring`)."""
+
+    supported_profiles: dict[str, set[str]] = field(default_factory=dict)
+    instantiates: set[str] = field(default_factory=set)
+    security: Callable[[Any], dict] | None = None
+    extensions: list[Callable[[Any], dict]] = field(default_factory=list)
+
+
+@dataclass
+class Services:
+    """Application-wide services shared by every request."""
+
+    settings: Settings
+    db: Database
+    hooks: WriteHooks = field(default_factory=WriteHooks)
+    capability_extras: CapabilityExtras = field(default_factory=CapabilityExtras)
+    # (resource, explicit profile URL or None) -> issues; set by wiring to the profile validator
+    profile_validator: Callable[[dict, str | None], list] | None = None
+
+    def validate_profiles(self, resource: dict, profile: str | None) -> list:
+        """Profile issues for `resource` (its meta.profile claims, or `profile`)."""
+        if self.profile_validator is None:
+            return []
+        return self.profile_validator(resource, profile)
+
+
+@dataclass
+class Call:
+    """One FHIR call: the services, the caller's access context and the request's base URL."""
+
+    services: Services
+    base_url: str
+    access: Any = None  # fhir_server.auth.context.AccessContext when auth is on
+    prefer_return: str = "representation"
+    strict_handling: bool = False
+
+    @property
+    def db(self) -> Database:
+        return self.services.db
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings

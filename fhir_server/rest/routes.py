@@ -1,0 +1,213 @@
+"""The FHIR REST router: one catch-all route under /fhir dispatching on path shape and
+method, so unknown paths get 404, wrong methods 405, always as OperationOutcomes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+
+from fhir_server.errors import FhirError
+from fhir_server.interactions import crud
+from fhir_server.interactions.context import Call, Services
+from fhir_server.interactions.history import history
+from fhir_server.interactions.results import Result
+from fhir_server.resource_types import is_resource_type
+from fhir_server.rest import io
+from fhir_server.rest.operations import OperationRegistry
+
+bp = Blueprint("fhir", __name__)
+
+
+def services() -> Services:
+    return current_app.extensions["fhir_services"]
+
+
+def operations() -> OperationRegistry:
+    return current_app.extensions["fhir_operations"]
+
+
+def base_url() -> str:
+    configured = services().settings.base_url
+    if configured:
+        return configured.rstrip("/")
+    return request.host_url.rstrip("/") + "/fhir"
+
+
+def make_call() -> Call:
+    prefs = io.prefer(request)
+    return Call(
+        services=services(),
+        base_url=base_url(),
+        access=getattr(request, "fhir_access", None),
+        prefer_return=prefs.get("return", "representation"),
+        strict_handling=prefs.get("handling") == "strict",
+    )
+
+
+def query_params() -> list[tuple[str, str]]:
+    """Query parameters in order, repeated keys kept (AND semantics)."""
+    return list(request.args.items(multi=True))
+
+
+@bp.route("/fhir", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"],
+          strict_slashes=False)
+@bp.route("/fhir/<path:path>", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
+def dispatch(path: str = "") -> Response:
+    fmt = io.wanted_format(request)
+    call = make_call()
+    segments = [s for s in path.split("/") if s]
+    result = route(call, request.method if request.method != "HEAD" else "GET", segments)
+    if isinstance(result, Response):
+        return result
+    return io.render_result(result, fmt, call.base_url, call.prefer_return)
+
+
+def _not_allowed(method: str, allowed: str) -> FhirError:
+    return FhirError(405, "not-supported", f"Method {method} is not allowed here",
+                     headers={"Allow": allowed})
+
+
+def _body(call: Call) -> Any:
+    return io.read_body(request, call.settings.max_body_bytes)
+
+
+def route(call: Call, method: str, seg: list[str]) -> Result | Response:
+    """Dispatch (method, path segments) to an interaction."""
+    n = len(seg)
+    if n == 0:
+        return _system(call, method)
+    head = seg[0]
+    if head == "metadata" and n == 1:
+        if method != "GET":
+            raise _not_allowed(method, "GET")
+        from fhir_server.interactions.capability import capability_statement
+
+        return Result(200, resource=capability_statement(call, operations()))
+    if head == "_history" and n == 1:
+        if method != "GET":
+            raise _not_allowed(method, "GET")
+        return history(call, query_params())
+    if head == "_search" and n == 1:
+        if method != "POST":
+            raise _not_allowed(method, "POST")
+        return _search(call, None, form=True)
+    if head.startswith("$") and n == 1:
+        return _operation(call, method, head[1:], "system", None, None)
+    if not is_resource_type(head):
+        raise FhirError(404, "not-supported", f"Unknown resource type '{head}'")
+    res_type = head
+    if n == 1:
+        return _type_level(call, method, res_type)
+    second = seg[1]
+    if n == 2 and second == "_search":
+        if method != "POST":
+            raise _not_allowed(method, "POST")
+        return _search(call, res_type, form=True)
+    if n == 2 and second == "_history":
+        if method != "GET":
+            raise _not_allowed(method, "GET")
+        return history(call, query_params(), res_type=res_type)
+    if second.startswith("$") and n == 2:
+        return _operation(call, method, second[1:], "type", res_type, None)
+    res_id = second
+    if n == 2:
+        return _instance(call, method, res_type, res_id)
+    third = seg[2]
+    if third == "_history":
+        if method != "GET":
+            raise _not_allowed(method, "GET")
+        if n == 3:
+            return history(call, query_params(), res_type=res_type, res_id=res_id)
+        if n == 4:
+            return crud.vread(call, res_type, res_id, seg[3])
+    if third.startswith("$") and n == 3:
+        return _operation(call, method, third[1:], "instance", res_type, res_id)
+    if n == 3 and is_resource_type(third):
+        if method != "GET":
+            raise _not_allowed(method, "GET")
+        return _search(call, third, compartment=(res_type, res_id))
+    raise FhirError(404, "not-found", f"No FHIR endpoint at /{'/'.join(seg)}")
+
+
+def _system(call: Call, method: str) -> Result:
+    if method == "GET":
+        return _search(call, None)
+    if method == "POST":
+        from fhir_server.interactions.bundles import process_bundle
+
+        return process_bundle(call, _body(call))
+    raise _not_allowed(method, "GET, POST")
+
+
+def _type_level(call: Call, method: str, res_type: str) -> Result:
+    query = request.query_string.decode()
+    if method == "GET":
+        return _search(call, res_type)
+    if method == "POST":
+        return crud.create(call, res_type, _body(call),
+                           if_none_exist=request.headers.get("If-None-Exist"))
+    if method == "PUT":
+        return crud.conditional_update(call, res_type, _criteria(query), _body(call),
+                                       if_match=request.headers.get("If-Match"))
+    if method == "DELETE":
+        return crud.conditional_delete(call, res_type, _criteria(query))
+    if method == "PATCH":
+        ops = io.read_body(request, call.settings.max_body_bytes, allow_patch=True)
+        return crud.conditional_patch(call, res_type, _criteria(query), ops,
+                                      if_match=request.headers.get("If-Match"))
+    raise _not_allowed(method, "GET, POST, PUT, DELETE, PATCH")
+
+
+def _criteria(query: str) -> str:
+    """Conditional criteria: the query string without _format."""
+    parts = [p for p in query.split("&") if p and not p.startswith("_format=")]
+    return "&".join(parts)
+
+
+def _instance(call: Call, method: str, res_type: str, res_id: str) -> Result:
+    if method == "GET":
+        return crud.read(call, res_type, res_id,
+                         if_none_match=request.headers.get("If-None-Match"),
+                         if_modified_since_us=io.if_modified_since_us(request))
+    if method == "PUT":
+        return crud.update(call, res_type, res_id, _body(call),
+                           if_match=request.headers.get("If-Match"))
+    if method == "DELETE":
+        return crud.delete(call, res_type, res_id, if_match=request.headers.get("If-Match"))
+    if method == "PATCH":
+        ops = io.read_body(request, call.settings.max_body_bytes, allow_patch=True)
+        return crud.patch(call, res_type, res_id, ops, if_match=request.headers.get("If-Match"))
+    raise _not_allowed(method, "GET, PUT, DELETE, PATCH")
+
+
+def _search(call: Call, res_type: str | None, *, form: bool = False,
+            compartment: tuple[str, str] | None = None) -> Result:
+    from fhir_server.interactions.search import search_bundle
+
+    params = query_params()
+    if form:
+        content_type = request.headers.get("Content-Type", "")
+        if content_type and not content_type.startswith("application/x-www-form-urlencoded"):
+            raise FhirError(415, "not-supported",
+                            "POST _search requires application/x-www-form-urlencoded")
+        params += list(request.form.items(multi=True))
+    params = [(k, v) for k, v in params if k != "_format"]
+    with call.db.read() as conn:
+        bundle = search_bundle(conn, res_type, params, base_url=call.base_url,
+                               strict=call.strict_handling, compartment=compartment,
+                               restrict=None)
+    return Result(200, resource=bundle)
+
+
+def _operation(call: Call, method: str, name: str, level: str, res_type: str | None,
+               res_id: str | None) -> Result:
+    op = operations().find(name, level, res_type)
+    if op is None:
+        raise FhirError(404, "not-supported", f"Operation ${name} is not supported at "
+                        f"{level} level" + (f" for {res_type}" if res_type else ""))
+    if method not in op.methods:
+        raise _not_allowed(method, ", ".join(sorted(op.methods)))
+    body = _body(call) if method == "POST" and request.content_length else None
+    params = [(k, v) for k, v in query_params() if k != "_format"]
+    return op.handler(call, res_type, res_id, params, body)

@@ -1,0 +1,274 @@
+"""The Repository: create, read, vread, update, delete and history of resources.
+
+All methods run on one Connection that is already inside a transaction (see `Database`).
+The resource row holds the current version; `resource_history` holds every version.
+Index rows are replaced in the same transaction (`index_store`).
+
+Concurrency: an update is `UPDATE ... WHERE pid = ? AND version = ?` (optimistic). If another
+writer committed first, no row matches: with an expected version (If-Match) the caller gets
+412, otherwise we re-read and retry, so versions stay gap-free and no write is lost.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from fhir_server.errors import FhirError
+from fhir_server.storage import index_store
+from fhir_server.storage.schema import history, resources
+
+MAX_WRITE_RETRIES = 20
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    """One stored version of a resource. `body` is the JSON text (None for a deletion)."""
+
+    pid: int
+    res_type: str
+    res_id: str
+    version: int
+    last_updated: int  # epoch microseconds
+    deleted: bool
+    body: str | None
+    method: str = ""
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+    @property
+    def last_updated_iso(self) -> str:
+        return format_instant(self.last_updated)
+
+    @property
+    def last_modified_http(self) -> str:
+        dt = datetime.fromtimestamp(self.last_updated / 1_000_000, tz=UTC)
+        return dt.strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+    def resource(self) -> dict[str, Any]:
+        """The body parsed into a dict (raises if deleted)."""
+        if self.body is None:
+            raise ValueError("deleted version has no body")
+        return orjson.loads(self.body)
+
+
+def now_us() -> int:
+    """Current time in epoch microseconds."""
+    return time.time_ns() // 1000
+
+
+def format_instant(us: int) -> str:
+    """FHIR instant with millisecond precision and UTC offset."""
+    dt = datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}+00:00"
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _with_meta(resource: dict[str, Any], res_id: str, version: int, updated_us: int) -> str:
+    """Set id and meta.versionId/lastUpdated, keeping the client's other content as sent."""
+    resource["id"] = res_id
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = format_instant(updated_us)
+    resource["meta"] = meta
+    return orjson.dumps(resource).decode()
+
+
+_COLS = (
+    resources.c.pid, resources.c.res_type, resources.c.res_id, resources.c.version,
+    resources.c.last_updated, resources.c.deleted, resources.c.body,
+)
+_HCOLS = (
+    history.c.pid, history.c.res_type, history.c.res_id, history.c.version,
+    history.c.last_updated, history.c.deleted, history.c.body, history.c.method,
+)
+
+
+def _row(row: Any) -> StoredResource:
+    return StoredResource(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6],
+                          row[7] if len(row) > 7 else "")
+
+
+class Repository:
+    """Resource persistence bound to one transaction's Connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # -- reads ---------------------------------------------------------------------------
+    def read(self, res_type: str, res_id: str) -> StoredResource | None:
+        """Current version (possibly a deletion marker), or None if never existed."""
+        row = self.conn.execute(
+            select(*_COLS).where(resources.c.res_type == res_type, resources.c.res_id == res_id)
+        ).first()
+        return _row(row) if row else None
+
+    def vread(self, res_type: str, res_id: str, version: int) -> StoredResource | None:
+        row = self.conn.execute(
+            select(*_HCOLS).where(history.c.res_type == res_type, history.c.res_id == res_id,
+                                  history.c.version == version)
+        ).first()
+        return _row(row) if row else None
+
+    def read_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], StoredResource]:
+        """Current versions of several resources in one statement per type."""
+        by_type: dict[str, list[str]] = {}
+        for res_type, res_id in keys:
+            by_type.setdefault(res_type, []).append(res_id)
+        found: dict[tuple[str, str], StoredResource] = {}
+        for res_type, ids in by_type.items():
+            rows = self.conn.execute(
+                select(*_COLS).where(resources.c.res_type == res_type, resources.c.res_id.in_(ids))
+            )
+            for row in rows:
+                stored = _row(row)
+                found[(stored.res_type, stored.res_id)] = stored
+        return found
+
+    # -- writes --------------------------------------------------------------------------
+    def create(self, resource: dict[str, Any], *, res_id: str | None = None,
+               method: str = "POST") -> StoredResource:
+        """Insert a new resource (version 1). The dict gets id and meta set."""
+        res_type = resource["resourceType"]
+        res_id = res_id or new_id()
+        updated = now_us()
+        body = _with_meta(resource, res_id, 1, updated)
+        pid = self.conn.execute(
+            insert(resources).values(res_type=res_type, res_id=res_id, version=1,
+                                     last_updated=updated, deleted=False, body=body)
+            .returning(resources.c.pid)
+        ).scalar_one()
+        self._append_history(pid, res_type, res_id, 1, updated, method, False, body)
+        index_store.replace_index(self.conn, pid, res_type, resource)
+        return StoredResource(pid, res_type, res_id, 1, updated, False, body, method)
+
+    def update(self, resource: dict[str, Any], res_id: str, *,
+               expected_version: int | None = None,
+               method: str = "PUT") -> tuple[StoredResource, StoredResource | None]:
+        """Write a new version (update-as-create when absent). Returns (new, previous);
+        previous is None when the resource was created. Raises 412 on version mismatch."""
+        res_type = resource["resourceType"]
+        for _ in range(MAX_WRITE_RETRIES):
+            current = self.read(res_type, res_id)
+            if expected_version is not None:
+                if current is None or current.deleted or current.version != expected_version:
+                    have = "none" if current is None or current.deleted else current.version
+                    raise FhirError(412, "conflict",
+                                    f"Version conflict: If-Match expects version "
+                                    f"{expected_version}, current version is {have}")
+            if current is None:
+                created = self._try_create(resource, res_id, method)
+                if created is not None:
+                    return created, None
+                continue  # lost a create race: now it exists; update it
+            version = current.version + 1
+            updated = max(now_us(), current.last_updated + 1)
+            body = _with_meta(resource, res_id, version, updated)
+            result = self.conn.execute(
+                update(resources)
+                .where(and_(resources.c.pid == current.pid,
+                            resources.c.version == current.version))
+                .values(version=version, last_updated=updated, deleted=False, body=body)
+            )
+            if result.rowcount != 1:
+                if expected_version is not None:
+                    raise FhirError(412, "conflict",
+                                    "Version conflict: the resource was changed concurrently")
+                continue
+            self._append_history(current.pid, res_type, res_id, version, updated, method,
+                                 False, body)
+            index_store.replace_index(self.conn, current.pid, res_type, resource)
+            return (StoredResource(current.pid, res_type, res_id, version, updated, False,
+                                   body, method), current)
+        raise FhirError(409, "conflict", "Too many concurrent writes to this resource; retry")
+
+    def _try_create(self, resource: dict[str, Any], res_id: str,
+                    method: str) -> StoredResource | None:
+        """Create with a client-chosen id; None if a concurrent writer created it first."""
+        try:
+            with self.conn.begin_nested():
+                return self.create(resource, res_id=res_id, method=method)
+        except IntegrityError:
+            return None
+
+    def delete(self, res_type: str, res_id: str, *,
+               expected_version: int | None = None) -> tuple[StoredResource | None, bool]:
+        """Mark deleted as a new version. Returns (deletion version or None, existed)."""
+        for _ in range(MAX_WRITE_RETRIES):
+            current = self.read(res_type, res_id)
+            if expected_version is not None and (
+                current is None or current.deleted or current.version != expected_version
+            ):
+                raise FhirError(412, "conflict", "Version conflict on delete")
+            if current is None or current.deleted:
+                return current, False
+            version = current.version + 1
+            updated = max(now_us(), current.last_updated + 1)
+            result = self.conn.execute(
+                update(resources)
+                .where(and_(resources.c.pid == current.pid,
+                            resources.c.version == current.version))
+                .values(version=version, last_updated=updated, deleted=True, body=None)
+            )
+            if result.rowcount != 1:
+                continue
+            self._append_history(current.pid, res_type, res_id, version, updated, "DELETE",
+                                 True, None)
+            index_store.delete_index(self.conn, current.pid)
+            return (StoredResource(current.pid, res_type, res_id, version, updated, True, None,
+                                   "DELETE"), True)
+        raise FhirError(409, "conflict", "Too many concurrent writes to this resource; retry")
+
+    def _append_history(self, pid: int, res_type: str, res_id: str, version: int, updated: int,
+                        method: str, deleted: bool, body: str | None) -> None:
+        self.conn.execute(
+            insert(history).values(pid=pid, res_type=res_type, res_id=res_id, version=version,
+                                   last_updated=updated, method=method, deleted=deleted,
+                                   body=body)
+        )
+
+    # -- history -------------------------------------------------------------------------
+    def history(self, *, res_type: str | None = None, res_id: str | None = None,
+                since_us: int | None = None, before_us: int | None = None,
+                cursor: tuple[int, int] | None = None, count: int = 20
+                ) -> tuple[list[StoredResource], tuple[int, int] | None, int]:
+        """Versions newest first. Keyset paging on (last_updated, hid): `cursor` is the key of
+        the last entry of the previous page. Returns (page, next cursor or None, total)."""
+        from sqlalchemy import func, or_
+
+        conds = []
+        if res_type:
+            conds.append(history.c.res_type == res_type)
+        if res_id:
+            conds.append(history.c.res_id == res_id)
+        if since_us is not None:
+            conds.append(history.c.last_updated >= since_us)
+        if before_us is not None:
+            conds.append(history.c.last_updated < before_us)
+        total = self.conn.execute(select(func.count()).select_from(history).where(*conds)
+                                  ).scalar_one()
+        page_conds = list(conds)
+        if cursor is not None:
+            lu, hid = cursor
+            page_conds.append(or_(history.c.last_updated < lu,
+                                  and_(history.c.last_updated == lu, history.c.hid < hid)))
+        rows = self.conn.execute(
+            select(*_HCOLS, history.c.hid).where(*page_conds)
+            .order_by(history.c.last_updated.desc(), history.c.hid.desc()).limit(count + 1)
+        ).all()
+        page = [_row(r[:8]) for r in rows[:count]]
+        next_cursor = (rows[count - 1][4], rows[count - 1][8]) if len(rows) > count else None
+        return page, next_cursor, total
+

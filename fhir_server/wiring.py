@@ -1,0 +1,19 @@
+"""Wires the features into the app: write hooks and operations, in one visible place."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from fhir_server.interactions.context import Services
+from fhir_server.rest.operations import OperationRegistry
+
+
+def wire(app: Flask, services: Services, registry: OperationRegistry) -> None:
+    """Register every feature's hooks and operations."""
+    from fhir_server.interactions import builtin_operations
+
+    builtin_operations.register(registry)
+
+
+def register_cli(sub) -> None:  # type: ignore[no-untyped-def]
+    """Feature subcommands of `python -m fhir_server`."""

@@ -1,0 +1,44 @@
+"""Shared fixtures: every database test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fhir_server.storage.db import Database
+from fhir_server.storage.schema import metadata
+from tests.dbs import backends, fresh_database_url
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="module", params=backends())
+def database(request, tmp_path_factory) -> Database:
+    """A fresh Database with the full schema, shared by one test module, per backend."""
+    import fhir_server.storage.index_schema  # noqa: F401  (registers index tables)
+
+    url = fresh_database_url(request.param, tmp_path_factory.mktemp("db"))
+    db = Database(url)
+    metadata.create_all(db.engine)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture(scope="module")
+def server(database):
+    """A real FHIR server on a loopback port over the module's database; yields a client."""
+    from fhir_server.app import create_app
+    from fhir_server.config import Settings
+    from tests.live import FhirHttp, LiveServer
+
+    settings = Settings.from_env(database_url=database.url.render_as_string(hide_password=False),
+                                 base_url="", auth_mode="off")
+    app = create_app(settings, db=database)
+    live = LiveServer(app)
+    client = FhirHttp(live.base)
+    client.database = database
+    client.app = app
+    yield client
+    live.stop()
