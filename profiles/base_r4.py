@@ -19,9 +19,9 @@ from fhir_server.errors import Issue
 from fhir_server.resource_types import is_resource_type
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_LEGACY_SCHEMA = (
-    Path(__file__).resolve().parents[1] / "fhir_server" / "data" / "r4_schema_legacy_types.json.gz"
-)
+_DATA = Path(__file__).resolve().parents[1] / "fhir_server" / "data"
+_LEGACY_SCHEMA = _DATA / "r4_schema_legacy_types.json.gz"
+_CODE_ENUMS = _DATA / "r4_code_enums.json.gz"
 # A relative literal reference: Type/id or Type/id/_history/vid (also accepts fragments).
 _REL_REF = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$")
 
@@ -46,8 +46,45 @@ def validate_base(resource: Any, *, expected_type: str | None = None) -> list[Is
         issues.append(Issue("error", "value",
                             "id must be 1-64 characters from A-Z a-z 0-9 - .", [f"{res_type}.id"]))
     issues.extend(_model_issues(res_type, resource))
+    if not issues:
+        _code_issues(_code_graph(), res_type, resource, res_type, issues)
     issues.extend(_reference_issues(resource, res_type))
     return issues
+
+
+@lru_cache(maxsize=1)
+def _code_graph() -> dict[str, dict[str, tuple[str, object]]]:
+    """definition -> element -> ("enum", allowed codes) | ("ref", definition name)."""
+    raw = json.loads(gzip.decompress(_CODE_ENUMS.read_bytes()))
+    return {name: {prop: (kind, frozenset(target) if kind == "enum" else target)
+                   for prop, (kind, target) in props.items()}
+            for name, props in raw.items()}
+
+
+def _code_issues(graph: dict, definition: str, node: Any, path: str, issues: list[Issue]) -> None:
+    """Codes of required bindings in base R4 (e.g. Patient.gender) must be in their list."""
+    props = graph.get(definition)
+    if not props or not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        spec = props.get(key)
+        if spec is None:
+            continue
+        kind, target = spec
+        many = isinstance(value, list)
+        for i, item in enumerate(value if many else [value]):
+            where = f"{path}.{key}[{i}]" if many else f"{path}.{key}"
+            if kind == "enum":
+                if isinstance(item, str) and item not in target:  # type: ignore[operator]
+                    allowed = ", ".join(sorted(target))  # type: ignore[arg-type]
+                    issues.append(Issue("error", "code-invalid",
+                                        f"'{item}' is not a valid code for {where} "
+                                        f"(allowed: {allowed[:300]})", [where]))
+            elif target == "ResourceList":
+                if isinstance(item, dict) and isinstance(item.get("resourceType"), str):
+                    _code_issues(graph, item["resourceType"], item, where, issues)
+            else:
+                _code_issues(graph, target, item, where, issues)  # type: ignore[arg-type]
 
 
 def _model_issues(res_type: str, resource: dict) -> list[Issue]:

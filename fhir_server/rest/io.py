@@ -9,6 +9,7 @@ import orjson
 from flask import Request, Response
 
 from fhir_server.errors import FhirError, Issue, operation_outcome
+from fhir_server.formats.decimals import json_default
 from fhir_server.formats.negotiation import request_format, response_format
 from fhir_server.interactions.results import Result
 
@@ -82,7 +83,8 @@ def render(resource: dict | None, fmt: str, status: int, headers: dict[str, str]
             resource = orjson.loads(body_text)  # type: ignore[arg-type]
         return Response(json_to_xml(resource), status=status, headers=headers,
                         content_type=XML_MIME)
-    payload = body_text.encode() if body_text is not None else orjson.dumps(resource)
+    payload = body_text.encode() if body_text is not None else orjson.dumps(
+        resource, default=json_default)
     return Response(payload, status=status, headers=headers, content_type=JSON_MIME)
 
 

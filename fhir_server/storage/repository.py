@@ -22,6 +22,7 @@ from sqlalchemy import Connection, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from fhir_server.errors import FhirError
+from fhir_server.formats.decimals import json_default
 from fhir_server.storage import index_store
 from fhir_server.storage.schema import history, resources
 
@@ -83,7 +84,7 @@ def _with_meta(resource: dict[str, Any], res_id: str, version: int, updated_us: 
     meta["versionId"] = str(version)
     meta["lastUpdated"] = format_instant(updated_us)
     resource["meta"] = meta
-    return orjson.dumps(resource).decode()
+    return orjson.dumps(resource, default=json_default).decode()
 
 
 _COLS = (

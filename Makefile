@@ -1,0 +1,37 @@
+# Set-up is two commands: `make run` and `make test`. Both create .venv when needed.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8080
+EXAMPLES := $(sort $(wildcard examples/directory/*.json)) $(sort $(wildcard examples/*.json))
+
+.PHONY: install run serve test lint bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## make run: migrate the SQLite database, load examples/, start the worker and the server
+run: install
+	$(PY) -m fhir_server init-db
+	$(PY) -m fhir_server load $(EXAMPLES)
+	$(PY) -m fhir_server serve --host $(HOST) --port $(PORT)
+
+## make test: lint, then the whole suite on SQLite and on a throwaway PostgreSQL
+test: install
+	$(PY) -m ruff check .
+	tools/test-postgres.sh $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+
+## make bench: the benchmarks in bench/ (figures go to the README by hand)
+bench: install
+	tools/test-postgres.sh $(PY) -m bench.run_all
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,116 @@
+"""Channel transports: rest-hook (HTTP POST) and email (SMTP). One job: send one bundle."""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import threading
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+
+import orjson
+import requests
+
+from subscriptions.subscription_rules import SubscriptionSpec
+
+
+class DeliveryError(Exception):
+    """A notification was not accepted by the endpoint."""
+
+    def __init__(self, message: str, code: str = "no-response") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """SMTP server used by the email channel (FHIR_SERVER_SMTP_HOST / _PORT / _FROM)."""
+
+    host: str = "localhost"
+    port: int = 25
+    sender: str = "fhir-server@localhost"
+
+    @classmethod
+    def from_env(cls) -> SmtpSettings:
+        return cls(
+            host=os.environ.get("FHIR_SERVER_SMTP_HOST", "localhost"),
+            port=int(os.environ.get("FHIR_SERVER_SMTP_PORT", "25") or 25),
+            sender=os.environ.get("FHIR_SERVER_SMTP_FROM", "fhir-server@localhost"),
+        )
+
+
+_local = threading.local()
+
+
+def _session() -> requests.Session:
+    sess = getattr(_local, "session", None)
+    if sess is None:
+        sess = requests.Session()
+        _local.session = sess
+    return sess
+
+
+def serialise(bundle: dict[str, Any], spec: SubscriptionSpec) -> bytes:
+    """The bundle in the Subscription's payload format (JSON, or XML via fhir_server.formats)."""
+    if spec.is_xml:
+        try:
+            from fhir_server.formats.xml import json_to_xml  # lazy: written by another module
+        except ImportError as exc:
+            raise DeliveryError(
+                "XML payloads need fhir_server.formats.xml.json_to_xml, which is not installed",
+                "processing",
+            ) from exc
+        out = json_to_xml(bundle)
+        return out.encode("utf-8") if isinstance(out, str) else out
+    return orjson.dumps(bundle)
+
+
+def send_rest_hook(spec: SubscriptionSpec, body: bytes) -> int:
+    """POST the body with every channel.header verbatim; return the HTTP status (2xx)."""
+    headers = {name: value for name, value in spec.headers}
+    headers["Content-Type"] = spec.payload_mime
+    try:
+        resp = _session().post(
+            spec.endpoint, data=body, headers=headers,
+            timeout=(min(spec.timeout, 10), spec.timeout), allow_redirects=False,
+        )
+    except requests.Timeout as exc:
+        raise DeliveryError(f"no response from {spec.endpoint} within {spec.timeout}s") from exc
+    except requests.RequestException as exc:
+        raise DeliveryError(f"cannot reach {spec.endpoint}: {exc.__class__.__name__}") from exc
+    resp.close()
+    if not 200 <= resp.status_code < 300:
+        raise DeliveryError(f"endpoint answered HTTP {resp.status_code}")
+    return resp.status_code
+
+
+def send_email(spec: SubscriptionSpec, body: bytes, subject: str, summary: str,
+               smtp: SmtpSettings) -> None:
+    """Mail a short human-readable summary with the notification bundle attached."""
+    msg = EmailMessage()
+    msg["From"] = smtp.sender
+    msg["To"] = spec.endpoint.removeprefix("mailto:").split("?")[0]
+    msg["Subject"] = subject
+    msg.set_content(summary)
+    maintype, _, subtype = spec.payload_mime.partition("/")
+    ext = "xml" if spec.is_xml else "json"
+    msg.add_attachment(body, maintype=maintype, subtype=subtype,
+                       filename=f"notification.{ext}")
+    try:
+        with smtplib.SMTP(smtp.host, smtp.port, timeout=spec.timeout) as client:
+            client.send_message(msg)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise DeliveryError(f"SMTP delivery to {msg['To']} failed: {exc}") from exc
+
+
+def deliver(spec: SubscriptionSpec, bundle: dict[str, Any], smtp: SmtpSettings,
+            subject: str, summary: str) -> None:
+    """Send one notification bundle over the Subscription's channel (raises DeliveryError)."""
+    body = serialise(bundle, spec)
+    if spec.channel_type == "rest-hook":
+        send_rest_hook(spec, body)
+    elif spec.channel_type == "email":
+        send_email(spec, body, subject, summary, smtp)
+    else:
+        raise DeliveryError(f"channel type {spec.channel_type} is not supported", "processing")

@@ -1,0 +1,158 @@
+"""Read Subscription state and outbox events, and turn them into NotificationEvents."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, select
+
+from fhir_server.storage.schema import history, resources
+from subscriptions.notifications import NotificationEvent, StatusInfo, micros_to_instant
+from subscriptions.outbox_schema import delivery, events, registry
+from subscriptions.subscription_rules import SubscriptionSpec
+
+ReadableBy = Callable[[str | None, dict[str, Any]], bool]
+
+
+@dataclass(frozen=True)
+class SubscriptionState:
+    """Registry + delivery state of one Subscription."""
+
+    sub_id: str
+    status: str
+    spec: SubscriptionSpec
+    owner: str | None
+    event_count: int
+    delivered_through: int
+    needs_handshake: bool
+    attempts: int
+    first_failure_at: int | None
+    last_error: str | None
+    error_code: str | None
+    last_sent_at: int | None
+    last_delivery_at: int | None
+    lease_owner: str | None
+
+    def status_info(self) -> StatusInfo:
+        """The StatusInfo for notifications and `$status`."""
+        errors: tuple[tuple[str, str], ...] = ()
+        if self.status == "error":
+            errors = ((self.error_code or "no-response", self.last_error or ""),)
+        return StatusInfo(self.sub_id, self.spec.topic_url, self.status, self.event_count, errors)
+
+
+_STATE_COLUMNS = (
+    registry.c.sub_id, registry.c.status, registry.c.spec, registry.c.owner,
+    registry.c.event_count, delivery.c.delivered_through, delivery.c.needs_handshake,
+    delivery.c.attempts, delivery.c.first_failure_at, delivery.c.last_error,
+    delivery.c.error_code, delivery.c.last_sent_at, delivery.c.last_delivery_at,
+    delivery.c.lease_owner,
+)
+
+
+def _state(row: Row[Any]) -> SubscriptionState:
+    data = row._asdict()
+    data["spec"] = SubscriptionSpec.from_json(json.loads(data["spec"]))
+    return SubscriptionState(**data)
+
+
+def state_query():  # type: ignore[no-untyped-def]
+    """SELECT of the joined state columns (callers add WHERE clauses)."""
+    return select(*_STATE_COLUMNS).select_from(
+        registry.join(delivery, delivery.c.sub_id == registry.c.sub_id))
+
+
+def load_state(conn: Connection, sub_id: str) -> SubscriptionState | None:
+    """The state of one Subscription, or None if it is not registered."""
+    row = conn.execute(state_query().where(registry.c.sub_id == sub_id)).first()
+    return _state(row) if row else None
+
+
+def load_states(conn: Connection, ids: list[str] | None = None,
+                statuses: list[str] | None = None) -> list[SubscriptionState]:
+    """States of the given Subscriptions (all when `ids` is None), ordered by id."""
+    q = state_query()
+    if ids is not None:
+        q = q.where(registry.c.sub_id.in_(ids))
+    if statuses:
+        q = q.where(registry.c.status.in_(statuses))
+    return [_state(r) for r in conn.execute(q.order_by(registry.c.sub_id))]
+
+
+def event_rows(conn: Connection, sub_id: str, since: int, until: int | None,
+               limit: int) -> list[Row[Any]]:
+    """Outbox rows with since <= event_number <= until, in order, at most `limit`."""
+    cond = and_(events.c.sub_id == sub_id, events.c.event_number >= since)
+    if until is not None:
+        cond = and_(cond, events.c.event_number <= until)
+    return list(conn.execute(
+        select(events).where(cond).order_by(events.c.event_number).limit(limit)))
+
+
+def _version_body(conn: Connection, res_type: str, res_id: str,
+                  version: str | None) -> dict[str, Any] | None:
+    if version is not None and version.isdigit():
+        body = conn.execute(select(history.c.body).where(
+            history.c.res_type == res_type, history.c.res_id == res_id,
+            history.c.version == int(version))).scalar()
+    else:
+        body = None
+    if body is None:
+        body = conn.execute(select(resources.c.body).where(
+            resources.c.res_type == res_type, resources.c.res_id == res_id)).scalar()
+    return json.loads(body) if body else None
+
+
+def _current_body(conn: Connection, ref: str) -> dict[str, Any] | None:
+    parts = ref.split("/_history/")[0].rstrip("/").split("/")
+    if len(parts) < 2:
+        return None
+    body = conn.execute(select(resources.c.body).where(
+        resources.c.res_type == parts[-2], resources.c.res_id == parts[-1])).scalar()
+    return json.loads(body) if body else None
+
+
+def notification_events(
+    conn: Connection, rows: list[Row[Any]], state: SubscriptionState, content: str,
+    readable_by: ReadableBy | None,
+) -> list[NotificationEvent]:
+    """NotificationEvents for outbox rows, re-checking read access at notification time.
+
+    A focus the owner may no longer read keeps its event number but loses focus and body;
+    unreadable additional context is dropped.
+    """
+    out: list[NotificationEvent] = []
+    for r in rows:
+        context = tuple(json.loads(r.context)) if r.context else ()
+        body: dict[str, Any] | None = None
+        include_focus = True
+        need_body = content == "full-resource" or readable_by is not None
+        if need_body and r.interaction != "delete":
+            body = _version_body(conn, r.focus_type, r.focus_id, r.focus_version)
+            if readable_by is not None and body is not None:
+                include_focus = readable_by(state.owner, body)
+        ctx_bodies: list[dict[str, Any]] = []
+        if content != "empty" and context and (content == "full-resource" or readable_by):
+            kept = []
+            for ref in context:
+                cb = _current_body(conn, ref)
+                if readable_by is not None and cb is not None and not readable_by(
+                        state.owner, cb):
+                    continue
+                kept.append(ref)
+                if cb is not None:
+                    ctx_bodies.append(cb)
+            context = tuple(kept)
+        out.append(NotificationEvent(
+            event_number=r.event_number, timestamp=micros_to_instant(r.occurred_at),
+            focus_type=r.focus_type, focus_id=r.focus_id, focus_version=r.focus_version,
+            interaction=r.interaction,
+            additional_context=context if include_focus else (),
+            resource=body if (content == "full-resource" and include_focus) else None,
+            context_resources=tuple(ctx_bodies) if content == "full-resource" else (),
+            include_focus=include_focus,
+        ))
+    return out

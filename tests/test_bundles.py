@@ -1,0 +1,234 @@
+"""Transaction and batch Bundles: atomic, references resolved, conditional entries honoured."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.live import FhirHttp
+from tests.samples import sample
+from tests.snapshot import db_snapshot
+
+
+def urn() -> str:
+    return f"urn:uuid:{uuid.uuid4()}"
+
+
+def entry(resource: dict, method: str = "POST", url: str | None = None, full_url: str | None = None,
+          **request) -> dict:
+    e = {"resource": resource, "request": {"method": method,
+                                           "url": url or resource["resourceType"], **request}}
+    if full_url:
+        e["fullUrl"] = full_url
+    return e
+
+
+def bundle(*entries: dict, kind: str = "transaction") -> dict:
+    return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
+
+
+def mrn_patient(mrn: str) -> dict:
+    return sample("Patient", identifier=[{"system": "http://hospital.example/mrn", "value": mrn}])
+
+
+def referral_bundle(mrn: str) -> dict:
+    pat, org, sr = urn(), urn(), urn()
+    org_res = sample("Organization", identifier=[{"system": "http://hl7.org/fhir/sid/us-npi",
+                                                  "value": f"NPI-{mrn}"}])
+    sr_res = sample("ServiceRequest", subject={"reference": pat},
+                    requester={"reference": org})
+    sr_res["extension"] = [{"url": "http://example.org/ext/ref",
+                            "valueReference": {"reference": pat}}]
+    sr_res["contained"] = [{"resourceType": "Provenance", "id": "p1",
+                            "target": [{"reference": sr}], "recorded": "2026-01-01T00:00:00Z",
+                            "agent": [{"who": {"reference": org}}]}]
+    task = sample("Task", focus={"reference": sr}, requester={"reference": org},
+                  owner={"reference": org})
+    task["for"] = {"reference": pat}
+    return bundle(
+        entry(mrn_patient(mrn), full_url=pat,
+              ifNoneExist=f"identifier=http://hospital.example/mrn|{mrn}"),
+        entry(org_res, full_url=org,
+              ifNoneExist=f"identifier=http://hl7.org/fhir/sid/us-npi|NPI-{mrn}"),
+        entry(sr_res, full_url=sr),
+        entry(task, full_url=urn()),
+    )
+
+
+def test_transaction_creates_all_and_rewrites_references(server):
+    resp = server.post("", referral_bundle("T-1"))
+    assert resp.status_code == 200, resp.text
+    out = resp.json()
+    assert out["type"] == "transaction-response"
+    statuses = [e["response"]["status"] for e in out["entry"]]
+    assert statuses == ["201 Created"] * 4
+    for e in out["entry"]:
+        assert e["response"]["etag"] == 'W/"1"'
+        assert e["response"]["lastModified"]
+        assert e["response"]["location"].endswith("/_history/1")
+    pat_id = out["entry"][0]["resource"]["id"]
+    org_id = out["entry"][1]["resource"]["id"]
+    sr = out["entry"][2]["resource"]
+    assert sr["subject"]["reference"] == f"Patient/{pat_id}"
+    assert sr["extension"][0]["valueReference"]["reference"] == f"Patient/{pat_id}"
+    assert sr["contained"][0]["target"][0]["reference"] == f"ServiceRequest/{sr['id']}"
+    assert sr["contained"][0]["agent"][0]["who"]["reference"] == f"Organization/{org_id}"
+    task = server.get(out["entry"][3]["response"]["location"].rsplit("/_history", 1)[0]).json()
+    assert task["focus"]["reference"] == f"ServiceRequest/{sr['id']}"
+
+
+def test_second_referral_reuses_patient_and_organization(server):
+    first = server.post("", referral_bundle("T-2")).json()
+    second = server.post("", referral_bundle("T-2")).json()
+    assert [e["response"]["status"] for e in second["entry"][:2]] == ["200 OK", "200 OK"]
+    assert second["entry"][0]["resource"]["id"] == first["entry"][0]["resource"]["id"]
+    assert second["entry"][2]["resource"]["subject"] == first["entry"][2]["resource"]["subject"]
+    found = server.get("Patient", params={"identifier": "http://hospital.example/mrn|T-2"})
+    assert len(found.json()["entry"]) == 1
+
+
+def test_conditional_reference_resolution(server):
+    server.post("Patient", mrn_patient("COND-1"))
+    task = sample("Task")
+    task["for"] = {"reference": "Patient?identifier=http://hospital.example/mrn|COND-1"}
+    ok = server.post("", bundle(entry(task)))
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["entry"][0]["resource"]["for"]["reference"].startswith("Patient/")
+
+    before = db_snapshot(server.database)
+    task["for"] = {"reference": "Patient?identifier=http://hospital.example/mrn|NOBODY"}
+    none = server.post("", bundle(entry(sample("Basic")), entry(task)))
+    assert none.status_code == 404
+    assert none.json()["issue"][0]["expression"][0].startswith("Bundle.entry[1]")
+    server.post("Patient", mrn_patient("TWIN"))
+    server.post("Patient", mrn_patient("TWIN"))
+    before = db_snapshot(server.database)
+    task["for"] = {"reference": "Patient?identifier=http://hospital.example/mrn|TWIN"}
+    many = server.post("", bundle(entry(sample("Basic")), entry(task)))
+    assert many.status_code == 412
+    assert db_snapshot(server.database) == before
+
+
+def test_failing_entry_rolls_back_everything(server):
+    before = db_snapshot(server.database)
+    bad = sample("Patient", birthDate="not-a-date")
+    resp = server.post("", bundle(entry(sample("Basic")), entry(sample("Organization")),
+                                  entry(bad), entry(sample("Basic"))))
+    assert resp.status_code == 400
+    issue = resp.json()["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[2].resource.Patient.birthDate"]
+    assert "Bundle.entry[2]" in issue["diagnostics"]
+    assert db_snapshot(server.database) == before
+
+
+def test_if_match_in_entry_rolls_back(server):
+    rid = server.post("Task", sample("Task")).json()["id"]
+    before = db_snapshot(server.database)
+    resp = server.post("", bundle(entry(sample("Basic")),
+                                  entry(sample("Task", id=rid), "PUT", f"Task/{rid}",
+                                        ifMatch='W/"9"')))
+    assert resp.status_code == 412
+    assert db_snapshot(server.database) == before
+
+
+@pytest.mark.parametrize("payload,status", [
+    ({"resourceType": "Bundle", "type": "collection", "entry": []}, 400),
+    ({"resourceType": "Patient"}, 400),
+    ({"resourceType": "Bundle", "type": "transaction",
+      "entry": [{"resource": {"resourceType": "Basic", "code": {"text": "x"}}}]}, 400),
+    ({"resourceType": "Bundle", "type": "transaction",
+      "entry": [{"resource": {"resourceType": "Basic", "code": {"text": "x"}},
+                 "request": {"method": "TRACE", "url": "Basic"}}]}, 400),
+    ({"resourceType": "Bundle", "type": "transaction",
+      "entry": [{"request": {"method": "POST", "url": "Basic"}}]}, 400),
+    ({"resourceType": "Bundle", "type": "transaction",
+      "entry": [{"resource": {"resourceType": "Basic", "code": {"text": "x"},
+                              "subject": {"reference": "urn:uuid:" + "1" * 32}},
+                 "request": {"method": "POST", "url": "Basic"}}]}, 404),
+])
+def test_bad_bundles_change_nothing(server, payload, status):
+    before = db_snapshot(server.database)
+    resp = server.post("", payload)
+    assert resp.status_code == status, resp.text
+    assert db_snapshot(server.database) == before
+
+
+def test_duplicate_full_urls_and_identities(server):
+    u = urn()
+    before = db_snapshot(server.database)
+    dup = server.post("", bundle(entry(sample("Basic"), full_url=u),
+                                 entry(sample("Basic"), full_url=u)))
+    assert dup.status_code == 400
+    assert "Bundle.entry[1]" in dup.json()["issue"][0]["diagnostics"]
+    same = server.post("", bundle(entry(sample("Basic", id="x1"), "PUT", "Basic/x1"),
+                                  entry(sample("Basic", id="x1"), "PUT", "Basic/x1")))
+    assert same.status_code == 400
+    assert db_snapshot(server.database) == before
+
+
+def test_processing_order_and_get_entries(server):
+    victim = server.post("Basic", sample("Basic")).json()["id"]
+    resp = server.post("", bundle(
+        {"request": {"method": "GET", "url": f"Basic?_id={victim}"}},
+        entry(sample("Basic"), full_url=urn()),
+        {"request": {"method": "DELETE", "url": f"Basic/{victim}"}},
+    ))
+    assert resp.status_code == 200, resp.text
+    out = resp.json()["entry"]
+    assert out[1]["response"]["status"] == "201 Created"
+    assert out[2]["response"]["status"] == "200 OK"
+    # GET entries run last (after DELETE), so the search no longer finds the victim.
+    assert out[0]["resource"]["type"] == "searchset"
+    assert out[0]["resource"].get("entry", []) == []
+    assert server.get(f"Basic/{victim}").status_code == 410
+
+
+def test_patch_entry_via_binary(server):
+    rid = server.post("Task", sample("Task")).json()["id"]
+    ops = [{"op": "replace", "path": "/status", "value": "accepted"}]
+    binary = {"resourceType": "Binary", "contentType": "application/json-patch+json",
+              "data": base64.b64encode(json.dumps(ops).encode()).decode()}
+    resp = server.post("", bundle(entry(binary, "PATCH", f"Task/{rid}")))
+    assert resp.status_code == 200, resp.text
+    assert server.get(f"Task/{rid}").json()["status"] == "accepted"
+
+
+def test_batch_entries_are_independent(server):
+    good = sample("Basic")
+    resp = server.post("", bundle(entry(good), entry(sample("Patient", gender="robot")),
+                                  {"request": {"method": "GET", "url": "Basic/missing"}},
+                                  entry(sample("Basic")), kind="batch"))
+    assert resp.status_code == 200
+    out = resp.json()
+    assert out["type"] == "batch-response"
+    statuses = [e["response"]["status"] for e in out["entry"]]
+    assert statuses[0].startswith("201") and statuses[3].startswith("201")
+    assert statuses[1].startswith("400") and statuses[2].startswith("404")
+    assert out["entry"][1]["response"]["outcome"]["resourceType"] == "OperationOutcome"
+
+
+def test_entry_limit(server):
+    limit = server.app.extensions["fhir_services"].settings.max_bundle_entries
+    too_many = bundle(*[entry(sample("Basic")) for _ in range(limit + 1)])
+    assert server.post("", too_many).status_code == 413
+
+
+def test_concurrent_conditional_creates_make_one_patient(server):
+    mrn = f"RACE-{uuid.uuid4().hex[:6]}"
+
+    def post(_: int) -> int:
+        client = FhirHttp(server.base)
+        return client.post("", referral_bundle(mrn)).status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(pool.map(post, range(6)))
+    assert statuses == [200] * 6
+    found = server.get("Patient", params={"identifier": f"http://hospital.example/mrn|{mrn}"})
+    assert len(found.json()["entry"]) == 1
+    orgs = server.get("Organization",
+                      params={"identifier": f"http://hl7.org/fhir/sid/us-npi|NPI-{mrn}"})
+    assert len(orgs.json()["entry"]) == 1
