@@ -30,6 +30,7 @@ class Settings:
     default_page_size: int = 20
     max_page_size: int = 1000
     require_if_match_for_tasks: bool = True
+    allow_plain_http_full_resource: bool = False  # local development only
     auth_mode: str = "on"  # "on" or "off" (local development only)
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -45,6 +46,8 @@ class Settings:
             "max_page_size": _env_int("FHIR_SERVER_MAX_PAGE_SIZE", 1000),
             "require_if_match_for_tasks": _env_bool("FHIR_SERVER_REQUIRE_IF_MATCH_TASKS", True),
             "auth_mode": os.environ.get("FHIR_SERVER_AUTH", "on"),
+            "allow_plain_http_full_resource": _env_bool(
+                "FHIR_SERVER_ALLOW_PLAIN_HTTP_FULL_RESOURCE", False),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

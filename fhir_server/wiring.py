@@ -10,9 +10,12 @@ from fhir_server.rest.operations import OperationRegistry
 
 def wire(app: Flask, services: Services, registry: OperationRegistry) -> None:
     """Register every feature's hooks and operations."""
+    from fhir_server.features import subscriptions, workflow
     from fhir_server.interactions import builtin_operations
 
     builtin_operations.register(registry)
+    workflow.install(services, registry)
+    subscriptions.install(services, registry)
 
 
 def register_cli(sub) -> None:  # type: ignore[no-untyped-def]

@@ -22,7 +22,7 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 V5 = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic."
 V43 = "http://hl7.org/fhir/4.3/StructureDefinition/extension-SubscriptionTopic."
 SD_PREFIX = "http://hl7.org/fhir/StructureDefinition/"
-OWN_CANONICAL_BASE = "http://mh-referral-fhir.org/fhir"
+OWN_CANONICAL_BASE = "http://mh-referral.example.org/fhir"
 
 TASK_TOPIC = "http://hl7.org/fhir/us/sdoh-clinicalcare/SubscriptionTopic/Task"
 SERVICEREQUEST_TOPIC = "http://hl7.org/fhir/us/sdoh-clinicalcare/SubscriptionTopic/Servicerequest"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fhir_server.storage.db import Database
-from fhir_server.storage.schema import metadata
+from fhir_server.tables import metadata
 from tests.dbs import backends, fresh_database_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -17,8 +17,6 @@ SHARED = REPO_ROOT.parent / "shared"
 @pytest.fixture(scope="module", params=backends())
 def database(request, tmp_path_factory) -> Database:
     """A fresh Database with the full schema, shared by one test module, per backend."""
-    import fhir_server.storage.index_schema  # noqa: F401  (registers index tables)
-
     url = fresh_database_url(request.param, tmp_path_factory.mktemp("db"))
     db = Database(url)
     metadata.create_all(db.engine)
@@ -31,11 +29,13 @@ def server(database):
     """A real FHIR server on a loopback port over the module's database; yields a client."""
     from fhir_server.app import create_app
     from fhir_server.config import Settings
+    from fhir_server.seed import seed_definitions
     from tests.live import FhirHttp, LiveServer
 
     settings = Settings.from_env(database_url=database.url.render_as_string(hide_password=False),
                                  base_url="", auth_mode="off")
     app = create_app(settings, db=database)
+    seed_definitions(app.extensions["fhir_services"])
     live = LiveServer(app)
     client = FhirHttp(live.base)
     client.database = database

@@ -34,10 +34,11 @@ _SAMPLES: dict[str, dict] = {
     "ServiceRequest": {"resourceType": "ServiceRequest", "status": "active", "intent": "order",
                        "code": {"coding": [{"system": SNOMED, "code": "384692006"}]},
                        "subject": {"reference": "Patient/p1"}, "priority": "routine"},
+    # A generic (non-referral) Task: referral Tasks follow the workflow rules, tested apart.
     "Task": {"resourceType": "Task", "status": "requested", "intent": "order",
              "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code",
-                                  "code": "fulfill"}]},
-             "focus": {"reference": "ServiceRequest/sr1"}, "for": {"reference": "Patient/p1"},
+                                  "code": "approve"}]},
+             "focus": {"reference": "Consent/c1"}, "for": {"reference": "Patient/p1"},
              "authoredOn": "2026-11-01T10:00:00Z",
              "requester": {"reference": "Organization/o1"},
              "owner": {"reference": "Organization/o2"}},
@@ -76,10 +77,21 @@ _SAMPLES: dict[str, dict] = {
     "Group": {"resourceType": "Group", "type": "person", "actual": True, "name": "Cohort"},
     "Device": {"resourceType": "Device", "status": "active",
                "deviceName": [{"name": "Tablet", "type": "user-friendly-name"}]},
-    "Subscription": {"resourceType": "Subscription", "status": "off", "reason": "test",
-                     "criteria": "Task?status=completed",
-                     "channel": {"type": "rest-hook", "endpoint": "https://ehr.example/hook",
-                                 "payload": "application/fhir+json"}},
+    "Subscription": {
+        "resourceType": "Subscription", "status": "requested", "reason": "Referral updates",
+        "meta": {"profile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                             "backport-subscription"]},
+        "criteria": "http://hl7.org/fhir/us/sdoh-clinicalcare/SubscriptionTopic/Task",
+        "_criteria": {"extension": [{
+            "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                   "backport-filter-criteria",
+            "valueString": "Task?owner=Organization/o2"}]},
+        "channel": {"type": "rest-hook", "endpoint": "https://ehr.example/hook",
+                    "payload": "application/fhir+json",
+                    "_payload": {"extension": [{
+                        "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                               "backport-payload-content",
+                        "valueCode": "id-only"}]}}},
     "Basic": {"resourceType": "Basic", "code": {"text": "note"}},
     "Communication": {"resourceType": "Communication", "status": "completed",
                       "payload": [{"contentString": "Referral received"}]},

@@ -98,7 +98,7 @@ def test_servicerequest_topic_only_update_and_delete():
 
 
 def test_stalled_topic_fires_once_when_business_status_becomes_stalled():
-    stalled = {"coding": [{"system": STALLED_CODE_SYSTEM, "code": "stalled"}]}
+    stalled = {"coding": [{"system": STALLED_CODE_SYSTEM, "code": "stalled-not-accepted"}]}
     before, after = task("received"), task("received", businessStatus=stalled)
     assert STALLED_TOPIC in [e.topic_url for e in fired_topics(before, after, "update")]
     assert STALLED_TOPIC not in [e.topic_url for e in fired_topics(after, after, "update")]

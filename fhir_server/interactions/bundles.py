@@ -185,7 +185,7 @@ def _resolve_identities(conn, call: Call, entries: list[Entry]) -> dict[str, str
                                        parse_criteria(entry.query, what="Conditional update"))
                     if len(ids) > 1:
                         raise FhirError(412, "multiple-matches",
-                                        f"Conditional update matched {len(ids)} resources")
+                                        "Conditional update matched more than one resource")
                     entry.target_id = ids[0] if ids else (entry.resource.get("id") or new_id())
             elif entry.method in ("DELETE", "PATCH") and entry.res_id:
                 entry.target_id = entry.res_id
@@ -235,7 +235,7 @@ def _conditional_reference(conn, ref: str, where: str) -> str:  # type: ignore[n
     if len(ids) != 1:
         status = 404 if not ids else 412
         raise FhirError(status, "not-found" if not ids else "multiple-matches",
-                        f"{where}: conditional reference '{ref}' matched {len(ids)} resources "
+                        f"{where}: conditional reference '{ref}' matched more than one resource "
                         "(exactly one is required)", f"{where}.resource")
     return f"{res_type}/{ids[0]}"
 

@@ -41,6 +41,10 @@ def capability_statement(call: Call, registry: OperationRegistry) -> dict:
             "searchRevInclude": supported_revincludes(res_type),
             "searchParam": capability_search_params(res_type),
         }
+        extensions = [e for make in extra.resource_extensions.get(res_type, [])
+                      for e in make(call)]
+        if extensions:
+            entry["extension"] = extensions
         supported = extra.supported_profiles.get(res_type)
         if supported:
             entry["supportedProfile"] = sorted(supported)

@@ -18,6 +18,8 @@ class CapabilityExtras:
     supported_profiles: dict[str, set[str]] = field(default_factory=dict)
     instantiates: set[str] = field(default_factory=set)
     security: Callable[[Any], dict] | None = None
+    resource_extensions: dict[str, list[Callable[[Any], list[dict]]]] = field(
+        default_factory=dict)
     extensions: list[Callable[[Any], dict]] = field(default_factory=list)
 
 
@@ -29,8 +31,18 @@ class Services:
     db: Database
     hooks: WriteHooks = field(default_factory=WriteHooks)
     capability_extras: CapabilityExtras = field(default_factory=CapabilityExtras)
+    # callables returning definitional resources (with ids) that `seed` stores
+    seed_providers: list[Callable[[], list[dict]]] = field(default_factory=list)
     # (resource, explicit profile URL or None) -> issues; set by wiring to the profile validator
     profile_validator: Callable[[dict, str | None], list] | None = None
+
+    # (subscription owner, resource) -> may the owner read it; None: no access layer (auth off)
+    readable_by: Callable[[str | None, dict], bool] | None = None
+    # call -> predicate over subscription states the caller may see; None: all
+    subscription_filter: Callable[[Any], Callable[[Any], bool] | None] | None = None
+
+    def subscription_visible(self, call: Any) -> Callable[[Any], bool] | None:
+        return self.subscription_filter(call) if self.subscription_filter else None
 
     def validate_profiles(self, resource: dict, profile: str | None) -> list:
         """Profile issues for `resource` (its meta.profile claims, or `profile`)."""
@@ -48,6 +60,12 @@ class Call:
     access: Any = None  # fhir_server.auth.context.AccessContext when auth is on
     prefer_return: str = "representation"
     strict_handling: bool = False
+    # The If-Match version of the write being processed (for rules that require it).
+    if_match_version: int | None = None
+    # Writes that rules scheduled for after the current write (same transaction).
+    pending_follow_ups: list[dict] = field(default_factory=list)
+    # A non-FHIR format an operation may serve (e.g. text/csv), from _format / Accept.
+    requested_raw_format: str | None = None
 
     @property
     def db(self) -> Database:

@@ -12,7 +12,7 @@ from fhir_server.errors import FhirError, Issue
 from fhir_server.interactions.conditional import lock_for_create, matching_ids, parse_criteria
 from fhir_server.interactions.context import Call
 from fhir_server.interactions.results import Result
-from fhir_server.storage.repository import Repository, StoredResource
+from fhir_server.storage.repository import Repository, StoredResource, new_id
 from profiles.base_r4 import validate_base
 
 
@@ -69,16 +69,15 @@ def find_existing(conn, res_type: str, if_none_exist: str) -> StoredResource | N
     ids = matching_ids(conn, res_type, params)
     if len(ids) > 1:
         raise FhirError(412, "multiple-matches",
-                        f"If-None-Exist matched {len(ids)} resources", "If-None-Exist")
+                        "If-None-Exist matched more than one resource", "If-None-Exist")
     return Repository(conn).read(res_type, ids[0]) if ids else None
 
 
 def _store_new(conn, call: Call, resource: dict, res_id: str | None = None,  # type: ignore[no-untyped-def]
                method: str = "POST") -> Result:
-    if res_id is None:
-        resource.pop("id", None)  # POST: the server assigns the id
+    resource["id"] = res_id or new_id()  # assigned before hooks, so they see the final id
     issues = call.services.hooks.run_before(conn, call, "create", None, resource)
-    stored = Repository(conn).create(resource, res_id=res_id, method=method)
+    stored = Repository(conn).create(resource, res_id=resource["id"], method=method)
     call.services.hooks.run_after(conn, call, "create", None, stored)
     return Result(201, stored=stored, issues=issues, location=True)
 
@@ -154,6 +153,7 @@ def store_update(conn, call: Call, res_type: str, res_id: str, resource: dict,  
     current = repo.read(res_type, res_id)
     previous = current.resource() if current is not None and not current.deleted else None
     interaction = "update" if previous is not None else "create"
+    call.if_match_version = expected
     issues = call.services.hooks.run_before(conn, call, interaction, previous, resource)
     stored, prev_stored = repo.update(resource, res_id, expected_version=expected, method=method)
     call.services.hooks.run_after(conn, call, interaction, prev_stored, stored)
@@ -178,7 +178,7 @@ def conditional_update_in(conn, call: Call, res_type: str, query: str,  # type: 
     ids = matching_ids(conn, res_type, params)
     if len(ids) > 1:
         raise FhirError(412, "multiple-matches",
-                        f"Conditional update matched {len(ids)} resources")
+                        "Conditional update matched more than one resource")
     body_id = resource.get("id")
     if ids:
         if body_id is not None and body_id != ids[0]:
@@ -227,7 +227,7 @@ def single_match(conn, res_type: str, query: str, what: str) -> str:  # type: ig
         raise FhirError(404, "not-found", f"Conditional {what} matched no resource")
     if len(ids) > 1:
         raise FhirError(412, "multiple-matches",
-                        f"Conditional {what} matched {len(ids)} resources")
+                        f"Conditional {what} matched more than one resource")
     return ids[0]
 
 
@@ -291,7 +291,7 @@ def conditional_delete_in(conn, call: Call, res_type: str, query: str) -> Result
     ids = matching_ids(conn, res_type, parse_criteria(query, what="Conditional delete"))
     if len(ids) > 1:
         raise FhirError(412, "multiple-matches",
-                        f"Conditional delete matched {len(ids)} resources")
+                        "Conditional delete matched more than one resource")
     if not ids:
         return Result(200, issues=[Issue("information", "informational",
                                          "No resource matched; nothing deleted")])

@@ -19,3 +19,4 @@ class Result:
     issues: list[Issue] = field(default_factory=list)
     location: bool = False  # send Location for `stored`
     headers: dict[str, str] = field(default_factory=dict)
+    raw: tuple[bytes, str] | None = None  # a non-FHIR body (bytes, content type), e.g. CSV

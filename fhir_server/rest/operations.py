@@ -29,6 +29,7 @@ class Operation:
     definition: str = ""  # canonical URL of the OperationDefinition
     documentation: str = ""
     affects_state: bool = False
+    raw_formats: frozenset[str] = frozenset()  # non-FHIR media types it can return
 
 
 @dataclass

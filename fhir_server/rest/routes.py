@@ -39,10 +39,17 @@ def make_call() -> Call:
     return Call(
         services=services(),
         base_url=base_url(),
-        access=getattr(request, "fhir_access", None),
+        access=getattr(request, "fhir_access", None) or default_access(),
         prefer_return=prefs.get("return", "representation"),
         strict_handling=prefs.get("handling") == "strict",
     )
+
+
+def default_access():  # type: ignore[no-untyped-def]
+    """Without a token-derived context: the development context when auth is off."""
+    from fhir_server.auth.context import DEVELOPMENT
+
+    return DEVELOPMENT if services().settings.auth_mode == "off" else None
 
 
 def query_params() -> list[tuple[str, str]]:
@@ -54,12 +61,24 @@ def query_params() -> list[tuple[str, str]]:
           strict_slashes=False)
 @bp.route("/fhir/<path:path>", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
 def dispatch(path: str = "") -> Response:
-    fmt = io.wanted_format(request)
     call = make_call()
+    try:
+        fmt = io.wanted_format(request)
+    except FhirError as not_acceptable:
+        # Only an operation that serves this non-FHIR format may go on (e.g. text/csv).
+        call.requested_raw_format = request.args.get("_format") or request.headers.get(
+            "Accept")
+        fmt = "json"
+        if not path.rstrip("/").rsplit("/", 1)[-1].startswith("$"):
+            raise not_acceptable
     segments = [s for s in path.split("/") if s]
     result = route(call, request.method if request.method != "HEAD" else "GET", segments)
-    if isinstance(result, Response):
-        return result
+    if result.raw is not None:
+        body, content_type = result.raw
+        return Response(body, status=result.status, content_type=content_type)
+    if call.requested_raw_format is not None:
+        raise FhirError(406, "not-supported",
+                        f"Cannot serve '{call.requested_raw_format}' for this request")
     return io.render_result(result, fmt, call.base_url, call.prefer_return)
 
 
@@ -203,6 +222,10 @@ def _search(call: Call, res_type: str | None, *, form: bool = False,
 def _operation(call: Call, method: str, name: str, level: str, res_type: str | None,
                res_id: str | None) -> Result:
     op = operations().find(name, level, res_type)
+    if op is not None and call.requested_raw_format is not None and (
+            call.requested_raw_format.split(";")[0].strip() not in op.raw_formats):
+        raise FhirError(406, "not-supported",
+                        f"${name} cannot return '{call.requested_raw_format}'")
     if op is None:
         raise FhirError(404, "not-supported", f"Operation ${name} is not supported at "
                         f"{level} level" + (f" for {res_type}" if res_type else ""))

@@ -1,0 +1,1 @@
+"""Feature wiring: each module installs one feature's hooks, operations and capabilities."""

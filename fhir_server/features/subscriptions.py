@@ -1,0 +1,104 @@
+"""Topic-based Subscriptions wired into every write path, operations and the capability."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from fhir_server.errors import FhirError
+from fhir_server.interactions.context import Call, Services
+from fhir_server.interactions.results import Result
+from fhir_server.rest.operations import Operation, OperationRegistry
+from fhir_server.storage.repository import StoredResource
+from subscriptions import operations as sub_ops
+from subscriptions import outbox, topics
+from subscriptions.subscription_rules import validate_subscription
+
+OWN_OPERATION_BASE = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition"
+
+
+def install(services: Services, registry: OperationRegistry) -> None:
+    """Register the Subscription hooks, $status/$events and the capability entries."""
+    services.hooks.before.append(_before_write)
+    services.hooks.after.append(_after_write)
+    registry.register(Operation(
+        name="status", handler=_status, types=frozenset({"Subscription"}), type_level=True,
+        instance_level=True, methods=frozenset({"GET", "POST"}),
+        definition=f"{OWN_OPERATION_BASE}/backport-subscription-status",
+        documentation="Subscription status (backport $status)"))
+    registry.register(Operation(
+        name="events", handler=_events, types=frozenset({"Subscription"}),
+        instance_level=True, methods=frozenset({"GET", "POST"}),
+        definition=f"{OWN_OPERATION_BASE}/backport-subscription-events",
+        documentation="Retained notification events (backport $events)"))
+    extras = services.capability_extras
+    extras.supported_profiles.setdefault("Subscription", set()).add(
+        topics.BACKPORT_SUBSCRIPTION_PROFILE)
+    extras.resource_extensions.setdefault("Subscription", []).append(
+        lambda _call: topics.capability_topic_extensions())
+
+
+def _owner(call: Call) -> str | None:
+    access = call.access
+    return getattr(access, "organization", None) if access is not None else None
+
+
+def _before_write(conn: Connection, call: Call, interaction: str, previous: dict | None,
+                  new: dict | None) -> list:
+    if interaction == "delete":
+        if previous is not None and previous.get("resourceType") == "Subscription":
+            outbox.remove_subscription(conn, previous["id"])
+        return []
+    if new is None or new.get("resourceType") != "Subscription":
+        return []
+    spec = validate_subscription(
+        new, allow_plain_http_full_resource=call.settings.allow_plain_http_full_resource)
+    new["status"] = outbox.sync_subscription(conn, new, owner=_owner(call), spec=spec)
+    return []
+
+
+def _after_write(conn: Connection, call: Call, interaction: str,
+                 previous: StoredResource | None, new: StoredResource) -> None:
+    current = new.resource() if new.body is not None else None
+    before = previous.resource() if previous is not None and previous.body is not None else None
+    outbox.record_events(conn, before, current, interaction,
+                         readable_by=call.services.readable_by,
+                         timestamp_us=new.last_updated)
+
+
+def _param(params: list[tuple[str, str]], body: Any, name: str) -> list[str]:
+    values = [v for k, v in params if k == name]
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        for p in body.get("parameter") or []:
+            if p.get("name") == name:
+                for key, value in p.items():
+                    if key.startswith("value"):
+                        values.append(str(value))
+    return values
+
+
+def _status(call: Call, res_type: str | None, res_id: str | None,
+            params: list[tuple[str, str]], body: Any) -> Result:
+    ids = [res_id] if res_id else [i for v in _param(params, body, "id") for i in v.split(",")]
+    statuses = [s for v in _param(params, body, "status") for s in v.split(",")]
+    with call.db.read() as conn:
+        bundle = sub_ops.status_operation(conn, call.base_url, ids=ids or None,
+                                          statuses=statuses or None,
+                                          visible=call.services.subscription_visible(call))
+    return Result(200, resource=bundle)
+
+
+def _events(call: Call, res_type: str | None, res_id: str | None,
+            params: list[tuple[str, str]], body: Any) -> Result:
+    if res_id is None:
+        raise FhirError(400, "invalid", "$events is an instance-level operation")
+    def one(name: str) -> str | None:
+        values = _param(params, body, name)
+        return values[0] if values else None
+    with call.db.read() as conn:
+        bundle = sub_ops.events_operation(
+            conn, res_id, call.base_url, events_since=one("eventsSinceNumber"),
+            events_until=one("eventsUntilNumber"), content=one("content"),
+            readable_by=call.services.readable_by)
+    return Result(200, resource=bundle)

@@ -1,0 +1,246 @@
+"""The referral workflow wired into every write path, plus $redirect, $timeline and
+$referral-metrics (rules in fhir_server/workflow/RULES.md)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from fhir_server.auth.context import DEVELOPMENT, SYSTEM, AccessContext
+from fhir_server.errors import FhirError
+from fhir_server.interactions import crud
+from fhir_server.interactions.context import Call, Services
+from fhir_server.interactions.results import Result
+from fhir_server.rest.operations import Operation, OperationRegistry
+from fhir_server.storage.repository import Repository, StoredResource
+from fhir_server.workflow import artifacts, metrics, redirect, task_rules, timeline
+from fhir_server.workflow.canonical import CANONICAL_BASE
+from fhir_server.workflow.write_path import prepare_service_request_write, prepare_task_write
+
+OPERATION_BASE = f"{CANONICAL_BASE}/OperationDefinition"
+
+
+def install(services: Services, registry: OperationRegistry) -> None:
+    """Register the workflow hooks, operations and published definitions."""
+    services.hooks.before.append(_before_write)
+    services.hooks.after.append(_after_write)
+    registry.register(Operation(
+        name="redirect", handler=_redirect, types=frozenset({"Task"}), instance_level=True,
+        methods=frozenset({"POST"}), definition=f"{OPERATION_BASE}/Task-redirect",
+        documentation="Reject this referral Task and create the next one for a new owner",
+        affects_state=True))
+    registry.register(Operation(
+        name="timeline", handler=_timeline, types=frozenset({"Task"}), instance_level=True,
+        methods=frozenset({"GET"}), definition=f"{OPERATION_BASE}/Task-timeline",
+        documentation="Ordered status changes of a referral Task, with who and when"))
+    registry.register(Operation(
+        name="referral-metrics", handler=_metrics, system=True, methods=frozenset({"GET"}),
+        definition=f"{OPERATION_BASE}/referral-metrics", raw_formats=frozenset({"text/csv"}),
+        documentation="Referral outcome metrics per organization (Parameters or CSV)"))
+    services.seed_providers.append(
+        lambda: artifacts.operation_definitions() + artifacts.code_systems())
+
+
+def access_of(call: Call) -> AccessContext:
+    """The caller's AccessContext (the development context when auth is off)."""
+    return call.access if isinstance(call.access, AccessContext) else DEVELOPMENT
+
+
+def _ref(value: Any) -> str | None:
+    return value.get("reference") if isinstance(value, dict) else None
+
+
+def _read_ref(repo: Repository, ref: str | None) -> dict | None:
+    """The current resource a relative `Type/id` reference names (None if absent)."""
+    if not ref or ref.count("/") != 1:
+        return None
+    res_type, res_id = ref.split("/")
+    stored = repo.read(res_type, res_id)
+    return stored.resource() if stored is not None and not stored.deleted else None
+
+
+def _party_organizations(repo: Repository, *resources: dict | None) -> dict[str, str]:
+    """PractitionerRole / HealthcareService parties mapped to their Organization."""
+    out: dict[str, str] = {}
+    for resource in resources:
+        if not resource:
+            continue
+        for key in ("requester", "owner"):
+            ref = _ref(resource.get(key))
+            if not ref or not ref.startswith(("PractitionerRole/", "HealthcareService/")):
+                continue
+            party = _read_ref(repo, ref)
+            if party is None:
+                continue
+            org = _ref(party.get("organization") or party.get("providedBy"))
+            if org:
+                out[ref] = org
+    return out
+
+
+def _output_targets(repo: Repository, task: dict) -> dict[str, dict]:
+    targets: dict[str, dict] = {}
+    for output in task.get("output") or []:
+        ref = _ref(output.get("valueReference"))
+        resource = _read_ref(repo, ref)
+        if ref and resource is not None:
+            targets[ref] = resource
+            for based in resource.get("basedOn") or []:  # platform filler-orders
+                based_ref = _ref(based)
+                based_res = _read_ref(repo, based_ref)
+                if based_ref and based_res is not None:
+                    targets[based_ref] = based_res
+    return targets
+
+
+def _before_write(conn: Connection, call: Call, interaction: str, previous: dict | None,
+                  new: dict | None) -> list:
+    subject = new if new is not None else previous
+    if subject is None:
+        return []
+    res_type = subject.get("resourceType")
+    if res_type == "Task":
+        _task_write(conn, call, interaction, previous, new)
+    elif res_type == "ServiceRequest" and new is not None:
+        _service_request_write(conn, call, previous, new)
+    return []
+
+
+def _task_write(conn: Connection, call: Call, interaction: str, previous: dict | None,
+                new: dict | None) -> None:
+    ctx = access_of(call)
+    repo = Repository(conn)
+    if interaction == "delete":
+        task_rules.check_task_delete(previous, ctx,  # type: ignore[arg-type]
+                                     party_organizations=_party_organizations(repo, previous))
+        return
+    assert new is not None
+    if not (task_rules.is_referral_task(new) or task_rules.is_referral_task(previous)):
+        return
+    if previous is not None and not ctx.is_system:
+        version = call.if_match_version
+        task_rules.check_task_version(
+            previous.get("meta", {}).get("versionId"),
+            f'W/"{version}"' if version is not None else None,
+            required=call.settings.require_if_match_for_tasks)
+    stored = prepare_task_write(
+        previous, new, ctx,
+        focus_service_request=_read_ref(repo, _ref(new.get("focus"))),
+        output_targets=_output_targets(repo, new),
+        party_organizations=_party_organizations(repo, previous, new))
+    if stored is not new:
+        new.clear()
+        new.update(stored)
+
+
+def _service_request_write(conn: Connection, call: Call, previous: dict | None,
+                           new: dict) -> None:
+    from fhir_server.storage.search_sql import find_ids
+
+    ctx = access_of(call)
+    repo = Repository(conn)
+    open_tasks: list[dict] = []
+    if previous is not None:
+        for task_id in find_ids(conn, "Task", [("focus", f"ServiceRequest/{new['id']}")],
+                                limit=100_000):
+            task = _read_ref(repo, f"Task/{task_id}")
+            if task is not None:
+                open_tasks.append(task)
+    stored, follow_ups = prepare_service_request_write(
+        previous, new, ctx, open_tasks=open_tasks, now=datetime.now(UTC),
+        party_organizations=_party_organizations(repo, previous, new))
+    if stored is not new:
+        new.clear()
+        new.update(stored)
+    call.pending_follow_ups.extend(follow_ups)
+
+
+def _after_write(conn: Connection, call: Call, interaction: str,
+                 previous: StoredResource | None, new: StoredResource) -> None:
+    """Store the Tasks a ServiceRequest change made follow (already checked by the rules)."""
+    if not call.pending_follow_ups:
+        return
+    follow_ups, call.pending_follow_ups = call.pending_follow_ups, []
+    system = system_call(call)
+    for task in follow_ups:
+        crud.store_update(conn, system, "Task", task["id"], copy.deepcopy(task), None, "PUT")
+
+
+def system_call(call: Call) -> Call:
+    """A privileged Call for server-side follow-up writes in the same transaction."""
+    return Call(services=call.services, base_url=call.base_url, access=SYSTEM,
+                prefer_return="minimal")
+
+
+# -- operations ------------------------------------------------------------------------
+def _redirect(call: Call, res_type: str | None, res_id: str | None,
+              params: list[tuple[str, str]], body: Any) -> Result:
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise FhirError(400, "invalid", "$redirect needs a Parameters body with target and "
+                        "reason", "Parameters")
+    target_ref, reason = redirect.parse_redirect_parameters(body)
+    ctx = access_of(call)
+    with call.db.write() as conn:
+        repo = Repository(conn)
+        current = repo.read("Task", res_id or "")
+        if current is None or current.deleted:
+            raise FhirError(404, "not-found", f"Task/{res_id} is not known")
+        task = current.resource()
+        target = _read_ref(repo, target_ref)
+        rejected, successor = redirect.plan_redirect(
+            task, target_ref, reason, ctx, now=datetime.now(UTC), target=target,
+            party_organizations=_party_organizations(repo, task))
+        system = system_call(call)
+        new_result = crud.create_in(conn, system, "Task", successor,
+                                    res_id=successor.get("id"))
+        crud.store_update(conn, system, "Task", rejected["id"], rejected, current.version,
+                          "PUT")
+    return Result(201, stored=new_result.stored, location=True)
+
+
+def _timeline(call: Call, res_type: str | None, res_id: str | None,
+              params: list[tuple[str, str]], body: Any) -> Result:
+    with call.db.read() as conn:
+        versions = _versions(conn, "Task", res_id or "")
+    if not versions:
+        raise FhirError(404, "not-found", f"Task/{res_id} is not known")
+    return Result(200, resource=timeline.build_timeline(versions))
+
+
+def _versions(conn: Connection, res_type: str, res_id: str) -> list[dict | None]:
+    page, _cursor, _total = Repository(conn).history(res_type=res_type, res_id=res_id,
+                                                     count=10_000)
+    return [v.resource() if v.body is not None else None for v in page]
+
+
+def _parse_time(name: str, value: str | None) -> datetime | None:
+    if not value:
+        return None
+    from fhir_server.interactions.history import parse_instant_param
+
+    return datetime.fromtimestamp(parse_instant_param(name, value) / 1_000_000, tz=UTC)
+
+
+def _metrics(call: Call, res_type: str | None, res_id: str | None,
+             params: list[tuple[str, str]], body: Any) -> Result:
+    args = dict(params)
+    group_by = "owner" if "owner" in args else "requester"
+    organization = args.get(group_by)
+    start, end = _parse_time("start", args.get("start")), _parse_time("end", args.get("end"))
+    search = [("code", "http://hl7.org/fhir/CodeSystem/task-code|fulfill")]
+    if organization:
+        search.append((group_by, organization))
+    from fhir_server.storage.search_sql import find_ids
+
+    with call.db.read() as conn:
+        histories = [_versions(conn, "Task", tid) for tid in find_ids(conn, "Task", search,
+                                                                       limit=1_000_000)]
+    parameters = metrics.referral_metrics(histories, group_by=group_by, start=start, end=end,
+                                          organization=organization)
+    if call.requested_raw_format == "text/csv":
+        return Result(200, raw=(metrics.metrics_csv(parameters).encode(),
+                                "text/csv; charset=utf-8"))
+    return Result(200, resource=parameters)

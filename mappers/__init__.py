@@ -1,0 +1,1 @@
+"""Pure mappers: dict in, dict out (scoring, extraction, recommendations)."""
