@@ -32,6 +32,8 @@ class Settings:
     require_if_match_for_tasks: bool = True
     allow_plain_http_full_resource: bool = False  # local development only
     auth_mode: str = "on"  # "on" or "off" (local development only)
+    required_profiles: str = "default"  # "default" | "none" | JSON {type: [profile URLs]}
+    strict_profiles: bool = False  # an unknown claimed profile is an error, not a warning
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -46,6 +48,8 @@ class Settings:
             "max_page_size": _env_int("FHIR_SERVER_MAX_PAGE_SIZE", 1000),
             "require_if_match_for_tasks": _env_bool("FHIR_SERVER_REQUIRE_IF_MATCH_TASKS", True),
             "auth_mode": os.environ.get("FHIR_SERVER_AUTH", "on"),
+            "required_profiles": os.environ.get("FHIR_SERVER_REQUIRED_PROFILES", "default"),
+            "strict_profiles": _env_bool("FHIR_SERVER_STRICT_PROFILES", False),
             "allow_plain_http_full_resource": _env_bool(
                 "FHIR_SERVER_ALLOW_PLAIN_HTTP_FULL_RESOURCE", False),
         }

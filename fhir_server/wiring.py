@@ -10,11 +10,13 @@ from fhir_server.rest.operations import OperationRegistry
 
 def wire(app: Flask, services: Services, registry: OperationRegistry) -> None:
     """Register every feature's hooks and operations."""
-    from fhir_server.features import subscriptions, workflow
+    from fhir_server.features import profiles, screening, subscriptions, workflow
     from fhir_server.interactions import builtin_operations
 
     builtin_operations.register(registry)
+    profiles.install(services, registry)
     workflow.install(services, registry)
+    screening.install(services, registry)
     subscriptions.install(services, registry)
 
 

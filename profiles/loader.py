@@ -73,6 +73,10 @@ class ProfileRegistry:
         """Every shipped StructureDefinition (profiles and extension definitions)."""
         return list(self._sds.values())
 
+    def all_resources(self) -> list[dict[str, Any]]:
+        """Every shipped conformance resource: StructureDefinitions, ValueSets, CodeSystems."""
+        return [*self._sds.values(), *self._vs.values(), *self._cs.values()]
+
     def resource_profiles(self) -> dict[str, list[str]]:
         """Resource type -> canonical URLs of the resource profiles we enforce."""
         out: dict[str, list[str]] = {}

@@ -132,6 +132,14 @@ def _wrap(i: int, error: FhirError) -> FhirError:
 
 # -- transaction -----------------------------------------------------------------------
 def _transaction(call: Call, raw_entries: list) -> Result:
+    with call.db.write() as conn:
+        entries = transaction_in(conn, call, raw_entries)
+    return Result(200, resource=_response_bundle("transaction-response", entries, call))
+
+
+def transaction_in(conn, call: Call, raw_entries: list) -> list[Entry]:  # type: ignore[no-untyped-def]
+    """Process transaction entries inside an open database transaction (all or nothing is
+    up to the caller's transaction). Returns the entries with their results, in order."""
     entries = []
     for i, raw in enumerate(raw_entries):
         try:
@@ -142,15 +150,14 @@ def _transaction(call: Call, raw_entries: list) -> Result:
         if entry.resource is not None:
             entry.resource = copy.deepcopy(entry.resource)
     _check_duplicate_full_urls(entries)
-    with call.db.write() as conn:
-        mapping = _resolve_identities(conn, call, entries)
-        _rewrite_all(conn, entries, mapping)
-        for entry in sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index)):
-            try:
-                entry.result = _execute(conn, call, entry)
-            except FhirError as exc:
-                raise _wrap(entry.index, exc) from exc
-    return Result(200, resource=_response_bundle("transaction-response", entries, call))
+    mapping = _resolve_identities(conn, call, entries)
+    _rewrite_all(conn, entries, mapping)
+    for entry in sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index)):
+        try:
+            entry.result = _execute(conn, call, entry)
+        except FhirError as exc:
+            raise _wrap(entry.index, exc) from exc
+    return entries
 
 
 def _check_duplicate_full_urls(entries: list[Entry]) -> None:

@@ -1,0 +1,149 @@
+"""Command-line registration of users and clients (`python -m fhir_server users|clients add`).
+
+The lead's `__main__` calls `register_cli(subparsers)` and then, after parsing,
+`args.auth_handler(args, db)` when the attribute is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from fhir_server.auth.registry import save_client, save_user
+from fhir_server.storage.db import Database
+
+
+def add_user(
+    db: Database,
+    username: str,
+    password: str,
+    practitioner: str,
+    organization: str,
+    practitioner_role: str | None = None,
+    admin: bool = False,
+) -> None:
+    """Create or replace a local user linked to Practitioner/ID and Organization/ID."""
+    with db.write() as conn:
+        save_user(conn, username=username, password=password, practitioner=practitioner,
+                  organization=organization, practitioner_role=practitioner_role,
+                  is_admin=admin)
+
+
+def add_client(
+    db: Database,
+    client_id: str,
+    organization: str,
+    scope: str,
+    *,
+    jwks: dict[str, Any] | None = None,
+    jwks_url: str | None = None,
+    secret: str | None = None,
+    public: bool = False,
+    redirect_uris: list[str] | tuple[str, ...] = (),
+    launch_uri: str | None = None,
+    name: str | None = None,
+) -> str:
+    """Register (or replace) a client; exactly one credential kind. Returns the client kind."""
+    given = [x is not None for x in (jwks, jwks_url, secret)] + [public]
+    if sum(given) != 1:
+        raise ValueError("give exactly one of --jwks, --jwks-url, --secret-file, --public")
+    kind = "public" if public else "symmetric" if secret is not None else "asymmetric"
+    if kind != "asymmetric" and not redirect_uris:
+        raise ValueError("an app (public or symmetric client) needs at least one --redirect-uri")
+    with db.write() as conn:
+        save_client(conn, client_id=client_id, kind=kind, organization=organization, scope=scope,
+                    secret=secret, jwks=jwks, jwks_url=jwks_url, redirect_uris=redirect_uris,
+                    launch_uri=launch_uri, name=name)
+    return kind
+
+
+def load_clients_file(db: Database, path: Path) -> list[str]:
+    """Register every client of a JSON config file; returns their ids.
+
+    Format: ``{"clients": [{"client_id", "organization", "scope", one of "jwks" (object),
+    "jwks_url", "secret" or "secret_file", "public": true, "redirect_uris": [...],
+    "launch_uri", "name"}]}``. Relative `secret_file` paths are relative to the file.
+    """
+    data = json.loads(path.read_text())
+    ids = []
+    for item in data.get("clients", []):
+        secret = item.get("secret")
+        if item.get("secret_file"):
+            secret = _read_secret(path.parent / item["secret_file"])
+        add_client(
+            db, item["client_id"], item["organization"], item["scope"],
+            jwks=item.get("jwks"), jwks_url=item.get("jwks_url"), secret=secret,
+            public=bool(item.get("public")), redirect_uris=item.get("redirect_uris", []),
+            launch_uri=item.get("launch_uri"), name=item.get("name"),
+        )
+        ids.append(item["client_id"])
+    return ids
+
+
+def _read_secret(path: Path) -> str:
+    value = path.read_text().strip()
+    if not value:
+        raise ValueError(f"{path} is empty")
+    return value
+
+
+def _users_add(args: argparse.Namespace, db: Database) -> int:
+    add_user(db, args.username, _read_secret(Path(args.password_file)), args.practitioner,
+             args.organization, args.practitioner_role, args.admin)
+    print(f"user {args.username} saved ({args.practitioner}, {args.organization})")
+    return 0
+
+
+def _clients_add(args: argparse.Namespace, db: Database) -> int:
+    jwks = json.loads(Path(args.jwks).read_text()) if args.jwks else None
+    secret = _read_secret(Path(args.secret_file)) if args.secret_file else None
+    kind = add_client(db, args.client_id, args.organization, args.scope, jwks=jwks,
+                      jwks_url=args.jwks_url, secret=secret, public=args.public,
+                      redirect_uris=args.redirect_uri or [], launch_uri=args.launch_uri,
+                      name=args.name)
+    print(f"client {args.client_id} saved ({kind}, {args.organization})")
+    return 0
+
+
+def _clients_load(args: argparse.Namespace, db: Database) -> int:
+    ids = load_clients_file(db, Path(args.file))
+    print(f"{len(ids)} client(s) loaded: {', '.join(ids)}")
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add `users add`, `clients add` and `clients load` to a top-level argparse parser.
+
+    Each leaf sets `auth_handler(args, db) -> int` as a default.
+    """
+    users = subparsers.add_parser("users", help="manage local user accounts")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    ua = users_sub.add_parser("add", help="create or replace a user")
+    ua.add_argument("--username", required=True)
+    ua.add_argument("--password-file", required=True, help="file holding the password")
+    ua.add_argument("--practitioner", required=True, help="Practitioner/ID")
+    ua.add_argument("--organization", required=True, help="Organization/ID")
+    ua.add_argument("--practitioner-role", help="PractitionerRole/ID")
+    ua.add_argument("--admin", action="store_true", help="may read the audit log")
+    ua.set_defaults(auth_handler=_users_add)
+
+    clients = subparsers.add_parser("clients", help="manage OAuth clients")
+    clients_sub = clients.add_subparsers(dest="clients_command", required=True)
+    ca = clients_sub.add_parser("add", help="register or replace a client")
+    ca.add_argument("--client-id", required=True)
+    ca.add_argument("--organization", required=True, help="Organization/ID")
+    ca.add_argument("--scope", required=True, help='maximum scope, e.g. "system/Task.rsu"')
+    cred = ca.add_mutually_exclusive_group(required=True)
+    cred.add_argument("--jwks", help="file with the client's public JWKS")
+    cred.add_argument("--jwks-url", help="URL of the client's public JWKS")
+    cred.add_argument("--secret-file", help="file holding the client secret")
+    cred.add_argument("--public", action="store_true", help="public client (PKCE only)")
+    ca.add_argument("--redirect-uri", action="append", help="repeatable")
+    ca.add_argument("--launch-uri", help="the app's EHR-launch URL")
+    ca.add_argument("--name", help="display name on the approval page")
+    ca.set_defaults(auth_handler=_clients_add)
+    cl = clients_sub.add_parser("load", help="register clients from a JSON config file")
+    cl.add_argument("file")
+    cl.set_defaults(auth_handler=_clients_load)

@@ -1,0 +1,183 @@
+"""Registered clients and local users: read and write the `auth_clients` / `auth_users` rows."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, insert, select
+
+from fhir_server.auth.auth_schema import clients, users
+from fhir_server.auth.passwords import hash_password
+from fhir_server.auth.scopes import ScopeSet, parse_scopes
+
+CLIENT_KINDS = ("public", "symmetric", "asymmetric")
+_REF = {
+    "organization": re.compile(r"^Organization/[A-Za-z0-9\-.]{1,64}$"),
+    "practitioner": re.compile(r"^Practitioner/[A-Za-z0-9\-.]{1,64}$"),
+    "practitioner_role": re.compile(r"^PractitionerRole/[A-Za-z0-9\-.]{1,64}$"),
+}
+
+
+@dataclass(frozen=True)
+class Client:
+    """A registered OAuth client."""
+
+    client_id: str
+    kind: str
+    organization: str
+    scope: ScopeSet
+    secret_hash: str | None
+    jwks: dict[str, Any] | None
+    jwks_url: str | None
+    redirect_uris: tuple[str, ...]
+    launch_uri: str | None
+    name: str | None = None
+
+    @property
+    def confidential(self) -> bool:
+        return self.kind != "public"
+
+
+@dataclass(frozen=True)
+class User:
+    """A local user account linked to a Practitioner (and role) and an Organization."""
+
+    username: str
+    password_hash: str
+    fhir_user: str
+    practitioner_role: str | None
+    organization: str
+    is_admin: bool
+
+
+def check_reference(kind: str, value: str) -> str:
+    """Validate "Type/id" form of an organization/practitioner reference (ValueError)."""
+    if not _REF[kind].match(value or ""):
+        raise ValueError(f"{kind} must look like {_REF[kind].pattern}, got {value!r}")
+    return value
+
+
+_CLIENT = select(clients).where(
+    clients.c.client_id == bindparam("client_id"), clients.c.active.is_(True)
+)
+
+
+def get_client(conn: Connection, client_id: str) -> Client | None:
+    """The active client with this id, or None."""
+    row = conn.execute(_CLIENT, {"client_id": client_id}).first()
+    if row is None:
+        return None
+    return Client(
+        client_id=row.client_id,
+        kind=row.kind,
+        organization=row.organization,
+        scope=parse_scopes(row.scope),
+        secret_hash=row.secret_hash,
+        jwks=json.loads(row.jwks) if row.jwks else None,
+        jwks_url=row.jwks_url,
+        redirect_uris=tuple(json.loads(row.redirect_uris or "[]")),
+        launch_uri=row.launch_uri,
+        name=row.name,
+    )
+
+
+def get_user(conn: Connection, username: str) -> User | None:
+    """The active user with this username, or None."""
+    row = conn.execute(
+        select(users).where(users.c.username == username, users.c.active.is_(True))
+    ).first()
+    if row is None:
+        return None
+    return User(
+        row.username, row.password_hash, row.fhir_user, row.practitioner_role,
+        row.organization, bool(row.is_admin),
+    )
+
+
+def save_client(
+    conn: Connection,
+    *,
+    client_id: str,
+    kind: str,
+    organization: str,
+    scope: str,
+    secret: str | None = None,
+    jwks: dict[str, Any] | None = None,
+    jwks_url: str | None = None,
+    redirect_uris: list[str] | tuple[str, ...] = (),
+    launch_uri: str | None = None,
+    name: str | None = None,
+) -> None:
+    """Insert or replace a client registration (validated; ValueError on bad input)."""
+    if kind not in CLIENT_KINDS:
+        raise ValueError(f"client kind must be one of {CLIENT_KINDS}")
+    check_reference("organization", organization)
+    parsed = parse_scopes(scope)
+    if parsed.unknown:
+        raise ValueError(f"unknown scopes: {' '.join(parsed.unknown)}")
+    if kind == "symmetric" and not secret:
+        raise ValueError("a confidential symmetric client needs a secret")
+    if kind == "asymmetric" and not (jwks or jwks_url):
+        raise ValueError("a confidential asymmetric client needs --jwks or --jwks-url")
+    if jwks is not None and not isinstance(jwks.get("keys"), list):
+        raise ValueError("the JWKS must be an object with a 'keys' array")
+    for uri in list(redirect_uris) + ([launch_uri] if launch_uri else []) + (
+        [jwks_url] if jwks_url else []
+    ):
+        if not re.match(r"^https?://", uri):
+            raise ValueError(f"not an absolute http(s) URI: {uri}")
+    conn.execute(delete(clients).where(clients.c.client_id == client_id))
+    conn.execute(
+        insert(clients).values(
+            client_id=client_id,
+            name=name,
+            kind=kind,
+            organization=organization,
+            scope=parsed.render(),
+            secret_hash=hash_password(secret) if secret else None,
+            jwks=json.dumps(jwks) if jwks else None,
+            jwks_url=jwks_url,
+            redirect_uris=json.dumps(list(redirect_uris)),
+            launch_uri=launch_uri,
+            active=True,
+            created=int(time.time()),
+        )
+    )
+
+
+def save_user(
+    conn: Connection,
+    *,
+    username: str,
+    password: str,
+    practitioner: str,
+    organization: str,
+    practitioner_role: str | None = None,
+    is_admin: bool = False,
+) -> None:
+    """Insert or replace a user account (password hashed with scrypt)."""
+    if not re.match(r"^[A-Za-z0-9_.@\-]{1,200}$", username or ""):
+        raise ValueError("username may contain letters, digits and _ . @ - only")
+    if len(password) < 8:
+        raise ValueError("password must have at least 8 characters")
+    check_reference("practitioner", practitioner)
+    check_reference("organization", organization)
+    if practitioner_role:
+        check_reference("practitioner_role", practitioner_role)
+    conn.execute(delete(users).where(users.c.username == username))
+    conn.execute(
+        insert(users).values(
+            username=username,
+            password_hash=hash_password(password),
+            fhir_user=practitioner,
+            practitioner_role=practitioner_role,
+            organization=organization,
+            is_admin=is_admin,
+            active=True,
+            created=int(time.time()),
+        )
+    )

@@ -1,0 +1,228 @@
+"""PHQ-9 / GAD-7 screening wired into the QuestionnaireResponse write path: scoring,
+Observations in the same transaction, the item-9 safety Flag and risk Task, the referral
+priority floor, and the $extract / $recommend-care operations (rules: mappers/SCREENING.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from fhir_server.errors import FhirError, Issue
+from fhir_server.features.workflow import system_call
+from fhir_server.interactions.bundles import transaction_in
+from fhir_server.interactions.context import Call, Services
+from fhir_server.interactions.results import Result
+from fhir_server.rest.operations import Operation, OperationRegistry
+from fhir_server.storage.repository import Repository, StoredResource
+from fhir_server.storage.search_sql import find_ids
+from fhir_server.workflow.canonical import CANONICAL_BASE
+from mappers import screening_extract as extract
+from mappers.care_recommendation import (
+    active_safety_flags,
+    recommend_care,
+    referral_priority_floor,
+)
+from mappers.screening import ScreeningResult, raise_if_invalid, score_response
+from profiles.questionnaires import get_questionnaire, load_questionnaires
+
+SCORED_STATUSES = ("completed", "amended")
+PRIORITY_OVERRIDE_EXT = f"{CANONICAL_BASE}/StructureDefinition/safety-priority-override-reason"
+_RESULT_KEY = "screening_result"
+
+
+def install(services: Services, registry: OperationRegistry) -> None:
+    """Register the screening hooks, operations and shipped Questionnaires."""
+    services.hooks.before.append(_before_write)
+    services.hooks.after.append(_after_write)
+    services.seed_providers.append(load_questionnaires)
+    registry.register(Operation(
+        name="extract", handler=_extract, types=frozenset({"QuestionnaireResponse"}),
+        type_level=True, instance_level=True, methods=frozenset({"GET", "POST"}),
+        definition="http://hl7.org/fhir/uv/sdc/OperationDefinition/QuestionnaireResponse-extract",
+        documentation="Observations a PHQ-9/GAD-7/PHQ-2/GAD-2 response yields (not stored)"))
+    registry.register(Operation(
+        name="recommend-care", handler=_recommend_care, types=frozenset({"Patient"}),
+        instance_level=True, methods=frozenset({"GET"}),
+        definition=f"{CANONICAL_BASE}/OperationDefinition/Patient-recommend-care",
+        documentation="Stepped-care recommendation from the latest screening scores "
+                      "(requires clinical sign-off)"))
+
+
+# -- lookups ---------------------------------------------------------------------------
+def questionnaire_for(conn: Connection, qr: dict) -> dict | None:
+    """The Questionnaire a response answers: stored on this server, else shipped."""
+    canonical = qr.get("questionnaire")
+    if not isinstance(canonical, str) or not canonical:
+        return None
+    url, _, version = canonical.partition("|")
+    params = [("url", url)] + ([("version", version)] if version else [])
+    repo = Repository(conn)
+    for qid in find_ids(conn, "Questionnaire", params, limit=5):
+        stored = repo.read("Questionnaire", qid)
+        if stored is not None and not stored.deleted:
+            return stored.resource()
+    return get_questionnaire(canonical)
+
+
+def _patient_ref(resource: dict, key: str = "subject") -> str | None:
+    ref = (resource.get(key) or {}).get("reference")
+    return ref if isinstance(ref, str) and ref.startswith("Patient/") else None
+
+
+def patient_flags(conn: Connection, patient_ref: str | None) -> list[dict]:
+    """Every current Flag of the patient (safety or not; callers filter)."""
+    if not patient_ref:
+        return []
+    repo = Repository(conn)
+    out = []
+    for fid in find_ids(conn, "Flag", [("patient", patient_ref)], limit=1000):
+        stored = repo.read("Flag", fid)
+        if stored is not None and not stored.deleted:
+            out.append(stored.resource())
+    return out
+
+
+def _requester_org(conn: Connection, qr: dict) -> str | None:
+    author = (qr.get("author") or {}).get("reference")
+    if not isinstance(author, str):
+        return None
+    if author.startswith("Organization/"):
+        return author
+    if author.startswith("PractitionerRole/"):
+        role = Repository(conn).read("PractitionerRole", author.split("/", 1)[1])
+        if role is not None and not role.deleted:
+            org = (role.resource().get("organization") or {}).get("reference")
+            return org if isinstance(org, str) else None
+    return None
+
+
+# -- write path ------------------------------------------------------------------------
+def _before_write(conn: Connection, call: Call, interaction: str, previous: dict | None,
+                  new: dict | None) -> list:
+    if new is None:
+        return []
+    res_type = new.get("resourceType")
+    if res_type == "QuestionnaireResponse" and new.get("status") in SCORED_STATUSES:
+        result = score_response(questionnaire_for(conn, new), new)
+        raise_if_invalid(result.issues)
+        call.hook_state[(_RESULT_KEY, new["id"])] = result
+        return result.outcome_issues()
+    if res_type == "ServiceRequest" and previous is None:
+        return _priority_floor(conn, new)
+    return []
+
+
+def _priority_floor(conn: Connection, sr: dict) -> list[Issue]:
+    flags = patient_flags(conn, _patient_ref(sr))
+    if not active_safety_flags(flags):
+        return []
+    override = next((e.get("valueString") for e in sr.get("extension") or []
+                     if e.get("url") == PRIORITY_OVERRIDE_EXT), None)
+    decision = referral_priority_floor(sr.get("priority"), flags=flags, override_reason=override)
+    sr["priority"] = decision.priority
+    return [Issue("information", "informational", decision.reason, ["ServiceRequest.priority"])]
+
+
+def _after_write(conn: Connection, call: Call, interaction: str,
+                 previous: StoredResource | None, new: StoredResource) -> None:
+    if new.res_type != "QuestionnaireResponse" or new.body is None:
+        return
+    result: ScreeningResult | None = call.hook_state.pop((_RESULT_KEY, new.res_id), None)
+    if result is None or result.status not in ("complete", "incomplete"):
+        return
+    qr = new.resource()
+    qr_ref = f"QuestionnaireResponse/{new.res_id}"
+    entries = extract.extract_observations(qr, result, qr_reference=qr_ref)
+    derived = _derived_observations(conn, qr_ref)
+    if derived:
+        entries = extract.supersede(derived, entries)
+    flags = patient_flags(conn, _patient_ref(qr))
+    own_flags = [f for f in flags if _flag_from(f, qr_ref)]
+    if own_flags:
+        entries += extract.supersede_safety_flags(own_flags, result)
+    if result.safety_flag and not active_safety_flags(flags):
+        item9 = extract.item9_reference(entries) or _item9_stored(derived)
+        if item9:
+            entries += extract.safety_resources(qr, result, item9, _requester_org(conn, qr))
+    if entries:
+        transaction_in(conn, system_call(call), entries)
+
+
+def _derived_observations(conn: Connection, qr_ref: str) -> list[dict]:
+    repo = Repository(conn)
+    out = []
+    for oid in find_ids(conn, "Observation", [("derived-from", qr_ref)], limit=1000):
+        stored = repo.read("Observation", oid)
+        if stored is not None and not stored.deleted:
+            out.append(stored.resource())
+    return out
+
+
+def _flag_from(flag: dict, qr_ref: str) -> bool:
+    return qr_ref in str(flag)
+
+
+def _item9_stored(observations: list[dict]) -> str | None:
+    for obs in observations:
+        codes = [c.get("code") for c in (obs.get("code") or {}).get("coding") or []]
+        if "44260-8" in codes and obs.get("status") != "entered-in-error":
+            return f"Observation/{obs['id']}"
+    return None
+
+
+# -- operations ------------------------------------------------------------------------
+def _extract(call: Call, res_type: str | None, res_id: str | None,
+             params: list[tuple[str, str]], body: Any) -> Result:
+    with call.db.read() as conn:
+        if res_id is not None:
+            stored = Repository(conn).read("QuestionnaireResponse", res_id)
+            if stored is None or stored.deleted:
+                raise FhirError(404, "not-found", f"QuestionnaireResponse/{res_id} is not known")
+            qr, qr_ref = stored.resource(), f"QuestionnaireResponse/{res_id}"
+        else:
+            qr, qr_ref = _qr_from_body(body), None
+        result = score_response(questionnaire_for(conn, qr), qr)
+    raise_if_invalid(result.issues)
+    return Result(200, resource=extract.extract_bundle(qr, result, qr_reference=qr_ref))
+
+
+def _qr_from_body(body: Any) -> dict:
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        for param in body.get("parameter") or []:
+            if param.get("name") == "questionnaire-response" and param.get("resource"):
+                body = param["resource"]
+                break
+    if not isinstance(body, dict) or body.get("resourceType") != "QuestionnaireResponse":
+        raise FhirError(400, "invalid", "$extract needs a QuestionnaireResponse (or Parameters "
+                        "with 'questionnaire-response')")
+    return body
+
+
+def _recommend_care(call: Call, res_type: str | None, res_id: str | None,
+                    params: list[tuple[str, str]], body: Any) -> Result:
+    patient_ref = f"Patient/{res_id}"
+    with call.db.read() as conn:
+        repo = Repository(conn)
+        patient = repo.read("Patient", res_id or "")
+        if patient is None or patient.deleted:
+            raise FhirError(404, "not-found", f"{patient_ref} is not known")
+        latest: dict[str, tuple[str, ScreeningResult]] = {}
+        for qid in find_ids(conn, "QuestionnaireResponse", [("subject", patient_ref)],
+                            limit=10_000):
+            stored = repo.read("QuestionnaireResponse", qid)
+            if stored is None or stored.deleted:
+                continue
+            qr = stored.resource()
+            if qr.get("status") not in SCORED_STATUSES:
+                continue
+            result = score_response(questionnaire_for(conn, qr), qr)
+            if result.instrument is None or result.status not in ("complete", "incomplete"):
+                continue
+            authored = qr.get("authored") or qr["meta"]["lastUpdated"]
+            if result.instrument not in latest or authored > latest[result.instrument][0]:
+                latest[result.instrument] = (authored, result)
+        flags = patient_flags(conn, patient_ref)
+    results = [r for _, r in latest.values()]
+    return Result(200, resource=recommend_care(results,
+                                               safety_flag_active=bool(active_safety_flags(flags))))

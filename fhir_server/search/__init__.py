@@ -1,0 +1,1 @@
+"""Search: parameter registry, index extraction and query parsing. Pure: no SQL here."""

@@ -1,0 +1,709 @@
+"""Executing a parsed search as SQL over the resources and index tables.
+
+Filters become `pid IN (SELECT pid FROM idx_... WHERE ...)` semi-joins (driven by the
+(res_type, param, value) indexes), negations `NOT IN`. Pages use keyset cursors on the
+sort keys plus pid, so links stay correct while others write. Statements per search: one
+for the page, one for the total, one per `_include` / `_revinclude` parameter (per
+iteration for `:iterate`), one per token `:in` / `:not-in` ValueSet lookup.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    and_,
+    false,
+    func,
+    or_,
+    select,
+    true,
+    union_all,
+)
+from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.selectable import Select
+
+from fhir_server.errors import FhirError
+from fhir_server.search.extract import COMPOSITE_SEP, OF_TYPE_SUFFIX
+from fhir_server.search.parser import (
+    AnyFilter,
+    ChainFilter,
+    Filter,
+    HasFilter,
+    Include,
+    MissingFilter,
+    ParamFilter,
+    ParsedSearch,
+    SortKey,
+    parse_search,
+)
+from fhir_server.search.registry import reference_params
+from fhir_server.search.terms import (
+    CompositeValue,
+    DateValue,
+    NearValue,
+    NumberValue,
+    QuantityValue,
+    ReferenceValue,
+    StringValue,
+    TokenValue,
+    UriValue,
+)
+from fhir_server.search.values import MAX_TIME, MIN_TIME
+from fhir_server.storage.index_schema import (
+    INDEX_TABLES,
+    idx_reference,
+    idx_token,
+    idx_uri,
+)
+from fhir_server.storage.schema import resources
+
+Restrict = Callable[[Any], ColumnElement[bool]]
+MAX_INCLUDES = 1000
+MAX_ITERATE_DEPTH = 3
+DEFAULT_TOTAL_CAP = 1000
+_TOP = "\U0010ffff"
+
+
+@dataclass
+class Row:
+    """One stored resource as returned by a search."""
+
+    pid: int
+    res_type: str
+    res_id: str
+    version: int
+    last_updated: int
+    body: str
+
+
+@dataclass
+class SearchResult:
+    """Matches (one page), included resources, the total and paging cursors."""
+
+    matches: list[Row]
+    included: list[Row] = field(default_factory=list)
+    total: int | None = None
+    next_cursor: str | None = None
+    prev_cursor: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _prefix_range(col: Any, prefix: str) -> ColumnElement[bool]:
+    return and_(col >= prefix, col < prefix + _TOP)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class _SqlBuilder:
+    """Turns filters into SQL conditions on a resources alias."""
+
+    def __init__(self, conn: Connection, restrict: Restrict | None) -> None:
+        self.conn = conn
+        self.restrict = restrict
+        self.now_us = int(time.time() * 1_000_000)
+
+    # -- filters ---------------------------------------------------------------------------
+    def conditions(self, filters: list[Filter], r: Any,
+                   res_type: str | None) -> list[ColumnElement[bool]]:
+        """AND-ed conditions: the most selective filter drives (`pid IN (index lookup)`),
+        the others are index probes by pid (`EXISTS ... WHERE pid = r.pid`)."""
+        ranked = sorted(filters, key=_selectivity_rank)
+        driver = next((f for f in ranked if _selectivity_rank(f) < _NO_DRIVE), None)
+        if any(_is_id_filter(f) for f in filters):
+            driver = None  # the (res_type, res_id) unique index drives
+        return [self.condition(f, r, res_type, drive=f is driver) for f in ranked]
+
+    def condition(self, flt: Filter, r: Any, res_type: str | None,
+                  drive: bool = False) -> ColumnElement[bool]:
+        """A boolean SQL condition: resource row `r` (of res_type, if known) matches flt."""
+        if isinstance(flt, AnyFilter):
+            return or_(*(self.condition(f, r, res_type, drive) for f in flt.options))
+        if isinstance(flt, MissingFilter):
+            table = INDEX_TABLES[flt.param.type] if flt.param.type != "composite" else None
+            if table is None:
+                return true()
+            sub = self._scope(select(table.c.pid), table, res_type, flt.param.code)
+            return _member(r, sub, table.c.pid, negate=flt.missing, drive=drive)
+        if isinstance(flt, ChainFilter):
+            x, sub = self._chain(flt, res_type)
+            return _member(r, sub, x.c.pid, negate=False, drive=drive)
+        if isinstance(flt, HasFilter):
+            return self._has(flt, r, res_type, drive)
+        return self._param(flt, r, res_type, drive)
+
+    def _scope(self, sel: Select, table: Any, res_type: str | None, param: str) -> Select:
+        sel = sel.where(table.c.param == param)
+        if res_type is not None:
+            sel = sel.where(table.c.res_type == res_type)
+        return sel
+
+    def _live(self, t: Any, res_type: str) -> ColumnElement[bool]:
+        cond = and_(t.c.res_type == res_type, t.c.deleted == false())
+        if self.restrict is not None:
+            cond = and_(cond, self.restrict(t))
+        return cond
+
+    def _chain(self, flt: ChainFilter, res_type: str | None) -> tuple[Any, Select]:
+        x = idx_reference.alias("xc")
+        options = []
+        for target_type, inner in flt.inner.items():
+            t = resources.alias("tc")
+            targets = select(t.c.res_id).where(self._live(t, target_type),
+                                               *self.conditions([inner], t, target_type))
+            options.append(and_(x.c.target_type == target_type, x.c.target_id.in_(targets)))
+        sel = select(x.c.pid).where(or_(*options))
+        return x, self._scope(sel, x, res_type, flt.param.code)
+
+    def _has(self, flt: HasFilter, r: Any, res_type: str | None,
+             drive: bool) -> ColumnElement[bool]:
+        x = idx_reference.alias("xh")
+        s = resources.alias("sh")
+        sources = select(s.c.pid).where(self._live(s, flt.source_type),
+                                        *self.conditions([flt.inner], s, flt.source_type))
+        sel = select(x.c.target_id).where(x.c.res_type == flt.source_type,
+                                          x.c.param == flt.param.code,
+                                          x.c.pid.in_(sources))
+        sel = sel.where(x.c.target_type == (res_type if res_type is not None
+                                            else r.c.res_type))
+        if drive and res_type is not None:
+            return r.c.res_id.in_(sel)
+        return sel.where(x.c.target_id == r.c.res_id).exists()
+
+    def _param(self, flt: ParamFilter, r: Any, res_type: str | None,
+               drive: bool) -> ColumnElement[bool]:
+        p = flt.param
+        if p.code == "_id":
+            return r.c.res_id.in_([v.code for v in flt.values])  # type: ignore[attr-defined]
+        if p.code == "_lastUpdated":
+            return or_(*(_point_cond(v, r.c.last_updated, self.now_us) for v in flt.values))
+        if p.type == "composite":
+            first, sub = self._composite(flt, res_type)
+            return _member(r, sub, first.c.pid, negate=False, drive=drive)
+        if p.type == "token" and flt.modifier in ("in", "not-in"):
+            sub = self._valueset_subquery(flt, res_type)
+            return _member(r, sub, idx_token.c.pid, negate=flt.modifier == "not-in",
+                           drive=drive)
+        table = INDEX_TABLES[p.type]
+        param = p.code + OF_TYPE_SUFFIX if flt.modifier == "of-type" else p.code
+        conds = [c for v in flt.values for c in self.value_conds(p.type, flt.modifier, v, table)]
+        negate = flt.modifier == "not"
+        if drive and not negate and len(conds) > 1:
+            # One index-driven SELECT per alternative (a UNION ALL), rather than an OR that
+            # would defeat the (res_type, param, value) index.
+            return r.c.pid.in_(union_all(*(
+                self._scope(select(table.c.pid), table, res_type, param).where(c)
+                for c in conds)))
+        sub = self._scope(select(table.c.pid), table, res_type, param).where(or_(*conds))
+        return _member(r, sub, table.c.pid, negate=negate, drive=drive)
+
+    def _composite(self, flt: ParamFilter, res_type: str | None) -> tuple[Any, Select]:
+        p = flt.param
+        options = []
+        first_alias = None
+        aliases = []
+        for i, ctype in enumerate(p.component_types):
+            a = INDEX_TABLES[ctype].alias(f"c{i}")
+            aliases.append(a)
+        first_alias = aliases[0]
+        for v in flt.values:
+            assert isinstance(v, CompositeValue)
+            options.append(and_(*(self.value_cond(ctype, None, part, aliases[i])
+                                  for i, (ctype, part) in enumerate(
+                                      zip(p.component_types, v.parts, strict=True)))))
+        sel = select(first_alias.c.pid).select_from(first_alias)
+        for i, a in enumerate(aliases[1:], start=1):
+            sel = sel.join(a, and_(a.c.pid == first_alias.c.pid, a.c.grp == first_alias.c.grp,
+                                   a.c.param == f"{p.code}{COMPOSITE_SEP}{i}"))
+        sel = self._scope(sel, first_alias, res_type, f"{p.code}{COMPOSITE_SEP}0")
+        return first_alias, sel.where(or_(*options))
+
+    def _valueset_subquery(self, flt: ParamFilter, res_type: str | None) -> Select:
+        conds: list[ColumnElement[bool]] = []
+        for v in flt.values:
+            assert isinstance(v, UriValue)
+            systems, codes = self._expand_valueset(v.uri, flt.name)
+            conds.extend(idx_token.c.system == s for s in systems)
+            for system, code_set in codes.items():
+                conds.append(and_(idx_token.c.system == system, idx_token.c.code.in_(code_set)))
+        sel = self._scope(select(idx_token.c.pid), idx_token, res_type, flt.param.code)
+        return sel.where(or_(false(), *conds))
+
+    def _expand_valueset(self, url: str, name: str) -> tuple[list[str], dict[str, list[str]]]:
+        """The systems included whole and the codes per system of a stored ValueSet."""
+        u = idx_uri.alias("vu")
+        vs = resources.alias("vs")
+        row = self.conn.execute(
+            select(vs.c.body).where(vs.c.res_type == "ValueSet", vs.c.deleted == false(),
+                                    vs.c.pid.in_(select(u.c.pid).where(
+                                        u.c.res_type == "ValueSet", u.c.param == "url",
+                                        u.c.uri == url.split("|")[0])))
+            .order_by(vs.c.pid.desc()).limit(1)).first()
+        if row is None:
+            raise FhirError(400, "not-found", f"ValueSet {url!r} of {name} is not known "
+                            "to this server", expression=name)
+        body = json.loads(row[0])
+        systems: list[str] = []
+        codes: dict[str, list[str]] = {}
+        for c in (body.get("expansion") or {}).get("contains") or []:
+            if c.get("system") and c.get("code"):
+                codes.setdefault(c["system"], []).append(c["code"])
+        for inc in (body.get("compose") or {}).get("include") or []:
+            system = inc.get("system")
+            if not system:
+                continue
+            concepts = inc.get("concept")
+            if concepts:
+                codes.setdefault(system, []).extend(c["code"] for c in concepts if "code" in c)
+            elif not inc.get("filter") and not inc.get("valueSet"):
+                systems.append(system)
+        return systems, codes
+
+    # -- values ----------------------------------------------------------------------------
+    def value_conds(self, ptype: str, modifier: str | None, v: object,
+                    t: Any) -> list[ColumnElement[bool]]:
+        """Alternative conditions (OR) for one value; each can use an index on its own."""
+        if isinstance(v, ReferenceValue) and v.target_type is not None and v.url is not None:
+            return [and_(t.c.target_id == v.target_id, t.c.target_type == v.target_type),
+                    t.c.url == v.url]
+        return [self.value_cond(ptype, modifier, v, t)]
+
+    def value_cond(self, ptype: str, modifier: str | None, v: object,
+                   t: Any) -> ColumnElement[bool]:
+        """The condition for one search value on an index table alias."""
+        if ptype == "string":
+            assert isinstance(v, StringValue)
+            if modifier == "exact":
+                return and_(_prefix_range(t.c.value_norm, v.norm), t.c.value_exact == v.exact)
+            if modifier == "contains":
+                return t.c.value_norm.like(f"%{_like_escape(v.norm)}%", escape="\\")
+            return _prefix_range(t.c.value_norm, v.norm)
+        if ptype == "token":
+            if isinstance(v, StringValue):  # :text
+                return _prefix_range(t.c.text, v.norm)
+            assert isinstance(v, TokenValue)
+            conds = []
+            if v.code is not None:
+                conds.append(t.c.code == v.code)
+            if v.explicit_system:
+                conds.append(t.c.system == v.system if v.system is not None
+                             else t.c.system.is_(None))
+            return and_(*conds)
+        if ptype == "reference":
+            assert isinstance(v, ReferenceValue)
+            if v.ident_value is not None or v.ident_system is not None:
+                conds = []
+                if v.ident_value is not None:
+                    conds.append(t.c.ident_value == v.ident_value)
+                if v.ident_system is not None:
+                    conds.append(t.c.ident_system == v.ident_system)
+                return and_(*conds)
+            if v.target_type is not None:
+                local = and_(t.c.target_id == v.target_id, t.c.target_type == v.target_type)
+                return local if v.url is None else or_(local, t.c.url == v.url)
+            if v.url is not None:
+                return t.c.url == v.url
+            return t.c.target_id == v.target_id
+        if ptype == "date":
+            assert isinstance(v, DateValue)
+            return _date_cond(v, t.c.low, t.c.high, self.now_us)
+        if ptype == "number":
+            assert isinstance(v, NumberValue)
+            return _number_cond(v.prefix, v.value, v.low, v.high, t.c.value)
+        if ptype == "quantity":
+            assert isinstance(v, QuantityValue)
+            cond = _number_cond(v.prefix, v.value, v.low, v.high, t.c.value)
+            if v.system is not None:
+                cond = and_(cond, t.c.system == v.system)
+            if v.code is not None:
+                cond = and_(cond, t.c.code == v.code) if v.system is not None else and_(
+                    cond, or_(t.c.code == v.code, t.c.unit == v.code))
+            return cond
+        if ptype == "uri":
+            assert isinstance(v, UriValue)
+            if modifier == "below":
+                return _prefix_range(t.c.uri, v.uri)
+            if modifier == "above":
+                return t.c.uri.in_(_uri_ancestors(v.uri))
+            return t.c.uri == v.uri
+        if ptype == "special":
+            assert isinstance(v, NearValue)
+            dlat = v.distance_km / 111.32
+            dlon = v.distance_km / max(111.32 * math.cos(math.radians(v.latitude)), 1e-6)
+            return and_(t.c.latitude.between(v.latitude - dlat, v.latitude + dlat),
+                        t.c.longitude.between(v.longitude - dlon, v.longitude + dlon))
+        raise FhirError(400, "not-supported", f"Unsupported search type {ptype}")
+
+
+_NO_DRIVE = 5
+
+
+def _is_id_filter(flt: Filter) -> bool:
+    return isinstance(flt, ParamFilter) and flt.param.code == "_id"
+
+
+def _selectivity_rank(flt: Filter) -> int:
+    """A static guess of how selective a filter is (lower: fewer rows), to pick the driver."""
+    if isinstance(flt, ParamFilter):
+        p = flt.param
+        if p.code == "_id":
+            return 0
+        if p.code == "_lastUpdated" or flt.modifier in ("not", "not-in"):
+            return _NO_DRIVE
+        if p.type == "reference" or "identifier" in p.code:
+            return 1
+        if p.type in ("string", "uri", "composite"):
+            return 2
+        if p.type in ("date", "number", "quantity", "special"):
+            return 3
+        return 4
+    if isinstance(flt, MissingFilter):
+        return 4 if not flt.missing else _NO_DRIVE
+    if isinstance(flt, AnyFilter):
+        return max((_selectivity_rank(f) for f in flt.options), default=_NO_DRIVE)
+    return 3  # chains and _has
+
+
+def _member(r: Any, sub: Select, pid_col: Any, *, negate: bool,
+            drive: bool) -> ColumnElement[bool]:
+    """`r` is (not) among the pids `sub` selects: an IN lookup when driving the query,
+    otherwise an EXISTS probe correlated on pid (served by the pid indexes)."""
+    if drive and not negate:
+        return r.c.pid.in_(sub)
+    probe = sub.where(pid_col == r.c.pid).exists()
+    return ~probe if negate else probe
+
+
+def _uri_ancestors(uri: str) -> list[str]:
+    out = [uri]
+    cur = uri
+    while "/" in cur.rstrip("/"):
+        cur = cur.rstrip("/").rsplit("/", 1)[0]
+        if cur.endswith(":/") or cur.endswith(":"):
+            break
+        out.append(cur)
+    return out
+
+
+def _date_cond(v: DateValue, low: Any, high: Any, now_us: int) -> ColumnElement[bool]:
+    sl, sh = v.low, v.high
+    eq = and_(low >= sl, high <= sh)
+    if v.prefix == "eq":
+        return eq
+    if v.prefix == "ne":
+        return or_(low < sl, high > sh)
+    if v.prefix == "gt":
+        return high > sh
+    if v.prefix == "lt":
+        return low < sl
+    if v.prefix == "ge":
+        return or_(high > sh, eq)
+    if v.prefix == "le":
+        return or_(low < sl, eq)
+    if v.prefix == "sa":
+        return low >= sh
+    if v.prefix == "eb":
+        return high <= sl
+    delta = approx_margin(sl, now_us)  # ap
+    return and_(low < min(sh + delta, MAX_TIME), high > max(sl - delta, MIN_TIME))
+
+
+def _point_cond(v: DateValue, t: Any, now_us: int) -> ColumnElement[bool]:
+    """_date_cond for a stored instant t (range [t, t+1)), in index-friendly form."""
+    sl, sh = v.low, v.high
+    if v.prefix == "eq":
+        return and_(t >= sl, t < sh)
+    if v.prefix == "ne":
+        return or_(t < sl, t >= sh)
+    if v.prefix in ("gt", "sa"):
+        return t >= sh
+    if v.prefix in ("lt", "eb"):
+        return t < sl
+    if v.prefix == "ge":
+        return t >= sl
+    if v.prefix == "le":
+        return t < sh
+    delta = approx_margin(sl, now_us)
+    return and_(t >= sl - delta, t < sh + delta)
+
+
+def approx_margin(search_low: int, now_us: int) -> int:
+    """Date `ap` widening: 10% of the distance from now, at least one day."""
+    return max(abs(now_us - search_low) // 10, 86_400_000_000)
+
+
+def _number_cond(prefix: str, value: float, low: float, high: float,
+                 col: Any) -> ColumnElement[bool]:
+    if prefix == "eq":
+        return and_(col >= low, col < high)
+    if prefix == "ne":
+        return or_(col < low, col >= high)
+    if prefix in ("gt", "sa"):
+        return col > value
+    if prefix in ("lt", "eb"):
+        return col < value
+    if prefix == "ge":
+        return col >= value
+    if prefix == "le":
+        return col <= value
+    margin = abs(value) * 0.1  # ap
+    return and_(col >= value - margin, col <= value + margin)
+
+
+# -- sorting and cursors ---------------------------------------------------------------------
+
+_SORT_COLUMN = {"string": "value_norm", "token": "code", "reference": "target_id",
+                "date": None, "number": "value", "quantity": "value", "uri": "uri"}
+
+
+def _sort_expr(key: SortKey, r: Any, is_pg: bool) -> Any:
+    if key.code == "_lastUpdated":
+        return r.c.last_updated
+    if key.code == "_id":
+        return r.c.res_id.collate("C") if is_pg else r.c.res_id
+    table = INDEX_TABLES[key.param_type]
+    if key.param_type == "date":
+        col = table.c.high if key.descending else table.c.low
+    else:
+        col = table.c[_SORT_COLUMN[key.param_type]]
+    agg = func.max(col) if key.descending else func.min(col)
+    return (select(agg).where(table.c.pid == r.c.pid, table.c.param == key.code)
+            .scalar_subquery())
+
+
+def encode_cursor(direction: str, values: list[Any], pid: int) -> str:
+    """An opaque page cursor: the sort key values and pid of a boundary row."""
+    raw = json.dumps({"d": direction, "k": values, "p": pid}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> tuple[str, list[Any], int]:
+    """Inverse of encode_cursor; FhirError(400) on a damaged cursor."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        direction, values, pid = data["d"], data["k"], int(data["p"])
+        if direction not in ("n", "p") or not isinstance(values, list):
+            raise ValueError
+        return direction, values, pid
+    except (ValueError, KeyError, TypeError):
+        raise FhirError(400, "invalid", f"Invalid paging cursor _cursor={token!r}",
+                        expression="_cursor") from None
+
+
+def _keyset(exprs: list[tuple[Any, bool]], values: list[Any], pid_col: Any, pid: int,
+            backwards: bool) -> ColumnElement[bool]:
+    """Rows strictly after (or before, when backwards) the boundary row in sort order.
+
+    Order per key: non-null values ascending/descending, nulls last; then pid ascending.
+    """
+    clauses = []
+    prefix: list[ColumnElement[bool]] = []
+    for (expr, desc), val in zip(exprs, values, strict=True):
+        if val is None:
+            eq = expr.is_(None)
+            after = false() if not backwards else expr.is_not(None)
+        else:
+            eq = expr == val
+            forward_gt = expr < val if desc else expr > val
+            backward_lt = expr > val if desc else expr < val
+            after = or_(forward_gt, expr.is_(None)) if not backwards else backward_lt
+        clauses.append(and_(*prefix, after))
+        prefix.append(eq)
+    clauses.append(and_(*prefix, pid_col < pid if backwards else pid_col > pid))
+    return or_(*clauses)
+
+
+# -- execution -------------------------------------------------------------------------------
+
+def _row(rec: Any) -> Row:
+    return Row(rec.pid, rec.res_type, rec.res_id, rec.version, rec.last_updated, rec.body)
+
+
+def _json_value(v: Any) -> Any:
+    return v if v is None or isinstance(v, (int, float, str)) else str(v)
+
+
+def where_clause(conn: Connection, parsed: ParsedSearch, r: Any,
+                 restrict: Restrict | None) -> ColumnElement[bool]:
+    """The full match condition of a parsed search on resources alias `r`."""
+    b = _SqlBuilder(conn, restrict)
+    cond: ColumnElement[bool] = r.c.deleted == false()
+    if restrict is not None:
+        cond = and_(cond, restrict(r))
+    if parsed.types is None:
+        return and_(cond, *b.conditions(parsed.filters, r, None))
+    per_type = [and_(r.c.res_type == t, *b.conditions(parsed.filters, r, t))
+                for t in parsed.types]
+    return and_(cond, or_(*per_type))
+
+
+def _total(conn: Connection, parsed: ParsedSearch, r: Any,
+           where: ColumnElement[bool]) -> int | None:
+    """Bundle.total: exact for `accurate`, `estimate` and `_summary=count`; none for `none`;
+    by default exact up to DEFAULT_TOTAL_CAP matches and left out above (bounded cost)."""
+    if parsed.total == "none" and parsed.summary != "count":
+        return None
+    if parsed.total in ("accurate", "estimate") or parsed.summary == "count":
+        return conn.execute(select(func.count()).select_from(r).where(where)).scalar()
+    capped = select(r.c.pid).where(where).limit(DEFAULT_TOTAL_CAP + 1).subquery()
+    n = conn.execute(select(func.count()).select_from(capped)).scalar()
+    return n if n is not None and n <= DEFAULT_TOTAL_CAP else None
+
+
+def execute_search(conn: Connection, parsed: ParsedSearch, *,
+                   restrict: Restrict | None = None) -> SearchResult:
+    """Run a parsed search: one page of matches, includes, total and cursors."""
+    is_pg = conn.dialect.name == "postgresql"
+    r = resources.alias("r")
+    where = where_clause(conn, parsed, r, restrict)
+    result = SearchResult(matches=[])
+    result.total = _total(conn, parsed, r, where)
+    if parsed.summary == "count" or parsed.count == 0:
+        return result
+    exprs = [(_sort_expr(k, r, is_pg), k.descending) for k in parsed.sort]
+    backwards = False
+    if parsed.cursor:
+        direction, values, pid = decode_cursor(parsed.cursor)
+        if len(values) != len(exprs):
+            raise FhirError(400, "invalid", "The paging cursor does not fit this _sort",
+                            expression="_cursor")
+        backwards = direction == "p"
+        where = and_(where, _keyset(exprs, values, r.c.pid, pid, backwards))
+    order = []
+    for expr, desc in exprs:
+        asc_order = desc == backwards
+        order.append((expr.asc() if asc_order else expr.desc()).nulls_last() if not backwards
+                     else (expr.asc() if asc_order else expr.desc()).nulls_first())
+    order.append(r.c.pid.desc() if backwards else r.c.pid.asc())
+    cols = [r.c.pid, r.c.res_type, r.c.res_id, r.c.version, r.c.last_updated, r.c.body]
+    cols += [e.label(f"s{i}") for i, (e, _d) in enumerate(exprs)]
+    recs = conn.execute(select(*cols).where(where).order_by(*order)
+                        .limit(parsed.count + 1)).all()
+    more = len(recs) > parsed.count
+    recs = recs[:parsed.count]
+    if backwards:
+        recs.reverse()
+    result.matches = [_row(rec) for rec in recs]
+    if recs:
+        first, last = recs[0], recs[-1]
+        keys = range(len(exprs))
+        if more or backwards:
+            result.next_cursor = encode_cursor(
+                "n", [_json_value(last._mapping[f"s{i}"]) for i in keys], last.pid)
+        if (more and backwards) or (parsed.cursor and not backwards):
+            result.prev_cursor = encode_cursor(
+                "p", [_json_value(first._mapping[f"s{i}"]) for i in keys], first.pid)
+    result.included, warnings = _includes(conn, parsed, result.matches, restrict)
+    result.warnings.extend(warnings)
+    return result
+
+
+def _includes(conn: Connection, parsed: ParsedSearch, matches: list[Row],
+              restrict: Restrict | None) -> tuple[list[Row], list[str]]:
+    """Resolve _include / _revinclude (with :iterate), one statement per parameter and pass."""
+    if not parsed.includes or not matches:
+        return [], []
+    seen = {m.pid for m in matches}
+    included: list[Row] = []
+    warnings: list[str] = []
+    frontier = list(matches)
+    iterating = [i for i in parsed.includes if i.iterate]
+    for depth in range(MAX_ITERATE_DEPTH + 1):
+        # The first pass applies every include to the matches; later passes apply only the
+        # :iterate ones to what the previous pass added.
+        specs = parsed.includes if depth == 0 else iterating
+        new: list[Row] = []
+        for inc in specs:
+            rows, truncated = _include_rows(conn, inc, frontier, restrict)
+            if truncated:
+                warnings.append(f"{'_revinclude' if inc.reverse else '_include'} "
+                                f"results were truncated at {MAX_INCLUDES}")
+            for row in rows:
+                if row.pid not in seen:
+                    seen.add(row.pid)
+                    new.append(row)
+        included.extend(new)
+        if not iterating or not new:
+            break
+        frontier = new
+    return included, warnings
+
+
+def _include_rows(conn: Connection, inc: Include, sources: list[Row],
+                  restrict: Restrict | None) -> tuple[list[Row], bool]:
+    x = idx_reference.alias("xi")
+    t = resources.alias("t")
+    live = t.c.deleted == false()
+    if restrict is not None:
+        live = and_(live, restrict(t))
+    if not inc.reverse:
+        pids = [s.pid for s in sources if inc.source_type in (None, s.res_type)]
+        if not pids:
+            return [], False
+        cond = [x.c.pid.in_(pids)]
+        if inc.source_type is not None:
+            cond.append(x.c.res_type == inc.source_type)
+        if inc.param is not None:
+            cond.append(x.c.param == inc.param)
+        else:
+            codes = list(reference_params(inc.source_type).keys()) if inc.source_type else []
+            if codes:
+                cond.append(x.c.param.in_(codes))
+        if inc.target_type is not None:
+            cond.append(x.c.target_type == inc.target_type)
+    else:
+        by_type: dict[str, list[str]] = {}
+        for s in sources:
+            by_type.setdefault(s.res_type, []).append(s.res_id)
+        targets = [and_(x.c.target_type == rt, x.c.target_id.in_(ids))
+                   for rt, ids in by_type.items()
+                   if inc.target_type in (None, rt)]
+        if not targets:
+            return [], False
+        cond = [or_(*targets)]
+        if inc.source_type is not None:
+            cond.append(x.c.res_type == inc.source_type)
+        if inc.param is not None:
+            cond.append(x.c.param == inc.param)
+    if inc.reverse:
+        sub = select(x.c.pid).where(*cond)
+    else:
+        t2 = resources.alias("t2")
+        sub = (select(t2.c.pid)
+               .select_from(x.join(t2, and_(t2.c.res_type == x.c.target_type,
+                                            t2.c.res_id == x.c.target_id)))
+               .where(*cond))
+    sel = select(t.c.pid, t.c.res_type, t.c.res_id, t.c.version, t.c.last_updated,
+                 t.c.body).where(live, t.c.pid.in_(sub))
+    recs = conn.execute(sel.order_by(t.c.pid).limit(MAX_INCLUDES + 1)).all()
+    return [_row(rec) for rec in recs[:MAX_INCLUDES]], len(recs) > MAX_INCLUDES
+
+
+def find_ids(conn: Connection, res_type: str, params: str | list[tuple[str, str]], *,
+             limit: int = 2, restrict: Restrict | None = None) -> list[str]:
+    """Ids of the current `res_type` resources matching criteria such as `identifier=sys|1`.
+
+    For conditional create/update/delete and conditional references: `limit` 2 is enough to
+    tell none, one and several apart. Unknown parameters raise 400 (strict handling).
+    """
+    if isinstance(params, str):
+        from urllib.parse import parse_qsl
+
+        params = parse_qsl(params.lstrip("?"), keep_blank_values=True)
+    parsed = parse_search(res_type, params, strict=True)
+    if not parsed.filters:
+        raise FhirError(400, "invalid", "Conditional criteria must contain a search filter")
+    r = resources.alias("r")
+    where = where_clause(conn, parsed, r, restrict)
+    recs = conn.execute(select(r.c.res_id).where(where).order_by(r.c.pid).limit(limit)).all()
+    return [rec.res_id for rec in recs]
