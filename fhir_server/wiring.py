@@ -22,3 +22,14 @@ def wire(app: Flask, services: Services, registry: OperationRegistry) -> None:
 
 def register_cli(sub) -> None:  # type: ignore[no-untyped-def]
     """Feature subcommands of `python -m fhir_server`."""
+    worker = sub.add_parser("worker", help="deliver Subscription notifications and run the "
+                                           "stalled-referral sweep")
+    worker.add_argument("--sweep-interval", type=float, default=300.0,
+                        help="seconds between stalled-referral sweeps (default 300)")
+    worker.set_defaults(handler=_worker)
+
+
+def _worker(settings, args) -> int:  # type: ignore[no-untyped-def]
+    from fhir_server.worker import run
+
+    return run(settings, sweep_interval=args.sweep_interval)

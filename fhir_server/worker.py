@@ -1,0 +1,42 @@
+"""`python -m fhir_server worker`: Subscription delivery plus the stalled-referral sweep."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from fhir_server.config import Settings
+
+log = logging.getLogger("fhir_server.worker")
+
+
+def run(settings: Settings, *, sweep_interval: float, stop: threading.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or `stop`): delivery threads and a periodic sweep."""
+    from fhir_server.jobs import stalled_sweep, subscription_status_hook
+    from fhir_server.loader import make_services
+    from subscriptions.worker import Worker, WorkerConfig
+
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    services = make_services(settings)
+    cfg = WorkerConfig.from_env(base_url=settings.base_url or "http://127.0.0.1:8080/fhir",
+                                status_hook=subscription_status_hook,
+                                readable_by=services.readable_by)
+    delivery = threading.Thread(target=Worker(services.db, cfg).run, args=(stop,),
+                                name="delivery", daemon=True)
+    delivery.start()
+    log.info("worker started: delivery + stalled sweep every %.0fs", sweep_interval)
+    while not stop.is_set():
+        try:
+            changed = stalled_sweep(services)
+            if changed:
+                log.info("stalled sweep updated %d referral Tasks", changed)
+        except Exception:
+            log.exception("stalled sweep failed")
+        stop.wait(sweep_interval)
+    delivery.join(timeout=30)
+    services.db.dispose()
+    return 0
