@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "load":
         return _load(settings, args.files)
     handler = getattr(args, "handler", None)
+    if handler is None and getattr(args, "auth_handler", None) is not None:
+        from fhir_server.wiring import run_auth_command
+
+        handler = run_auth_command
     if handler is None:
         parser.error(f"unknown command {args.command}")
     return int(handler(settings, args) or 0)

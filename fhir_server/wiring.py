@@ -10,14 +10,23 @@ from fhir_server.rest.operations import OperationRegistry
 
 def wire(app: Flask, services: Services, registry: OperationRegistry) -> None:
     """Register every feature's hooks and operations."""
-    from fhir_server.features import profiles, screening, subscriptions, workflow
+    from fhir_server.features import (
+        auth,
+        directory,
+        profiles,
+        screening,
+        subscriptions,
+        workflow,
+    )
     from fhir_server.interactions import builtin_operations
 
     builtin_operations.register(registry)
+    auth.install(app, services, registry)
     profiles.install(services, registry)
     workflow.install(services, registry)
     screening.install(services, registry)
     subscriptions.install(services, registry)
+    directory.install(services, registry)
 
 
 def register_cli(sub) -> None:  # type: ignore[no-untyped-def]
@@ -27,6 +36,23 @@ def register_cli(sub) -> None:  # type: ignore[no-untyped-def]
     worker.add_argument("--sweep-interval", type=float, default=300.0,
                         help="seconds between stalled-referral sweeps (default 300)")
     worker.set_defaults(handler=_worker)
+    from fhir_server import directory_cli
+    from fhir_server.auth.cli import register_cli as register_auth_cli
+
+    register_auth_cli(sub)
+    directory_cli.register_cli(sub)
+
+
+def run_auth_command(settings, args) -> int:  # type: ignore[no-untyped-def]
+    """`users ...` / `clients ...`: the auth CLI handlers on the configured database."""
+    from fhir_server.storage.db import Database
+
+    db = Database(settings.database_url) if getattr(args, "auth_needs_db", True) else None
+    try:
+        return int(args.auth_handler(args, db) or 0)
+    finally:
+        if db is not None:
+            db.dispose()
 
 
 def _worker(settings, args) -> int:  # type: ignore[no-untyped-def]

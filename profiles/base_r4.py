@@ -167,13 +167,61 @@ def _schema_issues(res_type: str, resource: dict) -> list[Issue]:
     return issues
 
 
+_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
 def _reference_issues(resource: dict, res_type: str) -> list[Issue]:
-    """Check that every Reference.reference is well formed."""
+    """One walk over the tree: references well formed, strings free of characters FHIR
+    forbids (they cannot exist in XML either), no `fhir_comments`, narratives that are an
+    XHTML div."""
     issues: list[Issue] = []
-    for path, ref in iter_references(resource, res_type):
-        if not reference_well_formed(ref):
-            issues.append(Issue("error", "value", f"Malformed reference '{ref[:100]}'", [path]))
-    return issues
+    _walk(resource, res_type, issues)
+    return issues[:50]
+
+
+def _walk(node: Any, path: str, issues: list[Issue]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            child = f"{path}.{key}"
+            if key == "fhir_comments":
+                issues.append(Issue("error", "structure", "fhir_comments is not allowed",
+                                    [child]))
+            elif isinstance(value, str):
+                _check_string(key, value, child, issues)
+            elif isinstance(value, (dict, list)):
+                _walk(value, child, issues)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            child = f"{path}[{i}]"
+            if isinstance(value, str):
+                _check_string("", value, child, issues)
+            else:
+                _walk(value, child, issues)
+
+
+def _check_string(key: str, value: str, path: str, issues: list[Issue]) -> None:
+    if not value:
+        issues.append(Issue("error", "value", "Empty strings are not allowed in FHIR: omit the "
+                            "element instead", [path]))
+    elif _BAD_CHARS.search(value):
+        issues.append(Issue("error", "value", "The string contains a control character that "
+                            "FHIR does not allow", [path]))
+    elif key == "reference" and not reference_well_formed(value):
+        issues.append(Issue("error", "value", f"Malformed reference '{value[:100]}'", [path]))
+    elif key == "div" and path.endswith(".text.div") and not _narrative_ok(value):
+        issues.append(Issue("error", "value", "Narrative div must be well-formed XHTML: one "
+                            '<div xmlns="http://www.w3.org/1999/xhtml"> element', [path]))
+
+
+def _narrative_ok(div: str) -> bool:
+    from fhir_server.errors import FhirError
+    from fhir_server.formats.xhtml import raw_div
+
+    try:
+        raw_div(div)
+    except (FhirError, ValueError):
+        return False
+    return True
 
 
 def reference_well_formed(ref: str) -> bool:
@@ -191,18 +239,3 @@ def reference_well_formed(ref: str) -> bool:
         return is_resource_type(ref.split("?", 1)[0])
     m = _REL_REF.match(ref)
     return bool(m) and is_resource_type(m.group(1))
-
-
-def iter_references(node: Any, path: str):  # type: ignore[no-untyped-def]
-    """Yield (fhirpath, reference string) for every `reference` string inside Reference-shaped
-    objects anywhere in the resource (extensions and contained resources included)."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            child = f"{path}.{key}"
-            if key == "reference" and isinstance(value, str):
-                yield child, value
-            elif isinstance(value, (dict, list)):
-                yield from iter_references(value, child)
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from iter_references(value, f"{path}[{i}]")

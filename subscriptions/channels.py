@@ -61,7 +61,7 @@ def serialise(bundle: dict[str, Any], spec: SubscriptionSpec) -> bytes:
                 "XML payloads need fhir_server.formats.xml.json_to_xml, which is not installed",
                 "processing",
             ) from exc
-        out = json_to_xml(bundle)
+        out = json_to_xml(bundle, lenient=True)
         return out.encode("utf-8") if isinstance(out, str) else out
     return orjson.dumps(bundle)
 

@@ -33,7 +33,8 @@ QUESTIONNAIRES = sorted((SHARED / "questionnaires").glob("*.json"))
 # R4 fixtures only: the r4b folder holds an R4B SubscriptionTopic, not an R4 resource.
 SUBSCRIPTIONS = sorted(
     p for p in (SHARED / "subscriptions").rglob("*.json") if "r4b" not in p.parts)
-OWN_EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.json"))
+OWN_EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.json")
+                      if b'"resourceType"' in p.read_bytes()[:200])
 
 
 def load(path: Path) -> dict:

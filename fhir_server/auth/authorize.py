@@ -177,6 +177,13 @@ def session_user(db: Database, sid: str | None) -> User | None:
         return get_user(conn, row.username)
 
 
+def logout(db: Database, sid: str | None) -> None:
+    """End a session."""
+    if sid:
+        with db.write() as conn:
+            conn.execute(delete(sessions).where(sessions.c.sid_hash == digest(sid)))
+
+
 def csrf_token(sid: str, rid: str) -> str:
     """Anti-CSRF value binding an approval form to the browser session."""
     return hashlib.sha256(f"{sid}:{rid}".encode()).hexdigest()
@@ -239,6 +246,7 @@ def issue_code(
     grant["smart_style_url"] = urls.style
     code = new_secret()
     with db.write() as conn:
+        conn.execute(delete(codes).where(codes.c.expires < time.time() - 3600))
         conn.execute(insert(codes).values(
             code_hash=digest(code), client_id=req.client_id, redirect_uri=req.redirect_uri,
             code_challenge=req.code_challenge, grant=orjson.dumps(grant).decode(),

@@ -1,7 +1,8 @@
 """Command-line registration of users and clients (`python -m fhir_server users|clients add`).
 
 The lead's `__main__` calls `register_cli(subparsers)` and then, after parsing,
-`args.auth_handler(args, db)` when the attribute is present.
+`args.auth_handler(args, db)` when the attribute is present (`db` may be None when
+`getattr(args, "auth_needs_db", True)` is False: `clients keygen` and `clients token`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fhir_server.auth.demo_tokens import fetch_token, generate_key_pair
 from fhir_server.auth.registry import save_client, save_user
 from fhir_server.storage.db import Database
 
@@ -113,6 +115,19 @@ def _clients_load(args: argparse.Namespace, db: Database) -> int:
     return 0
 
 
+def _clients_keygen(args: argparse.Namespace, _db: Database | None) -> int:
+    kid = generate_key_pair(Path(args.private), Path(args.public), args.alg)
+    print(f"key {kid} ({args.alg}): private JWK in {args.private} (keep it secret), "
+          f"public JWKS in {args.public} (register it with clients add --jwks)")
+    return 0
+
+
+def _clients_token(args: argparse.Namespace, _db: Database | None) -> int:
+    body = fetch_token(Path(args.key_file), args.client_id, args.token_url, args.scope)
+    print(json.dumps(body, indent=2))
+    return 0
+
+
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add `users add`, `clients add` and `clients load` to a top-level argparse parser.
 
@@ -147,3 +162,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     cl = clients_sub.add_parser("load", help="register clients from a JSON config file")
     cl.add_argument("file")
     cl.set_defaults(auth_handler=_clients_load)
+    kg = clients_sub.add_parser("keygen", help="generate a Backend Services key pair")
+    kg.add_argument("--private", required=True, help="output: private JWK file")
+    kg.add_argument("--public", required=True, help="output: public JWKS file")
+    kg.add_argument("--alg", choices=["RS384", "ES384"], default="RS384")
+    kg.set_defaults(auth_handler=_clients_keygen, auth_needs_db=False)
+    tk = clients_sub.add_parser("token", help="fetch a Backend Services access token")
+    tk.add_argument("--client-id", required=True)
+    tk.add_argument("--key-file", required=True, help="private JWK file (from keygen)")
+    tk.add_argument("--token-url", required=True)
+    tk.add_argument("--scope", required=True)
+    tk.set_defaults(auth_handler=_clients_token, auth_needs_db=False)

@@ -73,8 +73,16 @@ def check_interaction(
     interaction: str,
     res_type: str | None,
     resource: dict | None = None,
+    *,
+    stored: bool | None = None,
 ) -> None:
-    """Raise FhirError (403, or 404 for existing resources) unless `ctx` may do this."""
+    """Raise FhirError (403, or 404 for stored resources) unless `ctx` may do this.
+
+    `stored` says whether `resource` is the stored resource (default: True for read,
+    vread, history-instance, update, patch and delete) or new content (False; default for
+    create). For update/patch call twice: with the stored resource, then with the new
+    content and `stored=False` (moving a resource out of the caller's reach gives 403).
+    """
     if ctx.unrestricted:
         return
     if (
@@ -92,7 +100,9 @@ def check_interaction(
     write = interaction in WRITE_INTERACTIONS
     if any(_scope_allows_resource(ctx, s, resource, write) for s in scopes):
         return
-    if interaction in EXISTING_RESOURCE_INTERACTIONS:
+    if stored is None:
+        stored = interaction in EXISTING_RESOURCE_INTERACTIONS
+    if stored:
         raise not_found(resource.get("resourceType", res_type or "?"), resource.get("id", "?"))
     raise FhirError(
         403,

@@ -4,8 +4,9 @@ A partner (client or user bound to Organization/O) sees exactly:
 
 1. Directory data (`SHARED_TYPES`): Organization, Practitioner, PractitionerRole,
    HealthcareService, Location, Endpoint, Questionnaire, ... (no patient data).
-2. **Task** whose `owner` or `requester` is one of O's references ("org refs": Organization/O
-   and every PractitionerRole whose `organization` is O).
+2. **Task** whose `owner` or `requester` is one of O's references ("org refs": Organization/O,
+   every PractitionerRole whose `organization` is O and every HealthcareService whose
+   `providedBy` is O; see `ORG_MEMBERS`).
 3. **ServiceRequest** that a visible Task focuses on (`Task.focus`), or whose `requester`
    or `performer` is an org ref.
 4. Resources referenced by a visible Task or ServiceRequest through the paths of
@@ -110,12 +111,18 @@ def _key(resource: dict) -> str:
     return f"{resource.get('resourceType')}/{resource.get('id')}"
 
 
+#: Resources that stand for their organization: (type, path to the organization).
+ORG_MEMBERS = (("PractitionerRole", "PractitionerRole.organization"),
+               ("HealthcareService", "HealthcareService.providedBy"))
+
+
 def org_refs(organization: str, resources: Iterable[dict]) -> set[str]:
-    """Organization/O plus every PractitionerRole whose organization is O."""
+    """Organization/O plus every PractitionerRole (`organization`) and HealthcareService
+    (`providedBy`) of O."""
     refs = {organization}
     for res in resources:
-        if res.get("resourceType") == "PractitionerRole":
-            if organization in _refs(res, "PractitionerRole.organization"):
+        for res_type, path in ORG_MEMBERS:
+            if res.get("resourceType") == res_type and organization in _refs(res, path):
                 refs.add(_key(res))
     return refs
 

@@ -202,21 +202,18 @@ def negotiate(requested: ScopeSet, allowed: ScopeSet) -> ScopeSet:
 
 
 def is_subset(requested: ScopeSet, granted: ScopeSet) -> bool:
-    """True when every requested scope is covered by `granted` (used at refresh)."""
-    if not requested.other <= granted.other:
+    """True when every permission of `requested` is covered by the union of `granted`
+    (used at refresh: a refresh may narrow the grant, never widen it)."""
+    if not requested.other <= granted.other or requested.unknown:
         return False
     for req in requested.resource:
-        covered = False
-        for g in granted.resource:
-            same_type = g.res_type == "*" or g.res_type == req.res_type
-            if (
+        for letter in req.letters:
+            if not any(
                 g.context == req.context
-                and same_type
-                and set(req.letters) <= set(g.letters)
+                and g.res_type in ("*", req.res_type)
+                and letter in g.letters
                 and set(g.params) <= set(req.params)
+                for g in granted.resource
             ):
-                covered = True
-                break
-        if not covered:
-            return False
-    return not requested.unknown
+                return False
+    return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -41,6 +42,8 @@ SMART_STYLE = {
     "font_family_heading": "'HelveticaNeue-Light', Helvetica, Arial, 'Lucida Grande', sans-serif",
 }
 log = logging.getLogger(__name__)
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_REF = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
 
 
 def _no_patients(_query: str) -> list[dict[str, Any]]:
@@ -161,6 +164,13 @@ def create_auth_blueprint(
                         path=auth_path or "/")
         return resp
 
+    @bp.post(f"{auth_path}/logout")
+    def logout_post() -> Any:
+        az.logout(db, request.cookies.get(SESSION_COOKIE))
+        resp = _html(login_page(f"{auth_path}/login", f"{auth_path}/login"))
+        resp.delete_cookie(SESSION_COOKIE, path=auth_path or "/")
+        return resp
+
     @bp.post(f"{auth_path}/approve")
     def approve() -> Any:
         rid = request.form.get("rid", "")
@@ -212,9 +222,15 @@ def create_auth_blueprint(
             return Response(error_page("invalid_request", "Unknown client or no launch URI"),
                             400, mimetype="text/html")
         patient = request.values.get("patient") or None
-        contexts = [{"reference": ref} for ref in request.values.getlist("context") if ref]
-        handle = az.create_launch(db, user, client.client_id, patient,
-                                  request.values.get("encounter") or None, contexts,
+        encounter = request.values.get("encounter") or None
+        refs = [ref for ref in request.values.getlist("context") if ref]
+        bad = [v for v in [patient, encounter] if v and not _ID.match(v)] + [
+            r for r in refs if not _REF.match(r) or r.split("/")[0] in ("Patient", "Encounter")]
+        if bad:
+            return Response(error_page("invalid_request", f"Invalid launch context: {bad[0]}"),
+                            400, mimetype="text/html")
+        contexts = [{"reference": ref} for ref in refs]
+        handle = az.create_launch(db, user, client.client_id, patient, encounter, contexts,
                                   request.values.get("intent") or None)
         audit_event("launch", OUTCOME_SUCCESS,
                     f"{user.username} launched {client.client_id} for patient {patient}",
@@ -246,16 +262,30 @@ def create_auth_blueprint(
 
     service = TokenService(db, fetcher, audit_grant)
 
+    def allow_registered_origin(resp: Response, client_id: str | None) -> Response:
+        """CORS for browser apps: echo Origin when it is one of the client's redirect
+        origins (SMART: registered origins only on the token endpoint)."""
+        origin = request.headers.get("Origin")
+        if origin and client_id:
+            with db.read() as conn:
+                client = get_client(conn, client_id)
+            origins = {_origin(u) for u in client.redirect_uris} if client else set()
+            if origin in origins:
+                resp.headers["Access-Control-Allow-Origin"] = origin
+                resp.headers["Vary"] = "Origin"
+        return resp
+
     @bp.post(f"{auth_path}/token")
     def token() -> Response:
         form = request.form.to_dict()
         try:
             _client, body = service.handle(form, request.headers, current_urls())
         except OAuthError as exc:
-            return oauth_error(exc, form.get("client_id") or _assertion_iss(form), "token")
+            resp = oauth_error(exc, form.get("client_id") or _assertion_iss(form), "token")
+            return allow_registered_origin(resp, form.get("client_id"))
         resp = jsonify(body)
         resp.headers.update(NO_STORE)
-        return resp
+        return allow_registered_origin(resp, form.get("client_id"))
 
     @bp.post(f"{auth_path}/introspect")
     def introspect_route() -> Response:
@@ -297,6 +327,11 @@ def _html(body: str, status: int = 200) -> Response:
     resp.headers["X-Frame-Options"] = "DENY"
     resp.headers["Content-Security-Policy"] = "default-src 'self'; style-src 'unsafe-inline'"
     return resp
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _assertion_iss(form: dict[str, str]) -> str | None:

@@ -67,8 +67,8 @@ class Model:
             return ATTR
         if code == "xhtml":
             return XHTML
-        if code == "Resource":
-            return RESOURCE
+        if code == "Resource" or code in self.resources:
+            return RESOURCE  # nested resources, also typed ones (Bundle.entry.response.outcome)
         if code in self.primitives:
             return PRIMITIVE
         return COMPLEX

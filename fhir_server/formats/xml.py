@@ -20,13 +20,17 @@ from fhir_server.formats.xml_write import render
 XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 
 
-def json_to_xml(resource: dict[str, Any]) -> bytes:
+def json_to_xml(resource: dict[str, Any], *, lenient: bool = False) -> bytes:
     """Serialise a FHIR resource (JSON tree) as FHIR XML (UTF-8 bytes with declaration).
 
-    Raises FhirError(500, "exception") when the tree holds content that has no FHIR XML form
-    (an unknown element or resource type, a wrongly typed primitive, a malformed div).
+    Strict (default): raises FhirError(500, "exception") when the tree holds content that has
+    no FHIR XML form (an unknown element or resource type, a wrongly typed primitive, a
+    malformed div, characters XML cannot carry). ``lenient=True`` is for serving stored
+    content: it repairs what it can (U+FFFD for characters XML cannot carry, ``fhir_comments``
+    left out, a narrative that is not an XHTML div given the namespace or written as text)
+    and raises FhirError(406, "not-supported") for anything else.
     """
-    return XML_DECLARATION + render(resource)
+    return XML_DECLARATION + render(resource, lenient=lenient)
 
 
 def xml_to_json(data: bytes, *, max_bytes: int) -> dict[str, Any]:

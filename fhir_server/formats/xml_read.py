@@ -33,7 +33,7 @@ _DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?\Z")
 
 
 def _invalid(diagnostics: str, path: str, code: str = "structure") -> FhirError:
-    return FhirError(400, code, diagnostics, expression=path)
+    return FhirError(400, code, diagnostics, expression=path or None)
 
 
 class Reader:
@@ -54,7 +54,7 @@ class Reader:
         if rtype not in self.m.resources:
             raise _invalid(f"Unknown resource type '{rtype}'", path or rtype, "not-supported")
         if el.attrib and any(not k.startswith("{") for k in el.attrib):
-            raise _invalid(f"Unexpected attribute(s) {sorted(el.attrib)} on a resource "
+            raise _invalid(f"Unexpected attribute(s) {_names(el.attrib)} on a resource "
                            "(Resource.id is an element)", path or rtype)
         out: dict[str, Any] = {"resourceType": rtype}
         self.children(el, out, self.m.tables[rtype], path or rtype, depth)
@@ -96,7 +96,7 @@ class Reader:
             elif not f.many:
                 raise _invalid(f"Element '{name}' may appear only once", f"{path}.{name}")
             entry[1].append(child)
-        for key, value in el.attrib.items():
+        for key, value in el.items():
             if key.startswith("{"):
                 continue  # attributes of other namespaces (xsi:schemaLocation) carry no data
             f = table.get(key)
@@ -156,7 +156,7 @@ class Reader:
                   depth: int) -> tuple[Any, dict[str, Any] | None]:
         value = None
         ext: dict[str, Any] = {}
-        for key, text in el.attrib.items():
+        for key, text in el.items():
             if key == "value":
                 value = _typed(text, f, path)
             elif key == "id":
@@ -201,6 +201,13 @@ def _typed(text: str, f: Field, path: str) -> Any:
         # Whole numbers become int (written back identically); others keep their text.
         return int(text) if _INTEGER.match(text) and text != "-0" else FhirDecimal(text)
     raise _invalid(f"'{text}' is not a valid {f.type}", path, "value")
+
+
+def _names(attrib: Any, limit: int = 5) -> str:
+    """At most ``limit`` attribute names, for a bounded diagnostic."""
+    names = sorted(attrib)
+    shown = ", ".join(repr(n[:64]) for n in names[:limit])
+    return f"[{shown}, ... {len(names)} in all]" if len(names) > limit else f"[{shown}]"
 
 
 def _describe(el: Any) -> str:

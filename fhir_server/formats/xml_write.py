@@ -1,4 +1,16 @@
-"""JSON (dict) to FHIR XML: spec element order, value attributes, XHTML narrative."""
+"""JSON (dict) to FHIR XML: spec element order, value attributes, XHTML narrative.
+
+The document is written as text (no intermediate element tree): FHIR XML has no mixed
+content outside the narrative, so escaping attribute values is all the serialisation needs,
+and skipping the tree makes rendering several times faster.
+
+Two modes. *Strict* (the default) refuses content that has no FHIR XML form with a
+``RenderError`` (status 500: the server built or stored something wrong). *Lenient* (used
+when serving stored content) never refuses what can be repaired: characters XML 1.0 cannot
+carry become U+FFFD, ``fhir_comments`` (a DSTU2 leftover) is left out, and a narrative that is
+not an XHTML div gets the XHTML namespace or is written as escaped text; anything else still
+unrenderable is a 406 (the resource exists, only not in XML).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +28,7 @@ from fhir_server.formats.model import (
     PRIMITIVE,
     RESOURCE,
     XHTML,
+    XHTML_NS,
     Field,
     Model,
     Table,
@@ -23,181 +36,228 @@ from fhir_server.formats.model import (
 )
 from fhir_server.formats.xhtml import raw_div
 
-_NSMAP = {None: FHIR_NS}
-_EXTENSION_TAG = f"{{{FHIR_NS}}}extension"
-# Narrative placeholder: a processing instruction, which no FHIR content can produce (data
-# is escaped, and narratives are parsed with processing instructions removed).
-PLACEHOLDER = "fhir-narrative"
-_PLACEHOLDER_RE = re.compile(rb"<\?fhir-narrative (\d+)\?>")
+# Characters XML 1.0 cannot carry at all (even as character references).
+_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# Anything that needs attention in an attribute value: escapes and illegal characters.
+_SPECIAL = re.compile('[&<>"\n\r\t\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]')
+_DIV_NO_NS = re.compile(r"<div(?=[\s/>])(?![^>]*\sxmlns\s*=)")
+_SKIPPED_IN_LENIENT = "fhir_comments"
 
 
 class RenderError(FhirError):
     """The JSON tree cannot be rendered as FHIR XML (a server-side content problem)."""
 
-    def __init__(self, diagnostics: str, path: str) -> None:
-        super().__init__(500, "exception", f"Cannot render as FHIR XML: {diagnostics}",
-                         expression=path)
+    def __init__(self, diagnostics: str, path: str, status: int = 500) -> None:
+        if status == 406:
+            super().__init__(406, "not-supported",
+                             f"This content cannot be represented in FHIR XML ({diagnostics}); "
+                             "request application/fhir+json", expression=path)
+        else:
+            super().__init__(500, "exception", f"Cannot render as FHIR XML: {diagnostics}",
+                             expression=path)
 
 
 class Writer:
-    """Builds an lxml tree from a FHIR JSON tree."""
+    """Writes a FHIR JSON tree as FHIR XML text into a list of string parts."""
 
-    def __init__(self, m: Model) -> None:
+    def __init__(self, m: Model, *, lenient: bool = False) -> None:
         self.m = m
+        self.lenient = lenient
         self.extension_table = m.tables["Extension"]
-        self.raw_divs: list[bytes] = []  # narrative text inserted verbatim at placeholders
+        self.out: list[str] = []
 
-    def resource(self, parent: etree._Element | None, res: Any, path: str) -> etree._Element:
+    def error(self, diagnostics: str, path: str) -> RenderError:
+        return RenderError(diagnostics, path, 406 if self.lenient else 500)
+
+    def attr(self, text: str, path: str) -> str:
+        """Escape an attribute value (and deal with characters XML cannot carry)."""
+        if _SPECIAL.search(text) is None:
+            return text
+        if _ILLEGAL.search(text) is not None:
+            if not self.lenient:
+                raise self.error("All strings must be XML compatible: Unicode or ASCII, no "
+                                 "NULL bytes or control characters", path)
+            text = _ILLEGAL.sub("\ufffd", text)
+        return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                .replace('"', "&quot;").replace("\n", "&#10;").replace("\r", "&#13;")
+                .replace("\t", "&#9;"))
+
+    def resource(self, res: Any, path: str, root: bool = False) -> None:
         if not isinstance(res, dict):
-            raise RenderError("a resource must be a JSON object", path)
+            raise self.error("a resource must be a JSON object", path)
         rtype = res.get("resourceType")
         if not isinstance(rtype, str) or rtype not in self.m.resources:
-            raise RenderError(f"unknown resourceType {rtype!r}", path)
-        tag = f"{{{FHIR_NS}}}{rtype}"
-        el = etree.Element(tag, nsmap=_NSMAP) if parent is None else etree.SubElement(parent, tag)
-        self.children(el, res, self.m.tables[rtype], path or rtype, skip_type=True)
-        return el
+            raise self.error(f"unknown resourceType {rtype!r}", path)
+        opening = f'{rtype} xmlns="{FHIR_NS}"' if root else rtype
+        self.element(rtype, opening, res, self.m.tables[rtype], path or rtype, skip_type=True)
 
-    def children(self, el: etree._Element, obj: dict, table: Table, path: str,
-                 skip_type: bool = False) -> None:
+    def element(self, tag: str, opening: str, obj: dict, table: Table, path: str,
+                skip_type: bool = False) -> None:
+        """Write ``<opening attrs>children</tag>`` (or ``<opening attrs/>`` when empty)."""
+        attrs, fields = self.scan(obj, table, path, skip_type)
+        out = self.out
+        out.append(f"<{opening}{attrs}")
+        mark = len(out)
+        out.append(">")
+        for f in fields:
+            self.field(f, obj, f"{path}.{f.name}")
+        if len(out) == mark + 1:
+            out[mark] = "/>"
+        else:
+            out.append(f"</{tag}>")
+
+    def scan(self, obj: dict, table: Table, path: str,
+             skip_type: bool) -> tuple[str, list[Field]]:
+        """The attribute text and the child fields of ``obj`` in specification order."""
         fields: dict[int, Field] = {}
+        attrs = ""
         for key, value in obj.items():
             if skip_type and key == "resourceType":
                 continue
             name = key[1:] if key[:1] == "_" else key
             f = table.get(name)
             if f is None:
-                raise RenderError(f"unknown element '{key}'", f"{path}.{key}")
+                if self.lenient and key == _SKIPPED_IN_LENIENT:
+                    continue
+                raise self.error(f"unknown element '{key}'", f"{path}.{key}")
             if f.kind == ATTR:
                 if key != name or not isinstance(value, str):
-                    raise RenderError(f"'{key}' must be a string", f"{path}.{key}")
-                el.set(name, value)
+                    raise self.error(f"'{key}' must be a string", f"{path}.{key}")
+                attrs += f' {name}="{self.attr(value, f"{path}.{key}")}"'
                 continue
             if key != name and f.kind != PRIMITIVE:
-                raise RenderError(f"'{key}' is only allowed for primitive elements",
-                                  f"{path}.{key}")
+                raise self.error(f"'{key}' is only allowed for primitive elements",
+                                 f"{path}.{key}")
             seen = fields.get(f.order)
             if seen is not None and seen is not f:
-                raise RenderError(f"both '{seen.name}' and '{f.name}' are present",
-                                  f"{path}.{f.name}")
+                raise self.error(f"both '{seen.name}' and '{f.name}' are present",
+                                 f"{path}.{f.name}")
             fields[f.order] = f
-        for order in sorted(fields):
-            f = fields[order]
-            self.field(el, f, obj, f"{path}.{f.name}")
+        return attrs, [fields[order] for order in sorted(fields)]
 
-    def field(self, el: etree._Element, f: Field, obj: dict, path: str) -> None:
-        if f.kind == PRIMITIVE:
-            self.primitives(el, f, obj.get(f.name), obj.get("_" + f.name), path)
+    def field(self, f: Field, obj: dict, path: str) -> None:
+        kind = f.kind
+        if kind == PRIMITIVE:
+            self.primitives(f, obj.get(f.name), obj.get("_" + f.name), path)
             return
-        value = obj[f.name]
-        items = _as_list(value, f.many, path)
+        items = self.as_list(obj[f.name], f.many, path)
         for i, item in enumerate(items):
             item_path = f"{path}[{i}]" if f.many else path
-            if f.kind == COMPLEX:
+            if kind == COMPLEX:
                 if not isinstance(item, dict):
-                    raise RenderError("expected a JSON object", item_path)
-                child = etree.SubElement(el, f.tag)
-                self.children(child, item, self.m.tables[f.type], item_path)
-            elif f.kind == RESOURCE:
-                wrapper = etree.SubElement(el, f.tag)
-                self.resource(wrapper, item, item_path)
-            elif f.kind == XHTML:
-                raw, element = _xhtml(item, item_path)
-                if element is not None:
-                    el.append(element)
-                else:
-                    el.append(etree.ProcessingInstruction(PLACEHOLDER, str(len(self.raw_divs))))
-                    self.raw_divs.append(raw.encode("utf-8"))
+                    raise self.error("expected a JSON object", item_path)
+                self.element(f.name, f.name, item, self.m.tables[f.type], item_path)
+            elif kind == RESOURCE:
+                self.out.append(f"<{f.name}>")
+                self.resource(item, item_path)
+                self.out.append(f"</{f.name}>")
+            elif kind == XHTML:
+                self.out.append(self.xhtml(item, item_path))
 
-    def primitives(self, el: etree._Element, f: Field, values: Any, exts: Any,
-                   path: str) -> None:
+    def primitives(self, f: Field, values: Any, exts: Any, path: str) -> None:
         if not f.many:
-            self.primitive(el, f, values, exts, path)
+            self.primitive(f, values, exts, path)
             return
-        values = [] if values is None else _as_list(values, True, path)
-        exts = [] if exts is None else _as_list(exts, True, "_" + path)
+        values = [] if values is None else self.as_list(values, True, path)
+        exts = [] if exts is None else self.as_list(exts, True, "_" + path)
         if values and exts and len(values) != len(exts):
-            raise RenderError(f"'{f.name}' and '_{f.name}' have different lengths", path)
+            raise self.error(f"'{f.name}' and '_{f.name}' have different lengths", path)
         for i in range(max(len(values), len(exts))):
-            self.primitive(el, f, values[i] if values else None, exts[i] if exts else None,
+            self.primitive(f, values[i] if values else None, exts[i] if exts else None,
                            f"{path}[{i}]")
 
-    def primitive(self, el: etree._Element, f: Field, value: Any, ext: Any, path: str) -> None:
+    def primitive(self, f: Field, value: Any, ext: Any, path: str) -> None:
         if value is None and ext is None:
-            raise RenderError("a primitive needs a value or an id/extension", path)
-        child = etree.SubElement(el, f.tag)
-        if ext is not None:
-            if not isinstance(ext, dict):
-                raise RenderError("the '_' companion must be a JSON object", path)
-            for key, item in ext.items():
-                if key == "id" and isinstance(item, str):
-                    child.set("id", item)
-                elif key == "extension":
-                    for i, extension in enumerate(_as_list(item, True, path)):
-                        if not isinstance(extension, dict):
-                            raise RenderError("expected a JSON object", f"{path}.extension[{i}]")
-                        sub = etree.SubElement(child, _EXTENSION_TAG)
-                        self.children(sub, extension, self.extension_table,
-                                      f"{path}.extension[{i}]")
-                else:
-                    raise RenderError(f"unknown element '{key}' on a primitive", f"{path}.{key}")
+            raise self.error("a primitive needs a value or an id/extension", path)
+        name = f.name
+        if ext is None:  # the common case: <name value="..."/>
+            self.out.append(f'<{name} value="{self.attr(self.lexical(value, f, path), path)}"/>')
+            return
+        if not isinstance(ext, dict):
+            raise self.error("the '_' companion must be a JSON object", path)
+        attrs = ""
+        extensions: list = []
+        for key, item in ext.items():
+            if key == "id" and isinstance(item, str):
+                attrs += f' id="{self.attr(item, path)}"'
+            elif key == "extension":
+                extensions = self.as_list(item, True, path)
+            elif not (self.lenient and key == _SKIPPED_IN_LENIENT):
+                raise self.error(f"unknown element '{key}' on a primitive", f"{path}.{key}")
         if value is not None:
-            try:
-                child.set("value", _lexical(value, f.json_kind, path))
-            except ValueError as exc:  # characters XML cannot carry
-                raise RenderError(str(exc), path) from None
+            attrs += f' value="{self.attr(self.lexical(value, f, path), path)}"'
+        if not extensions:
+            self.out.append(f"<{name}{attrs}/>")
+            return
+        self.out.append(f"<{name}{attrs}>")
+        for i, extension in enumerate(extensions):
+            if not isinstance(extension, dict):
+                raise self.error("expected a JSON object", f"{path}.extension[{i}]")
+            self.element("extension", "extension", extension, self.extension_table,
+                         f"{path}.extension[{i}]")
+        self.out.append(f"</{name}>")
 
-
-def _as_list(value: Any, many: bool, path: str) -> list:
-    if many:
-        if not isinstance(value, list):
-            raise RenderError("expected a JSON array", path)
-        return value
-    if isinstance(value, list):
-        raise RenderError("expected a single value, not an array", path)
-    return [value]
-
-
-def _lexical(value: Any, json_kind: str, path: str) -> str:
-    if json_kind == "string":
-        if isinstance(value, str):
+    def as_list(self, value: Any, many: bool, path: str) -> list:
+        if many:
+            if not isinstance(value, list):
+                raise self.error("expected a JSON array", path)
             return value
-    elif json_kind == "boolean":
-        if value is True:
-            return "true"
-        if value is False:
-            return "false"
-    elif json_kind == "integer":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-    else:
-        text = decimal_text(value)
-        if text is not None:
-            return text
-    raise RenderError(f"{value!r} is not a valid {json_kind}", path)
+        if isinstance(value, list):
+            raise self.error("expected a single value, not an array", path)
+        return [value]
+
+    def lexical(self, value: Any, f: Field, path: str) -> str:
+        json_kind = f.json_kind
+        if json_kind == "string":
+            if isinstance(value, str):
+                return value
+        elif json_kind == "boolean":
+            if value is True:
+                return "true"
+            if value is False:
+                return "false"
+        elif json_kind == "integer":
+            if isinstance(value, int) and not isinstance(value, bool):
+                return str(value)
+        else:
+            text = decimal_text(value)
+            if text is not None:
+                return text
+        raise self.error(f"{value!r} is not a valid {json_kind}", path)
+
+    def xhtml(self, value: Any, path: str) -> str:
+        """The narrative div as XML text."""
+        if not isinstance(value, str):
+            raise self.error("the narrative div must be an XHTML string", path)
+        try:
+            return _div_xml(value)
+        except (FhirError, ValueError) as exc:
+            if not self.lenient:
+                detail = exc.diagnostics if isinstance(exc, FhirError) else str(exc)
+                raise self.error(f"the narrative div is not valid XHTML ({detail})",
+                                 path) from None
+        # Lenient: a div that only lacks the XHTML namespace gets it; anything else is
+        # shown as text, so the reader sees what was stored.
+        fixed = _DIV_NO_NS.sub(f'<div xmlns="{XHTML_NS}"', value.strip(), count=1)
+        if fixed != value.strip() and fixed.startswith("<div"):
+            try:
+                return _div_xml(fixed)
+            except (FhirError, ValueError):
+                pass
+        text = _ILLEGAL.sub("\ufffd", value)
+        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return f'<div xmlns="{XHTML_NS}">{text}</div>'
 
 
-def _xhtml(value: Any, path: str) -> tuple[str | None, etree._Element | None]:
-    if not isinstance(value, str):
-        raise RenderError("the narrative div must be an XHTML string", path)
-    try:
-        return raw_div(value)
-    except FhirError as exc:
-        raise RenderError(f"the narrative div is not valid XHTML ({exc.diagnostics})",
-                          path) from None
-    except ValueError as exc:
-        raise RenderError(str(exc), path) from None
+def _div_xml(value: str) -> str:
+    raw, element = raw_div(value)
+    if element is None:
+        return raw  # type: ignore[return-value]
+    return etree.tostring(element, encoding="unicode", with_tail=False)
 
 
-def _substitute(serialised: bytes, raw_divs: list[bytes]) -> bytes:
-    """Replace the narrative placeholders by the verbatim narrative text."""
-    if not raw_divs:
-        return serialised
-    return _PLACEHOLDER_RE.sub(lambda m: raw_divs[int(m.group(1))], serialised)
-
-
-def render(resource: dict) -> bytes:
+def render(resource: dict, *, lenient: bool = False) -> bytes:
     """Serialise a FHIR resource (JSON tree) as an XML document body, without declaration."""
-    writer = Writer(model())
-    root = writer.resource(None, resource, "")
-    return _substitute(etree.tostring(root, encoding="UTF-8"), writer.raw_divs)
+    writer = Writer(model(), lenient=lenient)
+    writer.resource(resource, "", root=True)
+    return "".join(writer.out).encode("utf-8")

@@ -17,7 +17,7 @@ VALIDATE_DEFINITION = "http://hl7.org/fhir/OperationDefinition/Resource-validate
 def register(registry: OperationRegistry) -> None:
     registry.register(Operation(
         name="validate", handler=validate_operation, type_level=True, instance_level=True,
-        methods=frozenset({"POST"}), definition=VALIDATE_DEFINITION,
+        methods=frozenset({"POST"}), definition=VALIDATE_DEFINITION, type_interaction=None,
         documentation="Validate a resource against base R4 and the profiles it claims "
                       "(or the `profile` parameter)."))
 

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from fhir_server.errors import FhirError, Issue, operation_outcome
-from fhir_server.interactions import crud
+from fhir_server.interactions import access, crud
 from fhir_server.interactions.conditional import matching_ids, parse_criteria
 from fhir_server.interactions.context import Call
 from fhir_server.interactions.references import rewrite_references
@@ -151,7 +151,7 @@ def transaction_in(conn, call: Call, raw_entries: list) -> list[Entry]:  # type:
             entry.resource = copy.deepcopy(entry.resource)
     _check_duplicate_full_urls(entries)
     mapping = _resolve_identities(conn, call, entries)
-    _rewrite_all(conn, entries, mapping)
+    _rewrite_all(conn, call, entries, mapping)
     for entry in sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index)):
         try:
             entry.result = _execute(conn, call, entry)
@@ -182,13 +182,14 @@ def _resolve_identities(conn, call: Call, entries: list[Entry]) -> dict[str, str
             if entry.method == "POST":
                 if_none_exist = entry.request.get("ifNoneExist")
                 if if_none_exist:
-                    entry.existing = crud.find_existing(conn, entry.res_type, if_none_exist)
+                    entry.existing = crud.find_existing(conn, call, entry.res_type,
+                                                        if_none_exist)
                 entry.target_id = entry.existing.res_id if entry.existing else new_id()
             elif entry.method == "PUT":
                 if entry.res_id:
                     entry.target_id = entry.res_id
                 else:
-                    ids = matching_ids(conn, entry.res_type,
+                    ids = matching_ids(conn, call, entry.res_type,
                                        parse_criteria(entry.query, what="Conditional update"))
                     if len(ids) > 1:
                         raise FhirError(412, "multiple-matches",
@@ -210,7 +211,8 @@ def _resolve_identities(conn, call: Call, entries: list[Entry]) -> dict[str, str
     return mapping
 
 
-def _rewrite_all(conn, entries: list[Entry], mapping: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+def _rewrite_all(conn, call: Call, entries: list[Entry],  # type: ignore[no-untyped-def]
+                 mapping: dict[str, str]) -> None:
     """Rewrite urn:uuid/urn:oid/fullUrl and conditional references in every resource."""
     cache: dict[str, str] = {}
     for entry in entries:
@@ -228,17 +230,17 @@ def _rewrite_all(conn, entries: list[Entry], mapping: dict[str, str]) -> None:  
                                 "of this Bundle", f"{_where}.resource")
             if "?" in target and is_resource_type(target.split("?", 1)[0]):
                 if target not in cache:
-                    cache[target] = _conditional_reference(conn, target, _where)
+                    cache[target] = _conditional_reference(conn, call, target, _where)
                 return cache[target]
             return None
 
         rewrite_references(entry.resource, resolve)
 
 
-def _conditional_reference(conn, ref: str, where: str) -> str:  # type: ignore[no-untyped-def]
+def _conditional_reference(conn, call: Call, ref: str, where: str) -> str:  # type: ignore[no-untyped-def]
     res_type, query = ref.split("?", 1)
     params = parse_qsl(query, keep_blank_values=True)
-    ids = matching_ids(conn, res_type, params)
+    ids = matching_ids(conn, call, res_type, params)
     if len(ids) != 1:
         status = 404 if not ids else 412
         raise FhirError(status, "not-found" if not ids else "multiple-matches",
@@ -269,7 +271,8 @@ def _execute(conn, call: Call, entry: Entry) -> Result:  # type: ignore[no-untyp
     if method == "PATCH":
         ops = _patch_operations(entry)
         expected = crud.require_etag(entry.request.get("ifMatch"))
-        res_id = entry.res_id or crud.single_match(conn, entry.res_type, entry.query, "patch")
+        res_id = entry.res_id or crud.single_match(conn, call, entry.res_type, entry.query,
+                                                   "patch")
         return crud.patch_in(conn, call, entry.res_type, res_id, ops, expected)
     return _read_entry(conn, call, entry)
 
@@ -295,9 +298,11 @@ def _read_entry(conn, call: Call, entry: Entry) -> Result:  # type: ignore[no-un
     segments = [s for s in entry.url.split("?", 1)[0].split("/") if s]
     repo = Repository(conn)
     if len(segments) == 2 and not segments[1].startswith(("_", "$")):
+        access.check_type(call, "read", segments[0])
         stored = repo.read(segments[0], segments[1])
         if stored is None:
             raise FhirError(404, "not-found", f"{entry.url} is not known")
+        access.check_existing(conn, call, "read", stored)
         if stored.deleted:
             raise FhirError(410, "deleted", f"{entry.url} has been deleted")
         if_none_match = entry.request.get("ifNoneMatch")
@@ -307,7 +312,10 @@ def _read_entry(conn, call: Call, entry: Entry) -> Result:  # type: ignore[no-un
     if len(segments) == 4 and segments[2] == "_history":
         if not segments[3].isdigit():
             raise FhirError(404, "not-found", f"{entry.url} is not known")
+        access.check_type(call, "vread", segments[0])
         stored = repo.vread(segments[0], segments[1], int(segments[3]))
+        if stored is not None:
+            access.check_existing(conn, call, "vread", stored)
         if stored is None or stored.deleted:
             raise FhirError(404, "not-found", f"{entry.url} is not known")
         return Result(200, stored=stored)
@@ -315,8 +323,10 @@ def _read_entry(conn, call: Call, entry: Entry) -> Result:  # type: ignore[no-un
         from fhir_server.interactions.search import search_bundle
 
         params = parse_qsl(entry.query, keep_blank_values=True)
+        access.check_type(call, "search-type", segments[0])
         bundle = search_bundle(conn, segments[0], params, base_url=call.base_url,
-                               strict=call.strict_handling, compartment=None, restrict=None)
+                               strict=call.strict_handling, compartment=None,
+                               restrict=access.restriction(conn, call))
         return Result(200, resource=bundle)
     raise FhirError(400, "not-supported", f"GET {entry.url} is not supported inside a Bundle")
 
@@ -337,7 +347,7 @@ def _batch(call: Call, raw_entries: list) -> Result:
         try:
             with call.db.write() as conn:
                 if item.method == "POST" and item.request.get("ifNoneExist"):
-                    item.existing = crud.find_existing(conn, item.res_type,
+                    item.existing = crud.find_existing(conn, call, item.res_type,
                                                        item.request["ifNoneExist"])
                 if item.method == "PUT" and not item.res_id:
                     crud.check_valid(item.resource, item.res_type)

@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 from sqlalchemy import Connection
 
 from fhir_server.errors import FhirError
+from fhir_server.interactions.context import Call
 from fhir_server.storage.conditional_lock import lock_criteria
 
 
@@ -21,11 +22,15 @@ def parse_criteria(query: str, *, what: str) -> list[tuple[str, str]]:
     return params
 
 
-def matching_ids(conn: Connection, res_type: str, params: list[tuple[str, str]]) -> list[str]:
-    """Ids of the current resources of `res_type` matching the search parameters."""
+def matching_ids(conn: Connection, call: Call, res_type: str,
+                 params: list[tuple[str, str]]) -> list[str]:
+    """Ids (at most 2) of the current resources of `res_type` matching the criteria, among
+    those the caller may see: conditional writes never reveal or touch hidden resources."""
+    from fhir_server.interactions.access import check_type, restriction
     from fhir_server.storage.search_sql import find_ids
 
-    return find_ids(conn, res_type, params)
+    check_type(call, "search-type", res_type)
+    return find_ids(conn, res_type, params, restrict=restriction(conn, call))
 
 
 def lock_for_create(conn: Connection, res_type: str, params: list[tuple[str, str]]) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import jsonpatch
 
 from fhir_server.errors import FhirError, Issue
+from fhir_server.interactions import access
 from fhir_server.interactions.conditional import lock_for_create, matching_ids, parse_criteria
 from fhir_server.interactions.context import Call
 from fhir_server.interactions.results import Result
@@ -54,19 +55,21 @@ def create(call: Call, res_type: str, resource: dict, *, if_none_exist: str | No
 def create_in(conn, call: Call, res_type: str, resource: dict, *,  # type: ignore[no-untyped-def]
               if_none_exist: str | None = None, res_id: str | None = None) -> Result:
     """Create inside an open transaction (`res_id`: an id pre-assigned by a transaction)."""
+    access.check_new(call, "create", res_type, resource)
     if if_none_exist:
-        existing = find_existing(conn, res_type, if_none_exist)
+        existing = find_existing(conn, call, res_type, if_none_exist)
         if existing is not None:
             return Result(200, stored=existing, location=True)
     return _store_new(conn, call, resource, res_id=res_id)
 
 
-def find_existing(conn, res_type: str, if_none_exist: str) -> StoredResource | None:  # type: ignore[no-untyped-def]
+def find_existing(conn, call: Call, res_type: str,  # type: ignore[no-untyped-def]
+                  if_none_exist: str) -> StoredResource | None:
     """The single match of If-None-Exist criteria (None when none; 412 when several).
     Takes the criteria lock first so concurrent identical creates serialise."""
     params = parse_criteria(if_none_exist, what="If-None-Exist")
     lock_for_create(conn, res_type, params)
-    ids = matching_ids(conn, res_type, params)
+    ids = matching_ids(conn, call, res_type, params)
     if len(ids) > 1:
         raise FhirError(412, "multiple-matches",
                         "If-None-Exist matched more than one resource", "If-None-Exist")
@@ -86,8 +89,12 @@ def _store_new(conn, call: Call, resource: dict, res_id: str | None = None,  # t
 def read(call: Call, res_type: str, res_id: str, *, if_none_match: str | None = None,
          if_modified_since_us: int | None = None) -> Result:
     """GET [type]/[id], with If-None-Match / If-Modified-Since giving 304."""
+    access.check_type(call, "read", res_type)
     with call.db.read() as conn:
-        stored = _live(Repository(conn).read(res_type, res_id), res_type, res_id)
+        stored = Repository(conn).read(res_type, res_id)
+        if stored is not None:
+            access.check_existing(conn, call, "read", stored)
+        stored = _live(stored, res_type, res_id)
     if if_none_match and _etag_matches(if_none_match, stored.version):
         return Result(304, stored=stored)
     if if_modified_since_us is not None and stored.last_updated // 1_000_000 <= (
@@ -101,12 +108,15 @@ def vread(call: Call, res_type: str, res_id: str, version: str) -> Result:
     """GET [type]/[id]/_history/[vid]."""
     if not version.isdigit():
         raise FhirError(404, "not-found", f"Version '{version}' is not known")
+    access.check_type(call, "vread", res_type)
     with call.db.read() as conn:
         repo = Repository(conn)
+        current = repo.read(res_type, res_id)
+        if current is None:
+            raise FhirError(404, "not-found", f"Resource {res_type}/{res_id} is not known")
         stored = repo.vread(res_type, res_id, int(version))
+        access.check_existing(conn, call, "vread", stored or current)
         if stored is None:
-            if repo.read(res_type, res_id) is None:
-                raise FhirError(404, "not-found", f"Resource {res_type}/{res_id} is not known")
             raise FhirError(404, "not-found", f"Version {version} of {res_type}/{res_id} "
                                               "is not known")
     if stored.deleted:
@@ -153,6 +163,9 @@ def store_update(conn, call: Call, res_type: str, res_id: str, resource: dict,  
     current = repo.read(res_type, res_id)
     previous = current.resource() if current is not None and not current.deleted else None
     interaction = "update" if previous is not None else "create"
+    if current is not None and method != "PATCH":  # PATCH checked its target already
+        access.check_existing(conn, call, "update", current)
+    access.check_new(call, interaction, res_type, resource)
     call.if_match_version = expected
     issues = call.services.hooks.run_before(conn, call, interaction, previous, resource)
     stored, prev_stored = repo.update(resource, res_id, expected_version=expected, method=method)
@@ -175,7 +188,7 @@ def conditional_update_in(conn, call: Call, res_type: str, query: str,  # type: 
     """Conditional update inside an open transaction."""
     params = parse_criteria(query, what="Conditional update")
     lock_for_create(conn, res_type, params)
-    ids = matching_ids(conn, res_type, params)
+    ids = matching_ids(conn, call, res_type, params)
     if len(ids) > 1:
         raise FhirError(412, "multiple-matches",
                         "Conditional update matched more than one resource")
@@ -207,7 +220,11 @@ def patch(call: Call, res_type: str, res_id: str, operations: Any, *,
 def patch_in(conn, call: Call, res_type: str, res_id: str, operations: Any,  # type: ignore[no-untyped-def]
              expected: int | None) -> Result:
     """Patch inside an open transaction."""
-    current = _live(Repository(conn).read(res_type, res_id), res_type, res_id)
+    access.check_type(call, "patch", res_type)
+    current = Repository(conn).read(res_type, res_id)
+    if current is not None:
+        access.check_existing(conn, call, "patch", current)
+    current = _live(current, res_type, res_id)
     return _apply_patch(conn, call, current, operations, expected)
 
 
@@ -216,13 +233,15 @@ def conditional_patch(call: Call, res_type: str, query: str, operations: Any, *,
     """PATCH [type]?criteria: exactly one match is patched."""
     expected = require_etag(if_match)
     with call.db.write() as conn:
-        return patch_in(conn, call, res_type, single_match(conn, res_type, query, "patch"),
+        return patch_in(conn, call, res_type, single_match(conn, call, res_type, query, "patch"),
                         operations, expected)
 
 
-def single_match(conn, res_type: str, query: str, what: str) -> str:  # type: ignore[no-untyped-def]
+def single_match(conn, call: Call, res_type: str, query: str,  # type: ignore[no-untyped-def]
+                 what: str) -> str:
     """The id of the one resource matching conditional criteria (404 none, 412 several)."""
-    ids = matching_ids(conn, res_type, parse_criteria(query, what=f"Conditional {what}"))
+    ids = matching_ids(conn, call, res_type,
+                       parse_criteria(query, what=f"Conditional {what}"))
     if not ids:
         raise FhirError(404, "not-found", f"Conditional {what} matched no resource")
     if len(ids) > 1:
@@ -267,8 +286,11 @@ def delete(call: Call, res_type: str, res_id: str, *, if_match: str | None = Non
 
 def delete_in(conn, call: Call, res_type: str, res_id: str,  # type: ignore[no-untyped-def]
                   expected: int | None) -> Result:
+    access.check_type(call, "delete", res_type)
     repo = Repository(conn)
     current = repo.read(res_type, res_id)
+    if current is not None:
+        access.check_existing(conn, call, "delete", current)
     if current is not None and not current.deleted:
         call.services.hooks.run_before(conn, call, "delete", current.resource(), None)
     stored, existed = repo.delete(res_type, res_id, expected_version=expected)
@@ -288,7 +310,7 @@ def conditional_delete(call: Call, res_type: str, query: str) -> Result:
 
 def conditional_delete_in(conn, call: Call, res_type: str, query: str) -> Result:  # type: ignore[no-untyped-def]
     """Conditional delete inside an open transaction (0 matches: nothing to do)."""
-    ids = matching_ids(conn, res_type, parse_criteria(query, what="Conditional delete"))
+    ids = matching_ids(conn, call, res_type, parse_criteria(query, what="Conditional delete"))
     if len(ids) > 1:
         raise FhirError(412, "multiple-matches",
                         "Conditional delete matched more than one resource")

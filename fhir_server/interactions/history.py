@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from fhir_server.errors import FhirError
+from fhir_server.interactions import access
 from fhir_server.interactions.context import Call
 from fhir_server.interactions.results import Result
 from fhir_server.storage.repository import Repository, StoredResource, format_instant, now_us
@@ -49,13 +50,22 @@ def history(call: Call, params: list[tuple[str, str]], *, res_type: str | None =
     count = _count(call, args.get("_count"))
     since = parse_instant_param("_since", args["_since"]) if "_since" in args else None
     cursor = _parse_cursor(args.get("_cursor"))
+    level = ("history-instance" if res_id is not None else
+             "history-type" if res_type is not None else "history-system")
+    access.check_type(call, level, res_type)
     with call.db.read() as conn:
         repo = Repository(conn)
+        restrict = None
         if res_id is not None and res_type is not None:
-            if repo.read(res_type, res_id) is None:
+            current = repo.read(res_type, res_id)
+            if current is None:
                 raise FhirError(404, "not-found", f"Resource {res_type}/{res_id} is not known")
+            access.check_existing(conn, call, level, current)
+        else:
+            restrict = access.restriction(conn, call, level)
         page, next_cursor, total = repo.history(res_type=res_type, res_id=res_id,
-                                                since_us=since, cursor=cursor, count=count)
+                                                since_us=since, cursor=cursor, count=count,
+                                                restrict=restrict)
     path = "/".join(p for p in (res_type, res_id) if p) + ("/" if res_type else "") + "_history"
     base = f"{call.base_url}/{path}"
     keep = [(k, v) for k, v in params if k in ("_since", "_count")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -9,7 +11,7 @@ import orjson
 from flask import Request, Response
 
 from fhir_server.errors import FhirError, Issue, operation_outcome
-from fhir_server.formats.decimals import json_default
+from fhir_server.formats.decimals import FhirDecimal, json_default
 from fhir_server.formats.negotiation import request_format, response_format
 from fhir_server.interactions.results import Result
 
@@ -43,9 +45,21 @@ def read_body(request: Request, max_bytes: int, *, allow_patch: bool = False) ->
         from fhir_server.formats.xml import xml_to_json
 
         return xml_to_json(data, max_bytes=max_bytes)
+    return parse_json(data)
+
+
+# A number whose text a float would not reproduce: trailing zeros after the point, or an
+# exponent ("12.50", "1e-3"). Only then is the slower decimal-preserving parser used.
+_LOSSY_NUMBER = re.compile(rb"[:\[,]\s*-?\d+(\.\d*0|(\.\d+)?[eE][-+]?\d+)\s*[,}\]]")
+
+
+def parse_json(data: bytes) -> Any:
+    """Parse a JSON body; FHIR decimals keep their exact text (12.50 stays 12.50)."""
     try:
+        if _LOSSY_NUMBER.search(data):
+            return json.loads(data, parse_float=FhirDecimal)
         return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
+    except (orjson.JSONDecodeError, ValueError, UnicodeDecodeError) as exc:
         raise FhirError(400, "structure", f"Malformed JSON: {exc}") from exc
 
 
@@ -81,7 +95,7 @@ def render(resource: dict | None, fmt: str, status: int, headers: dict[str, str]
 
         if resource is None:
             resource = orjson.loads(body_text)  # type: ignore[arg-type]
-        return Response(json_to_xml(resource), status=status, headers=headers,
+        return Response(json_to_xml(resource, lenient=True), status=status, headers=headers,
                         content_type=XML_MIME)
     payload = body_text.encode() if body_text is not None else orjson.dumps(
         resource, default=json_default)

@@ -30,6 +30,10 @@ class Operation:
     documentation: str = ""
     affects_state: bool = False
     raw_formats: frozenset[str] = frozenset()  # non-FHIR media types it can return
+    # The access check the router applies before the handler runs: on the instance (for
+    # instance-level calls) and on the type (type-level); None: the handler checks itself.
+    instance_interaction: str | None = "read"
+    type_interaction: str | None = "search-type"
 
 
 @dataclass

@@ -8,13 +8,14 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from fhir_server.errors import FhirError
-from fhir_server.interactions import crud
+from fhir_server.interactions import access, crud
 from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.history import history
 from fhir_server.interactions.results import Result
 from fhir_server.resource_types import is_resource_type
 from fhir_server.rest import io
 from fhir_server.rest.operations import OperationRegistry
+from fhir_server.storage.repository import Repository
 
 bp = Blueprint("fhir", __name__)
 
@@ -212,10 +213,17 @@ def _search(call: Call, res_type: str | None, *, form: bool = False,
                             "POST _search requires application/x-www-form-urlencoded")
         params += list(request.form.items(multi=True))
     params = [(k, v) for k, v in params if k != "_format"]
+    level = "search-type" if res_type else "search-system"
+    access.check_type(call, level, res_type)
     with call.db.read() as conn:
+        if compartment is not None:
+            owner = Repository(conn).read(*compartment)
+            if owner is None or owner.deleted:
+                raise FhirError(404, "not-found", f"{compartment[0]}/{compartment[1]} is not known")
+            access.check_existing(conn, call, "read", owner)
         bundle = search_bundle(conn, res_type, params, base_url=call.base_url,
                                strict=call.strict_handling, compartment=compartment,
-                               restrict=None)
+                               restrict=access.restriction(conn, call, level))
     return Result(200, resource=bundle)
 
 
@@ -233,4 +241,13 @@ def _operation(call: Call, method: str, name: str, level: str, res_type: str | N
         raise _not_allowed(method, ", ".join(sorted(op.methods)))
     body = _body(call) if method == "POST" and request.content_length else None
     params = [(k, v) for k, v in query_params() if k != "_format"]
+    if level == "instance" and op.instance_interaction and res_type and res_id:
+        access.check_type(call, op.instance_interaction, res_type)
+        with call.db.read() as conn:
+            target = Repository(conn).read(res_type, res_id)
+            if target is None or target.deleted:
+                raise FhirError(404, "not-found", f"{res_type}/{res_id} is not known")
+            access.check_existing(conn, call, op.instance_interaction, target)
+    elif level == "type" and op.type_interaction:
+        access.check_type(call, op.type_interaction, res_type)
     return op.handler(call, res_type, res_id, params, body)

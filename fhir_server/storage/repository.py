@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -243,13 +244,19 @@ class Repository:
     # -- history -------------------------------------------------------------------------
     def history(self, *, res_type: str | None = None, res_id: str | None = None,
                 since_us: int | None = None, before_us: int | None = None,
-                cursor: tuple[int, int] | None = None, count: int = 20
+                cursor: tuple[int, int] | None = None, count: int = 20,
+                restrict: Callable[[Any], Any] | None = None,
                 ) -> tuple[list[StoredResource], tuple[int, int] | None, int]:
         """Versions newest first. Keyset paging on (last_updated, hid): `cursor` is the key of
-        the last entry of the previous page. Returns (page, next cursor or None, total)."""
-        from sqlalchemy import func, or_
+        the last entry of the previous page. Returns (page, next cursor or None, total).
+        `restrict(resources_alias)` narrows to resources the caller may see (access layer)."""
+        from sqlalchemy import exists, func, or_
 
         conds = []
+        if restrict is not None:
+            r = resources.alias()
+            conds.append(exists(select(1).select_from(r).where(r.c.pid == history.c.pid,
+                                                              restrict(r))))
         if res_type:
             conds.append(history.c.res_type == res_type)
         if res_id:

@@ -218,6 +218,15 @@ def build_terminology(sds: list[dict[str, Any]], out: Path) -> None:
         slim = {k: v for k, v in res.items() if k not in ("text", "extension", "contact",
                                                            "jurisdiction", "meta")}
         name = f"{slim['resourceType']}-{slim['id']}.json"
-        (out / name).write_text(json.dumps(slim, indent=1) + "\n", "utf-8")
+        (out / name).write_text(json.dumps(no_empty_strings(slim), indent=1) + "\n", "utf-8")
     print(f"wrote {len(shipped)} ValueSets/CodeSystems; missing:",
           sorted(u.partition('|')[0] for u in wanted if u.partition('|')[0] not in shipped))
+
+
+def no_empty_strings(node: Any) -> Any:
+    """A copy of `node` without empty-string values (FHIR forbids them)."""
+    if isinstance(node, dict):
+        return {k: no_empty_strings(v) for k, v in node.items() if v != ""}
+    if isinstance(node, list):
+        return [no_empty_strings(v) for v in node if v != ""]
+    return node

@@ -504,6 +504,7 @@ def main() -> int:
     for old in OUT_SD.glob("*.json"):
         old.unlink()
     for sd in sds:
+        sd = build_data.no_empty_strings(sd)  # FHIR forbids "" (omit the element instead)
         (OUT_SD / f"{sd['id']}.json").write_text(json.dumps(sd, indent=1) + "\n", "utf-8")
     build_data.build_base(sds, OUT_BASE)
     build_data.build_terminology(sds, OUT_VS)

@@ -1,0 +1,1 @@
+"""FHIR definition data used by the access policy (see _generate.py)."""

@@ -1,0 +1,148 @@
+"""SMART on FHIR wired into the app: the authorization server's routes, bearer-token
+authentication of every FHIR request, the CapabilityStatement security block, audit of
+every write, Provenance for referral Task/ServiceRequest writes, and the subscription
+visibility check. The policy itself is fhir_server/auth/policy.py, applied by
+fhir_server/interactions/access.py on every interaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, request
+from sqlalchemy import Connection, select
+
+from fhir_server.auth.audit import OUTCOME_SUCCESS, build_audit_event, build_provenance
+from fhir_server.auth.audit_store import insert_audit, list_audit_events
+from fhir_server.auth.bearer import authenticate
+from fhir_server.auth.context import AccessContext
+from fhir_server.auth.discovery import capability_security
+from fhir_server.auth.policy import require_admin
+from fhir_server.auth.scopes import parse_scopes
+from fhir_server.auth.server import create_auth_blueprint
+from fhir_server.interactions import access
+from fhir_server.interactions.context import Call, Services
+from fhir_server.interactions.results import Result
+from fhir_server.rest.operations import Operation, OperationRegistry
+from fhir_server.storage.repository import Repository, StoredResource
+from fhir_server.storage.schema import resources
+from fhir_server.storage.search_sql import find_ids
+
+OPEN_PATHS = ("/fhir/metadata", "/fhir/.well-known")
+PROVENANCE_TYPES = frozenset({"Task", "ServiceRequest"})
+
+
+def install(app: Flask, services: Services, registry: OperationRegistry) -> None:
+    """Mount the authorization server and authenticate every FHIR request."""
+    settings, db = services.settings, services.db
+    app.register_blueprint(create_auth_blueprint(
+        db, settings, patient_lookup=lambda query: patient_lookup(services, query)))
+
+    @app.before_request
+    def _authenticate() -> None:
+        path = request.path.rstrip("/")
+        if not (path == "/fhir" or path.startswith("/fhir/")) or path.startswith(OPEN_PATHS):
+            return
+        base = settings.base_url or request.host_url.rstrip("/") + "/fhir"
+        request.fhir_access = authenticate(request.headers, db, settings,
+                                           address=request.remote_addr, base_url=base)
+
+    services.capability_extras.security = lambda call: capability_security(
+        settings, _host_url())
+    registry.register(Operation(
+        name="audit-events", handler=_audit_events, system=True, methods=frozenset({"GET"}),
+        definition="http://mh-referral.example.org/fhir/OperationDefinition/audit-events",
+        documentation="The audit log as AuditEvents (administrators only); parameters "
+                      "outcome (0 success, 4 denied), client, _count"))
+    services.hooks.after.append(_audit_write)
+    services.readable_by = lambda owner, resource: readable_by(services, owner, resource)
+
+
+def _host_url() -> str | None:
+    try:
+        return request.host_url
+    except RuntimeError:  # outside a request (loader, worker)
+        return None
+
+
+def _audit_write(conn: Connection, call: Call, interaction: str,
+                 previous: StoredResource | None, new: StoredResource) -> None:
+    """Every write is audited in its own transaction (kept only if the write commits);
+    referral Task and ServiceRequest writes also get a Provenance."""
+    ctx = access.ctx_of(call)
+    if ctx is None or ctx.is_system:
+        return
+    target = f"{new.res_type}/{new.res_id}/_history/{new.version}"
+    insert_audit(conn, build_audit_event(ctx, interaction, OUTCOME_SUCCESS, entities=[target],
+                                         client_id=ctx.client_id))
+    if new.res_type in PROVENANCE_TYPES and not ctx.auth_disabled:
+        activity = {"create": "CREATE", "delete": "DELETE"}.get(interaction, "UPDATE")
+        Repository(conn).create(build_provenance(ctx, target, activity))
+
+
+def patient_lookup(services: Services, query: str) -> list[dict[str, Any]]:
+    """The standalone-launch patient picker: Patients whose name matches `query` (at most
+    20). The picker is shown to an authenticated user of the authorization server."""
+    if not query.strip():
+        return []
+    out = []
+    with services.db.read() as conn:
+        repo = Repository(conn)
+        for pid in find_ids(conn, "Patient", [("name", query.strip())], limit=20):
+            stored = repo.read("Patient", pid)
+            if stored is None or stored.deleted:
+                continue
+            patient = stored.resource()
+            name = (patient.get("name") or [{}])[0]
+            display = " ".join(name.get("given", []) + [name.get("family", "")]).strip()
+            out.append({"id": pid, "display": display or pid,
+                        "birthDate": patient.get("birthDate")})
+    return out
+
+
+def readable_by(services: Services, owner: str | None, resource: dict,
+                conn: Connection | None = None) -> bool:
+    """May the organization owning a Subscription read `resource` (its current version)?
+    None owner (auth off or administrators) reads everything."""
+    if owner is None:
+        return True
+    ctx = AccessContext(client_id=None, organization=owner,
+                        scopes=parse_scopes("system/*.rs"))
+    call = Call(services=services, base_url="", access=ctx)
+    if conn is not None:
+        return _visible(conn, call, resource)
+    with services.db.read() as own:
+        return _visible(own, call, resource)
+
+
+def _visible(conn: Connection, call: Call, resource: dict) -> bool:
+    res_type, res_id = resource.get("resourceType"), resource.get("id")
+    pid = conn.execute(select(resources.c.pid).where(
+        resources.c.res_type == res_type, resources.c.res_id == res_id)).scalar()
+    if pid is None:
+        return False
+    restrict = access.restriction(conn, call, "search-type")
+    if restrict is None:
+        return True
+    from fhir_server.storage.access_sql import row_visible
+
+    return row_visible(conn, pid, restrict)
+
+
+def _audit_events(call: Call, res_type: str | None, res_id: str | None,
+                  params: list[tuple[str, str]], body: Any) -> Result:
+    """GET /fhir/$audit-events: the audit log (administrators and SYSTEM only)."""
+    ctx = access.ctx_of(call)
+    if ctx is not None:
+        require_admin(ctx)
+    args = dict(params)
+    count = args.get("_count", "100")
+    if not count.isdigit():
+        from fhir_server.errors import FhirError
+
+        raise FhirError(400, "invalid", f"Invalid _count '{count}'", "_count")
+    events = list_audit_events(call.db, outcome=args.get("outcome"),
+                               client_id=args.get("client"), limit=min(int(count), 10_000))
+    bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(events),
+              "entry": [{"fullUrl": f"urn:uuid:{e['id']}", "resource": e,
+                         "search": {"mode": "match"}} for e in events]}
+    return Result(200, resource=bundle)

@@ -1,0 +1,78 @@
+"""SQL building blocks for access narrowing (the policy lives in fhir_server/auth; the
+composition in fhir_server/interactions/access.py). Each function returns a boolean clause
+over a `resources` alias, evaluated inside the search's own query, before paging."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true, tuple_
+
+from fhir_server.storage.index_schema import idx_reference, idx_token
+from fhir_server.storage.schema import resources
+
+
+def references_any(r: Any, params: tuple[str, ...], targets: frozenset[tuple[str, str]]
+                   ) -> ColumnElement[bool]:
+    """Row `r` references one of `targets` ((type, id) pairs) through one of `params`."""
+    if not targets or not params:
+        return false()
+    x = idx_reference.alias()
+    return exists(select(1).select_from(x).where(
+        x.c.pid == r.c.pid, x.c.param.in_(params),
+        tuple_(x.c.target_type, x.c.target_id).in_(sorted(targets))))
+
+
+def references_patient(r: Any, params: tuple[str, ...], patient_id: str) -> ColumnElement[bool]:
+    """Row `r` is in the compartment of Patient/`patient_id` through one of `params`."""
+    return references_any(r, params, frozenset({("Patient", patient_id)}))
+
+
+def referenced_by(r: Any, target_type: str, source_type: str, params: tuple[str, ...],
+                  source_visible: Any) -> ColumnElement[bool]:
+    """Some `source_type` resource that satisfies `source_visible(source_alias)` references
+    row `r` (of `target_type`) through one of `params`."""
+    x = idx_reference.alias()
+    s = resources.alias()
+    return exists(select(1).select_from(x.join(s, s.c.pid == x.c.pid)).where(
+        x.c.res_type == source_type, x.c.param.in_(params), x.c.target_type == target_type,
+        x.c.target_id == r.c.res_id, s.c.deleted.is_(False), source_visible(s)))
+
+
+def has_token(r: Any, param: str, code: str, system: str | None = None) -> ColumnElement[bool]:
+    """Row `r` has token `code` (optionally in `system`) for search parameter `param`."""
+    z = idx_token.alias()
+    cond = [z.c.pid == r.c.pid, z.c.param == param, z.c.code == code]
+    if system is not None:
+        cond.append(z.c.system == system)
+    return exists(select(1).select_from(z).where(*cond))
+
+
+def references_live(r: Any, param: str, target_type: str, target_visible: Any
+                    ) -> ColumnElement[bool]:
+    """Row `r` references, through `param`, a current `target_type` resource satisfying
+    `target_visible(target_alias)`."""
+    x = idx_reference.alias()
+    t = resources.alias()
+    return exists(select(1).select_from(x).join(
+        t, and_(t.c.res_type == target_type, t.c.res_id == x.c.target_id)).where(
+        x.c.pid == r.c.pid, x.c.param == param, x.c.target_type == target_type,
+        t.c.deleted.is_(False), target_visible(t)))
+
+
+def type_in(r: Any, types: frozenset[str]) -> ColumnElement[bool]:
+    return r.c.res_type.in_(sorted(types)) if types else false()
+
+
+def any_of(clauses: list[ColumnElement[bool]]) -> ColumnElement[bool]:
+    return or_(*clauses) if clauses else false()
+
+
+def all_of(clauses: list[ColumnElement[bool]]) -> ColumnElement[bool]:
+    return and_(*clauses) if clauses else true()
+
+
+def row_visible(conn: Any, pid: int, clause_for: Any) -> bool:
+    """Does the stored row `pid` satisfy the narrowing `clause_for(alias)`?"""
+    r = resources.alias()
+    return conn.execute(select(r.c.pid).where(r.c.pid == pid, clause_for(r))).first() is not None
