@@ -55,10 +55,15 @@ def _init_db(settings: Settings) -> int:
     from fhir_server.storage.db import Database
     from fhir_server.storage.migrate import upgrade
 
+    from fhir_server.loader import make_services
+    from fhir_server.seed import seed_definitions
+
     db = Database(settings.database_url)
     upgrade(db)
+    written = seed_definitions(make_services(settings, db))
     db.dispose()
-    print(f"database migrated: {db.url.render_as_string(hide_password=True)}")
+    print(f"database migrated: {db.url.render_as_string(hide_password=True)}; "
+          f"{written} definitional resources stored")
     return 0
 
 

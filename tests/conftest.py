@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fhir_server.storage.db import Database
-from fhir_server.tables import metadata
+from fhir_server.storage.migrate import upgrade
 from tests.dbs import backends, fresh_database_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +19,7 @@ def database(request, tmp_path_factory) -> Database:
     """A fresh Database with the full schema, shared by one test module, per backend."""
     url = fresh_database_url(request.param, tmp_path_factory.mktemp("db"))
     db = Database(url)
-    metadata.create_all(db.engine)
+    upgrade(db)  # the Alembic migrations production runs (test_migrations: == metadata)
     yield db
     db.dispose()
 
