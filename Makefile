@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8080
-EXAMPLES := $(sort $(wildcard examples/directory/*.json)) $(sort $(wildcard examples/*.json))
+EXAMPLES := $(wildcard examples/directory/directory-bundle.json) $(sort $(wildcard examples/referral-bundle-*.json))
 
 .PHONY: install run serve test lint bench clean
 
@@ -15,11 +15,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
-## make run: migrate the SQLite database, load examples/, start the worker and the server
+## make run: migrate the SQLite database, load examples/, register the demo clients,
+## then run the worker (notifications, stalled sweep) and the server
 run: install
 	$(PY) -m fhir_server init-db
 	$(PY) -m fhir_server load $(EXAMPLES)
-	$(PY) -m fhir_server serve --host $(HOST) --port $(PORT)
+	$(PY) -m fhir_server demo-clients --base-url http://$(HOST):$(PORT)/fhir
+	$(PY) -m fhir_server worker & WORKER=$$!; \
+	  trap 'kill $$WORKER 2>/dev/null' EXIT INT TERM; \
+	  $(PY) -m fhir_server serve --host $(HOST) --port $(PORT)
 
 ## make test: lint, then the whole suite on SQLite and on a throwaway PostgreSQL
 test: install

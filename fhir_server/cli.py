@@ -52,11 +52,10 @@ def _register_feature_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _init_db(settings: Settings) -> int:
-    from fhir_server.storage.db import Database
-    from fhir_server.storage.migrate import upgrade
-
     from fhir_server.loader import make_services
     from fhir_server.seed import seed_definitions
+    from fhir_server.storage.db import Database
+    from fhir_server.storage.migrate import upgrade
 
     db = Database(settings.database_url)
     upgrade(db)

@@ -41,6 +41,21 @@ def register_cli(sub) -> None:  # type: ignore[no-untyped-def]
 
     register_auth_cli(sub)
     directory_cli.register_cli(sub)
+    demo = sub.add_parser("demo-clients", help="register Backend Services clients for the "
+                                               "example organizations and print token help")
+    demo.add_argument("--key-dir", default="var/demo")
+    demo.add_argument("--base-url", default="http://127.0.0.1:8080/fhir")
+    demo.set_defaults(handler=_demo_clients)
+
+
+def _demo_clients(settings, args) -> int:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from fhir_server.demo import setup_demo_clients
+
+    for text in setup_demo_clients(settings, Path(args.key_dir), args.base_url):
+        print(text)
+    return 0
 
 
 def run_auth_command(settings, args) -> int:  # type: ignore[no-untyped-def]

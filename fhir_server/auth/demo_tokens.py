@@ -62,7 +62,9 @@ def token_help(base_url: str, client_id: str, key_file: str, scope: str) -> str:
     root = base_url.rstrip("/").rsplit("/fhir", 1)[0]
     return (
         f"Get a Backend Services token for demo client '{client_id}':\n"
-        f"  python -m fhir_server clients token --client-id {client_id} --key-file {key_file}"
-        f" --token-url {root}/auth/token --scope \"{scope}\"\n"
-        f"then: curl -H \"Authorization: Bearer $TOKEN\" {base_url.rstrip('/')}/Task"
+        f"  TOKEN=$(.venv/bin/python -m fhir_server clients token --client-id {client_id}"
+        f" --key-file {key_file} --token-url {root}/auth/token --scope \"{scope}\""
+        " | .venv/bin/python -c"
+        " 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n"
+        f"  curl -H \"Authorization: Bearer $TOKEN\" {base_url.rstrip('/')}/Task"
     )
