@@ -42,7 +42,8 @@ def read(rid: str) -> Response:
 @app.put("/bare/<rid>")
 def put(rid: str) -> Response:
     with db.write() as conn:
-        conn.execute(update(bare).where(bare.c.id == rid).values(body=request.get_data(as_text=True)))
+        body = request.get_data(as_text=True)
+        conn.execute(update(bare).where(bare.c.id == rid).values(body=body))
     return Response(request.get_data(), status=200, content_type="application/json")
 
 
