@@ -5,24 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from fhir_server.workflow.task_rules import is_referral_task  # the one definition
+
 SDOHCC = "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/"
 TASK_FOR_REFERRAL = SDOHCC + "SDOHCC-TaskForReferralManagement"
 SERVICE_REQUEST = SDOHCC + "SDOHCC-ServiceRequest"
-TASK_CODE_SYSTEM = "http://hl7.org/fhir/CodeSystem/task-code"
 
 Rule = Callable[[dict[str, Any]], list[str]]
-
-
-def is_referral_task(task: dict[str, Any]) -> bool:
-    """A Task asking to fulfil a ServiceRequest: code task-code#fulfill and focus ServiceRequest."""
-    from profiles.validator import reference_type
-
-    code = task.get("code")
-    codings = code.get("coding") if isinstance(code, dict) else None
-    fulfill = isinstance(codings, list) and any(
-        isinstance(c, dict) and c.get("system") == TASK_CODE_SYSTEM and c.get("code") == "fulfill"
-        for c in codings)
-    return fulfill and reference_type(task.get("focus"), task) == "ServiceRequest"
 
 
 def _referral_task(resource: dict[str, Any]) -> list[str]:
