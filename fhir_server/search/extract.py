@@ -95,6 +95,14 @@ def _walk(steps: tuple[tuple[Any, ...], ...], root: Any) -> list[Node]:
     return nodes
 
 
+def _cut(value: Any, n: int = 255) -> str | None:
+    """Fit a value into its index column (None stays None; non-strings are stringified)."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text[:n]
+
+
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
@@ -119,10 +127,9 @@ class _Emitter:
         self.out = out
 
     def emit(self, sp_type: str, param: str, grp: int, value: Any, ftype: str | None) -> None:
-        t = (ftype or "").lower()
-        handler = getattr(self, "_" + sp_type, None)
+        handler = _HANDLERS.get(sp_type)
         if handler is not None:
-            handler(param, grp, value, t)
+            handler(self, param, grp, value, (ftype or "").lower())
 
     def _string(self, param: str, grp: int, v: Any, t: str) -> None:
         if isinstance(v, str):
@@ -142,7 +149,7 @@ class _Emitter:
         if isinstance(v, bool):
             rows.append((param, grp, None, "true" if v else "false", None))
         elif isinstance(v, (str, int)):
-            rows.append((param, grp, None, str(v), None))
+            rows.append((param, grp, None, _cut(v), None))
         elif isinstance(v, dict):
             if "coding" in v or ("text" in v and "value" not in v and "code" not in v):
                 text = v.get("text")
@@ -150,7 +157,7 @@ class _Emitter:
                 for c in codings:
                     if isinstance(c, dict):
                         disp = text or c.get("display")
-                        rows.append((param, grp, c.get("system"), c.get("code"),
+                        rows.append((param, grp, _cut(c.get("system")), _cut(c.get("code")),
                                      normalize_string(disp) if disp else None))
                 if text and not codings:
                     rows.append((param, grp, None, None, normalize_string(text)))
@@ -158,23 +165,23 @@ class _Emitter:
                     for c in codings:
                         disp = c.get("display") if isinstance(c, dict) else None
                         if disp and disp != text:
-                            rows.append((param, grp, c.get("system"), c.get("code"),
+                            rows.append((param, grp, _cut(c.get("system")), _cut(c.get("code")),
                                          normalize_string(disp)))
             elif "code" in v or t == "coding":
                 disp = v.get("display")
-                rows.append((param, grp, v.get("system"), v.get("code"),
+                rows.append((param, grp, _cut(v.get("system")), _cut(v.get("code")),
                              normalize_string(disp) if disp else None))
             elif "value" in v:  # Identifier or ContactPoint
                 typ = v.get("type")
                 ttext = typ.get("text") if isinstance(typ, dict) else None
-                rows.append((param, grp, v.get("system"), str(v["value"]),
+                rows.append((param, grp, _cut(v.get("system")), _cut(v["value"]),
                              normalize_string(ttext) if ttext else None))
                 if isinstance(typ, dict):
                     for c in typ.get("coding") or []:
                         if isinstance(c, dict) and c.get("code"):
                             rows.append((param + OF_TYPE_SUFFIX, grp,
-                                         f"{c.get('system', '')}|{c['code']}",
-                                         str(v["value"]), v.get("system")))
+                                         _cut(f"{c.get('system', '')}|{c['code']}"),
+                                         _cut(v["value"]), _cut(v.get("system"), 200)))
 
     def _reference(self, param: str, grp: int, v: Any, t: str) -> None:
         if isinstance(v, str):  # canonical / uri
@@ -187,8 +194,10 @@ class _Emitter:
         rtype, rid, url = parse_reference(ref) if isinstance(ref, str) else (None, None, None)
         if rtype is None and url is None and ident is None:
             return
-        isys = ident.get("system") if ident else None
-        ival = ident.get("value") if ident else None
+        isys = _cut(ident.get("system")) if ident else None
+        ival = _cut(ident.get("value")) if ident else None
+        if rtype is not None and (len(rtype) > 64 or len(rid or "") > 64):
+            rtype, rid, url = None, None, ref
         self.out.references.append((param, grp, rtype, rid, url, isys, ival))
 
     def _date(self, param: str, grp: int, v: Any, t: str) -> None:
@@ -226,18 +235,25 @@ class _Emitter:
             return
         val = v.get("value")
         if isinstance(val, (int, float)) and not isinstance(val, bool):
-            self.out.quantities.append((param, grp, float(val), v.get("system"),
-                                        v.get("code") or v.get("currency"), v.get("unit")))
+            self.out.quantities.append((param, grp, float(val), _cut(v.get("system")),
+                                        _cut(v.get("code") or v.get("currency"), 100),
+                                        _cut(v.get("unit"), 100)))
 
     def _uri(self, param: str, grp: int, v: Any, t: str) -> None:
         if isinstance(v, str):
-            self.out.uris.append((param, grp, v))
+            self.out.uris.append((param, grp, v[:500]))
 
     def _special(self, param: str, grp: int, v: Any, t: str) -> None:
         if param == "near" and isinstance(v, dict):
             lat, lon = v.get("latitude"), v.get("longitude")
             if isinstance(lat, (int, float)) and isinstance(lon, (int, float)):
                 self.out.coords.append((param, float(lat), float(lon)))
+
+
+_HANDLERS: dict[str, Callable[..., None]] = {
+    name: getattr(_Emitter, "_" + name)
+    for name in ("string", "token", "reference", "date", "number", "quantity", "uri", "special")
+}
 
 
 @dataclass(frozen=True)
@@ -272,15 +288,45 @@ def _compiled_fhirpath(expr: str) -> Callable[..., list[Any]]:
     return fhirpathpy.compile(expr, models["r4"])
 
 
+@dataclass(frozen=True)
+class _TypePlan:
+    """Extraction for one resource type, indexed by the top-level key each branch needs,
+    so absent elements cost one dict lookup rather than a walk per parameter."""
+
+    by_key: dict[str, tuple[tuple[_Plan, Branch], ...]]
+    always: tuple[tuple[_Plan, Branch], ...]
+    composites: tuple[_Plan, ...]
+    fhirpath: tuple[_Plan, ...]
+
+
 @cache
-def plans_for(res_type: str) -> tuple[_Plan, ...]:
+def plans_for(res_type: str) -> _TypePlan:
     """The compiled extraction plan of a resource type (cached per process)."""
-    plans = []
+    by_key: dict[str, list[tuple[_Plan, Branch]]] = {}
+    always: list[tuple[_Plan, Branch]] = []
+    composites, fhirpath = [], []
     for sp in params_for(res_type).values():
         if sp.is_column or not sp.branches:
             continue
-        plans.append(_compile(sp))
-    return tuple(plans)
+        plan = _compile(sp)
+        if plan.sp_type == "composite":
+            composites.append(plan)
+            continue
+        if plan.fhirpath:
+            fhirpath.append(plan)
+        for branch in plan.branches:
+            if not branch.steps:
+                always.append((plan, branch))
+            elif branch.steps[0][0] == "c":
+                _kind, name, types = branch.steps[0]
+                for t in types:
+                    narrowed = Branch(steps=(("c", name, (t,)), *branch.steps[1:]),
+                                      types=branch.types)
+                    by_key.setdefault(name + t, []).append((plan, narrowed))
+            else:
+                by_key.setdefault(branch.steps[0][1], []).append((plan, branch))
+    return _TypePlan({k: tuple(v) for k, v in by_key.items()}, tuple(always),
+                     tuple(composites), tuple(fhirpath))
 
 
 def _compile(sp: SearchParamDef) -> _Plan:
@@ -296,19 +342,19 @@ def extract_index(resource: dict[str, Any]) -> IndexValues:
     if not isinstance(res_type, str):
         return out
     emitter = _Emitter(out)
-    for plan in plans_for(res_type):
-        if plan.sp_type == "composite":
-            _extract_composite(plan, resource, emitter)
-            continue
-        for branch in plan.branches:
-            for value, ftype in _walk(branch.steps, resource):
-                if ftype is None and len(branch.types) == 1:
-                    ftype = branch.types[0]
-                for item in _as_list(value):
-                    emitter.emit(plan.sp_type, plan.code, 0, item, ftype)
+    tplan = plans_for(res_type)
+    work = [pb for key in resource if key in tplan.by_key for pb in tplan.by_key[key]]
+    for plan, branch in (*work, *tplan.always):
+        single = branch.types[0] if len(branch.types) == 1 else None
+        for value, ftype in _walk(branch.steps, resource):
+            for item in _as_list(value):
+                emitter.emit(plan.sp_type, plan.code, 0, item, ftype or single)
+    for plan in tplan.fhirpath:
         for fp in plan.fhirpath:
             for item in _safe_eval(fp, resource):
                 emitter.emit(plan.sp_type, plan.code, 0, item, None)
+    for plan in tplan.composites:
+        _extract_composite(plan, resource, emitter)
     return out
 
 

@@ -1,8 +1,9 @@
 """Search index tables: narrow, typed, one row per indexed value, keyed by resource pid.
 
 Every table carries (pid, res_type, param, grp): `grp` ties the components of one composite
-value together (0 for ordinary rows). Indexes lead with (res_type, param, value) for
-filtering and with pid for deletion, joins and EXISTS probes.
+value together (0 for ordinary rows). Value indexes are (res_type, param, value..., pid):
+covering for the `pid IN (lookup)` that drives a search. The (pid, ...) indexes serve
+deletion, EXISTS probes by pid, sort keys and _include.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ idx_string = Table(
     Column("value_exact", Text, nullable=False),
 )
 Index("ix_idx_string_value", idx_string.c.res_type, idx_string.c.param,
-      idx_string.c.value_norm)
+      idx_string.c.value_norm, idx_string.c.pid)
 Index("ix_idx_string_pid", idx_string.c.pid)
 
 idx_token = Table(
@@ -43,29 +44,30 @@ idx_token = Table(
     Column("text", _cstr(200), nullable=True),  # normalised display / text for :text
 )
 Index("ix_idx_token_code", idx_token.c.res_type, idx_token.c.param, idx_token.c.code,
-      idx_token.c.system)
+      idx_token.c.system, idx_token.c.pid)
 Index("ix_idx_token_pid", idx_token.c.pid, idx_token.c.param)
 
 idx_reference = Table(
     "idx_reference", metadata, *_base_columns(),
-    Column("target_type", _cstr(64), nullable=True),
-    Column("target_id", _cstr(64), nullable=True),
+    Column("target_type", String(64), nullable=True),  # joins resources.res_type
+    Column("target_id", String(64), nullable=True),  # joins resources.res_id
     Column("url", Text, nullable=True),  # absolute / canonical / urn references
     Column("ident_system", _cstr(255), nullable=True),
     Column("ident_value", _cstr(255), nullable=True),
 )
 Index("ix_idx_ref_target", idx_reference.c.res_type, idx_reference.c.param,
-      idx_reference.c.target_id, idx_reference.c.target_type)
+      idx_reference.c.target_id, idx_reference.c.target_type, idx_reference.c.pid)
 Index("ix_idx_ref_url", idx_reference.c.res_type, idx_reference.c.param, idx_reference.c.url)
 Index("ix_idx_ref_reverse", idx_reference.c.target_id, idx_reference.c.target_type)
-Index("ix_idx_ref_pid", idx_reference.c.pid, idx_reference.c.param)
+Index("ix_idx_ref_pid", idx_reference.c.pid, idx_reference.c.param)  # probes, includes
 
 idx_date = Table(
     "idx_date", metadata, *_base_columns(),
     Column("low", BigInteger, nullable=False),  # epoch µs, inclusive
     Column("high", BigInteger, nullable=False),  # epoch µs, exclusive
 )
-Index("ix_idx_date_low", idx_date.c.res_type, idx_date.c.param, idx_date.c.low)
+Index("ix_idx_date_low", idx_date.c.res_type, idx_date.c.param, idx_date.c.low,
+      idx_date.c.high, idx_date.c.pid)
 Index("ix_idx_date_high", idx_date.c.res_type, idx_date.c.param, idx_date.c.high)
 Index("ix_idx_date_pid", idx_date.c.pid, idx_date.c.param)
 

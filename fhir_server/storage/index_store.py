@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Table, bindparam
 
 from fhir_server.search.extract import IndexValues, extract_index
 from fhir_server.storage.index_schema import (
@@ -35,14 +35,32 @@ _COLUMNS: list[tuple[str, Table, tuple[str, ...]]] = [
 ]
 
 
-def _rows(pid: int, res_type: str, values: list[tuple[Any, ...]],
-          cols: tuple[str, ...]) -> list[dict[str, Any]]:
-    out = []
-    for row in values:
-        d = {"pid": pid, "res_type": res_type, "param": row[0], "grp": row[1]}
-        d.update(zip(cols, row[2:], strict=True))
-        out.append(d)
-    return out
+def _rows(pid: int, res_type: str, values: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return [(pid, res_type, *row) for row in values]
+
+
+def _insert_sql(conn: Connection, table: Table, cols: tuple[str, ...]) -> str | None:
+    """A plain INSERT for DBAPI executemany (skips SQLAlchemy's per-row parameter work)."""
+    style = conn.dialect.paramstyle
+    mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(style)
+    if mark is None:
+        return None
+    names = ("pid", "res_type", "param", "grp", *cols)
+    return (f"INSERT INTO {table.name} ({', '.join(names)}) "
+            f"VALUES ({', '.join([mark] * len(names))})")
+
+
+def _execute_rows(conn: Connection, table: Table, cols: tuple[str, ...],
+                  rows: list[tuple[Any, ...]]) -> None:
+    sql = _insert_sql(conn, table, cols)
+    if sql is not None:
+        conn.exec_driver_sql(sql, rows)
+    else:
+        names = ("pid", "res_type", "param", "grp", *cols)
+        conn.execute(table.insert(), [dict(zip(names, r, strict=True)) for r in rows])
+
+
+_COORD_COLS = ("latitude", "longitude")
 
 
 def insert_index(conn: Connection, pid: int, res_type: str, values: IndexValues) -> None:
@@ -50,36 +68,43 @@ def insert_index(conn: Connection, pid: int, res_type: str, values: IndexValues)
     for attr, table, cols in _COLUMNS:
         rows = getattr(values, attr)
         if rows:
-            conn.execute(table.insert(), _rows(pid, res_type, rows, cols))
+            _execute_rows(conn, table, cols, _rows(pid, res_type, rows))
     if values.coords:
-        conn.execute(idx_coords.insert(), [
-            {"pid": pid, "res_type": res_type, "param": p, "grp": 0, "latitude": lat,
-             "longitude": lon} for p, lat, lon in values.coords])
+        _execute_rows(conn, idx_coords, _COORD_COLS,
+                      [(pid, res_type, p, 0, lat, lon) for p, lat, lon in values.coords])
 
 
 def insert_many(conn: Connection, items: list[tuple[int, str, dict[str, Any]]]) -> None:
     """Index many new resources (pid, type, body) with one executemany per table."""
-    batches: dict[str, list[dict[str, Any]]] = {attr: [] for attr, _t, _c in _COLUMNS}
-    coords: list[dict[str, Any]] = []
+    batches: dict[str, list[tuple[Any, ...]]] = {attr: [] for attr, _t, _c in _COLUMNS}
+    coords: list[tuple[Any, ...]] = []
     for pid, res_type, resource in items:
         values = extract_index(resource)
-        for attr, _table, cols in _COLUMNS:
+        for attr, _table, _cols in _COLUMNS:
             rows = getattr(values, attr)
             if rows:
-                batches[attr].extend(_rows(pid, res_type, rows, cols))
-        coords.extend({"pid": pid, "res_type": res_type, "param": p, "grp": 0,
-                       "latitude": lat, "longitude": lon} for p, lat, lon in values.coords)
-    for attr, table, _cols in _COLUMNS:
+                batches[attr].extend(_rows(pid, res_type, rows))
+        coords.extend((pid, res_type, p, 0, lat, lon) for p, lat, lon in values.coords)
+    for attr, table, cols in _COLUMNS:
         if batches[attr]:
-            conn.execute(table.insert(), batches[attr])
+            _execute_rows(conn, table, cols, batches[attr])
     if coords:
-        conn.execute(idx_coords.insert(), coords)
+        _execute_rows(conn, idx_coords, _COORD_COLS, coords)
+
+
+_DELETES = {name: table.delete().where(table.c.pid == bindparam("pid_"))
+            for name, table in INDEX_TABLES.items()}
 
 
 def delete_index(conn: Connection, pid: int) -> None:
-    """Remove every index row of a resource."""
-    for table in INDEX_TABLES.values():
-        conn.execute(table.delete().where(table.c.pid == pid))
+    """Remove every index row of a resource (prebuilt statements: no per-call SQL build)."""
+    for statement in _DELETES.values():
+        conn.execute(statement, {"pid_": pid})
+
+
+def index_new(conn: Connection, pid: int, res_type: str, resource: dict[str, Any]) -> None:
+    """Index a resource that has no index rows yet (a create: nothing to delete)."""
+    insert_index(conn, pid, res_type, extract_index(resource))
 
 
 def replace_index(conn: Connection, pid: int, res_type: str, resource: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from fhir_server.errors import FhirError
@@ -98,6 +98,13 @@ _HCOLS = (
 )
 
 
+# Statements built once (the hot write path skips SQLAlchemy's per-call construction).
+_INSERT_RESOURCE = insert(resources).returning(resources.c.pid)
+_INSERT_HISTORY = insert(history)
+_READ = select(*_COLS).where(resources.c.res_type == bindparam("t"),
+                             resources.c.res_id == bindparam("i"))
+
+
 def _row(row: Any) -> StoredResource:
     return StoredResource(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6],
                           row[7] if len(row) > 7 else "")
@@ -112,9 +119,7 @@ class Repository:
     # -- reads ---------------------------------------------------------------------------
     def read(self, res_type: str, res_id: str) -> StoredResource | None:
         """Current version (possibly a deletion marker), or None if never existed."""
-        row = self.conn.execute(
-            select(*_COLS).where(resources.c.res_type == res_type, resources.c.res_id == res_id)
-        ).first()
+        row = self.conn.execute(_READ, {"t": res_type, "i": res_id}).first()
         return _row(row) if row else None
 
     def vread(self, res_type: str, res_id: str, version: int) -> StoredResource | None:
@@ -147,13 +152,11 @@ class Repository:
         res_id = res_id or new_id()
         updated = now_us()
         body = _with_meta(resource, res_id, 1, updated)
-        pid = self.conn.execute(
-            insert(resources).values(res_type=res_type, res_id=res_id, version=1,
-                                     last_updated=updated, deleted=False, body=body)
-            .returning(resources.c.pid)
-        ).scalar_one()
+        pid = self.conn.execute(_INSERT_RESOURCE, {
+            "res_type": res_type, "res_id": res_id, "version": 1, "last_updated": updated,
+            "deleted": False, "body": body}).scalar_one()
         self._append_history(pid, res_type, res_id, 1, updated, method, False, body)
-        index_store.replace_index(self.conn, pid, res_type, resource)
+        index_store.index_new(self.conn, pid, res_type, resource)
         return StoredResource(pid, res_type, res_id, 1, updated, False, body, method)
 
     def update(self, resource: dict[str, Any], res_id: str, *,
@@ -235,11 +238,9 @@ class Repository:
 
     def _append_history(self, pid: int, res_type: str, res_id: str, version: int, updated: int,
                         method: str, deleted: bool, body: str | None) -> None:
-        self.conn.execute(
-            insert(history).values(pid=pid, res_type=res_type, res_id=res_id, version=version,
-                                   last_updated=updated, method=method, deleted=deleted,
-                                   body=body)
-        )
+        self.conn.execute(_INSERT_HISTORY, {
+            "pid": pid, "res_type": res_type, "res_id": res_id, "version": version,
+            "last_updated": updated, "method": method, "deleted": deleted, "body": body})
 
     # -- history -------------------------------------------------------------------------
     def history(self, *, res_type: str | None = None, res_id: str | None = None,

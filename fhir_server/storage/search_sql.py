@@ -68,7 +68,7 @@ from fhir_server.storage.schema import resources
 Restrict = Callable[[Any], ColumnElement[bool]]
 MAX_INCLUDES = 1000
 MAX_ITERATE_DEPTH = 3
-DEFAULT_TOTAL_CAP = 1000
+DEFAULT_TOTAL_CAP = 500
 _TOP = "\U0010ffff"
 
 
@@ -115,13 +115,20 @@ class _SqlBuilder:
     # -- filters ---------------------------------------------------------------------------
     def conditions(self, filters: list[Filter], r: Any,
                    res_type: str | None) -> list[ColumnElement[bool]]:
-        """AND-ed conditions: the most selective filter drives (`pid IN (index lookup)`),
-        the others are index probes by pid (`EXISTS ... WHERE pid = r.pid`)."""
+        """AND-ed conditions on `r` of res_type, including the type itself.
+
+        The most selective filter drives (`pid IN (index lookup by res_type, param,
+        value)`, which also fixes the type); the others are probes by pid (`EXISTS ...
+        WHERE pid = r.pid`). No statistics needed: each lookup can use only one index.
+        """
         ranked = sorted(filters, key=_selectivity_rank)
         driver = next((f for f in ranked if _selectivity_rank(f) < _NO_DRIVE), None)
         if any(_is_id_filter(f) for f in filters):
             driver = None  # the (res_type, res_id) unique index drives
-        return [self.condition(f, r, res_type, drive=f is driver) for f in ranked]
+        conds = [self.condition(f, r, res_type, drive=f is driver) for f in ranked]
+        if res_type is not None and (driver is None or isinstance(driver, AnyFilter)):
+            conds.insert(0, r.c.res_type == res_type)
+        return conds
 
     def condition(self, flt: Filter, r: Any, res_type: str | None,
                   drive: bool = False) -> ColumnElement[bool]:
@@ -132,10 +139,11 @@ class _SqlBuilder:
             table = INDEX_TABLES[flt.param.type] if flt.param.type != "composite" else None
             if table is None:
                 return true()
-            sub = self._scope(select(table.c.pid), table, res_type, flt.param.code)
+            scope = _scope_type(res_type, drive and not flt.missing)
+            sub = self._scope(select(table.c.pid), table, scope, flt.param.code)
             return _member(r, sub, table.c.pid, negate=flt.missing, drive=drive)
         if isinstance(flt, ChainFilter):
-            x, sub = self._chain(flt, res_type)
+            x, sub = self._chain(flt, _scope_type(res_type, drive))
             return _member(r, sub, x.c.pid, negate=False, drive=drive)
         if isinstance(flt, HasFilter):
             return self._has(flt, r, res_type, drive)
@@ -147,8 +155,10 @@ class _SqlBuilder:
             sel = sel.where(table.c.res_type == res_type)
         return sel
 
-    def _live(self, t: Any, res_type: str) -> ColumnElement[bool]:
-        cond = and_(t.c.res_type == res_type, t.c.deleted == false())
+    def _live(self, t: Any, res_type: str | None) -> ColumnElement[bool]:
+        cond = t.c.deleted == false()
+        if res_type is not None:
+            cond = and_(t.c.res_type == res_type, cond)
         if self.restrict is not None:
             cond = and_(cond, self.restrict(t))
         return cond
@@ -158,7 +168,7 @@ class _SqlBuilder:
         options = []
         for target_type, inner in flt.inner.items():
             t = resources.alias("tc")
-            targets = select(t.c.res_id).where(self._live(t, target_type),
+            targets = select(t.c.res_id).where(self._live(t, None),
                                                *self.conditions([inner], t, target_type))
             options.append(and_(x.c.target_type == target_type, x.c.target_id.in_(targets)))
         sel = select(x.c.pid).where(or_(*options))
@@ -168,7 +178,7 @@ class _SqlBuilder:
              drive: bool) -> ColumnElement[bool]:
         x = idx_reference.alias("xh")
         s = resources.alias("sh")
-        sources = select(s.c.pid).where(self._live(s, flt.source_type),
+        sources = select(s.c.pid).where(self._live(s, None),
                                         *self.conditions([flt.inner], s, flt.source_type))
         sel = select(x.c.target_id).where(x.c.res_type == flt.source_type,
                                           x.c.param == flt.param.code,
@@ -187,10 +197,11 @@ class _SqlBuilder:
         if p.code == "_lastUpdated":
             return or_(*(_point_cond(v, r.c.last_updated, self.now_us) for v in flt.values))
         if p.type == "composite":
-            first, sub = self._composite(flt, res_type)
+            first, sub = self._composite(flt, _scope_type(res_type, drive))
             return _member(r, sub, first.c.pid, negate=False, drive=drive)
         if p.type == "token" and flt.modifier in ("in", "not-in"):
-            sub = self._valueset_subquery(flt, res_type)
+            sub = self._valueset_subquery(
+                flt, _scope_type(res_type, drive and flt.modifier == "in"))
             return _member(r, sub, idx_token.c.pid, negate=flt.modifier == "not-in",
                            drive=drive)
         table = INDEX_TABLES[p.type]
@@ -203,7 +214,8 @@ class _SqlBuilder:
             return r.c.pid.in_(union_all(*(
                 self._scope(select(table.c.pid), table, res_type, param).where(c)
                 for c in conds)))
-        sub = self._scope(select(table.c.pid), table, res_type, param).where(or_(*conds))
+        scope = _scope_type(res_type, drive and not negate)
+        sub = self._scope(select(table.c.pid), table, scope, param).where(or_(*conds))
         return _member(r, sub, table.c.pid, negate=negate, drive=drive)
 
     def _composite(self, flt: ParamFilter, res_type: str | None) -> tuple[Any, Select]:
@@ -373,6 +385,12 @@ def _selectivity_rank(flt: Filter) -> int:
     return 3  # chains and _has
 
 
+def _scope_type(res_type: str | None, drive: bool) -> str | None:
+    """Index lookups that drive a query filter on res_type (leading index column); probes
+    by pid leave it out so the planner can only pick the (pid, ...) index."""
+    return res_type if drive else None
+
+
 def _member(r: Any, sub: Select, pid_col: Any, *, negate: bool,
             drive: bool) -> ColumnElement[bool]:
     """`r` is (not) among the pids `sub` selects: an IN lookup when driving the query,
@@ -480,19 +498,23 @@ def _sort_expr(key: SortKey, r: Any, is_pg: bool) -> Any:
             .scalar_subquery())
 
 
-def encode_cursor(direction: str, values: list[Any], pid: int) -> str:
+def encode_cursor(direction: str, values: list[Any], pid: int, sort_sig: str = "") -> str:
     """An opaque page cursor: the sort key values and pid of a boundary row."""
-    raw = json.dumps({"d": direction, "k": values, "p": pid}, separators=(",", ":"))
+    raw = json.dumps({"d": direction, "k": values, "p": pid, "s": sort_sig},
+                     separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(token: str) -> tuple[str, list[Any], int]:
-    """Inverse of encode_cursor; FhirError(400) on a damaged cursor."""
+def decode_cursor(token: str, sort_sig: str = "") -> tuple[str, list[Any], int]:
+    """Inverse of encode_cursor; FhirError(400) on a damaged cursor or one made for
+    another `_sort`."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
         direction, values, pid = data["d"], data["k"], int(data["p"])
         if direction not in ("n", "p") or not isinstance(values, list):
+            raise ValueError
+        if data.get("s", "") != sort_sig:
             raise ValueError
         return direction, values, pid
     except (ValueError, KeyError, TypeError):
@@ -542,8 +564,7 @@ def where_clause(conn: Connection, parsed: ParsedSearch, r: Any,
         cond = and_(cond, restrict(r))
     if parsed.types is None:
         return and_(cond, *b.conditions(parsed.filters, r, None))
-    per_type = [and_(r.c.res_type == t, *b.conditions(parsed.filters, r, t))
-                for t in parsed.types]
+    per_type = [and_(*b.conditions(parsed.filters, r, t)) for t in parsed.types]
     return and_(cond, or_(*per_type))
 
 
@@ -571,19 +592,21 @@ def execute_search(conn: Connection, parsed: ParsedSearch, *,
     if parsed.summary == "count" or parsed.count == 0:
         return result
     exprs = [(_sort_expr(k, r, is_pg), k.descending) for k in parsed.sort]
+    sort_sig = ",".join(("-" if k.descending else "") + k.code for k in parsed.sort)
     backwards = False
     if parsed.cursor:
-        direction, values, pid = decode_cursor(parsed.cursor)
+        direction, values, pid = decode_cursor(parsed.cursor, sort_sig)
         if len(values) != len(exprs):
             raise FhirError(400, "invalid", "The paging cursor does not fit this _sort",
                             expression="_cursor")
         backwards = direction == "p"
         where = and_(where, _keyset(exprs, values, r.c.pid, pid, backwards))
+    # Forward: each key in its direction, nulls last, then pid. Backwards (a `previous`
+    # page): the exact reverse, read from the cursor row towards the start, then flipped.
     order = []
     for expr, desc in exprs:
-        asc_order = desc == backwards
-        order.append((expr.asc() if asc_order else expr.desc()).nulls_last() if not backwards
-                     else (expr.asc() if asc_order else expr.desc()).nulls_first())
+        o = expr.desc() if desc != backwards else expr.asc()
+        order.append(o.nulls_first() if backwards else o.nulls_last())
     order.append(r.c.pid.desc() if backwards else r.c.pid.asc())
     cols = [r.c.pid, r.c.res_type, r.c.res_id, r.c.version, r.c.last_updated, r.c.body]
     cols += [e.label(f"s{i}") for i, (e, _d) in enumerate(exprs)]
@@ -599,10 +622,11 @@ def execute_search(conn: Connection, parsed: ParsedSearch, *,
         keys = range(len(exprs))
         if more or backwards:
             result.next_cursor = encode_cursor(
-                "n", [_json_value(last._mapping[f"s{i}"]) for i in keys], last.pid)
+                "n", [_json_value(last._mapping[f"s{i}"]) for i in keys], last.pid, sort_sig)
         if (more and backwards) or (parsed.cursor and not backwards):
             result.prev_cursor = encode_cursor(
-                "p", [_json_value(first._mapping[f"s{i}"]) for i in keys], first.pid)
+                "p", [_json_value(first._mapping[f"s{i}"]) for i in keys], first.pid,
+                sort_sig)
     result.included, warnings = _includes(conn, parsed, result.matches, restrict)
     result.warnings.extend(warnings)
     return result
@@ -650,9 +674,7 @@ def _include_rows(conn: Connection, inc: Include, sources: list[Row],
         pids = [s.pid for s in sources if inc.source_type in (None, s.res_type)]
         if not pids:
             return [], False
-        cond = [x.c.pid.in_(pids)]
-        if inc.source_type is not None:
-            cond.append(x.c.res_type == inc.source_type)
+        cond = [x.c.pid.in_(pids)]  # pids fix the source type; only the pid index applies
         if inc.param is not None:
             cond.append(x.c.param == inc.param)
         else:
@@ -679,14 +701,42 @@ def _include_rows(conn: Connection, inc: Include, sources: list[Row],
         sub = select(x.c.pid).where(*cond)
     else:
         t2 = resources.alias("t2")
-        sub = (select(t2.c.pid)
-               .select_from(x.join(t2, and_(t2.c.res_type == x.c.target_type,
-                                            t2.c.res_id == x.c.target_id)))
-               .where(*cond))
+        local = (select(t2.c.pid)
+                 .select_from(x.join(t2, and_(t2.c.res_type == x.c.target_type,
+                                              t2.c.res_id == x.c.target_id)))
+                 .where(*cond))
+        # Canonical references (e.g. QuestionnaireResponse.questionnaire) resolve through
+        # the target's `url` parameter, looked up by (target type, "url", uri).
+        canon_targets = _canonical_targets(inc)
+        if canon_targets:
+            u = idx_uri.alias("u")
+            canonical = (select(u.c.pid)
+                         .select_from(x.join(u, and_(u.c.res_type.in_(canon_targets),
+                                                     u.c.param == "url",
+                                                     u.c.uri == x.c.url)))
+                         .where(*cond))
+            sub = union_all(local, canonical)
+        else:
+            sub = local
     sel = select(t.c.pid, t.c.res_type, t.c.res_id, t.c.version, t.c.last_updated,
                  t.c.body).where(live, t.c.pid.in_(sub))
     recs = conn.execute(sel.order_by(t.c.pid).limit(MAX_INCLUDES + 1)).all()
     return [_row(rec) for rec in recs[:MAX_INCLUDES]], len(recs) > MAX_INCLUDES
+
+
+def _canonical_targets(inc: Include) -> list[str]:
+    """Target types an _include may reach through canonical (url) references."""
+    if inc.source_type is None:
+        return []
+    params = reference_params(inc.source_type)
+    chosen = [params[inc.param]] if inc.param in params else list(params.values())
+    targets: set[str] = set()
+    for p in chosen:
+        if any(t in ("canonical", "uri") for b in p.branches for t in b.types):
+            targets.update(p.targets)
+    if inc.target_type is not None:
+        targets &= {inc.target_type}
+    return sorted(targets)
 
 
 def find_ids(conn: Connection, res_type: str, params: str | list[tuple[str, str]], *,

@@ -42,8 +42,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("res_type", "res_id", "version", name="uq_history_type_id_version"),
     )
     op.create_index("ix_history_updated", "resource_history", ["last_updated", "hid"])
-    op.create_index("ix_history_type_updated", "resource_history",
-                    ["res_type", "last_updated", "hid"])
+    op.create_index(
+        "ix_history_type_updated", "resource_history", ["res_type", "last_updated", "hid"]
+    )
     op.create_table(
         "conditional_keys",
         sa.Column("res_type", sa.String(64), primary_key=True),

@@ -199,16 +199,8 @@ def upgrade() -> None:
         sa.Column("res_type", sa.String(length=64), nullable=False),
         sa.Column("param", sa.String(length=100), nullable=False),
         sa.Column("grp", sa.Integer(), nullable=False),
-        sa.Column(
-            "target_type",
-            sa.String(length=64).with_variant(sa.String(length=64, collation="C"), "postgresql"),
-            nullable=True,
-        ),
-        sa.Column(
-            "target_id",
-            sa.String(length=64).with_variant(sa.String(length=64, collation="C"), "postgresql"),
-            nullable=True,
-        ),
+        sa.Column("target_type", sa.String(length=64), nullable=True),
+        sa.Column("target_id", sa.String(length=64), nullable=True),
         sa.Column("url", sa.Text(), nullable=True),
         sa.Column(
             "ident_system",

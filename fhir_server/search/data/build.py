@@ -236,6 +236,9 @@ def build(shared: Path) -> dict[str, Any]:
                         branches.append(c)
                 if not branches:
                     continue
+                if sp["type"] == "reference" and all(
+                        b.get("fhirpath", "").endswith(".resource") for b in branches):
+                    continue  # Bundle composition/message: entries are not stored resources
                 entry["branches"] = branches
             if sp["type"] == "composite" and not _compile_components(sp, rt, entry, by_url, model):
                 continue

@@ -1,0 +1,1 @@
+"""Shipped search data (built by `build.py` from the official R4 definitions)."""
