@@ -5,14 +5,19 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from typing import Any
 
 from fhir_server.config import Settings
 
 log = logging.getLogger("fhir_server.worker")
 
 
-def run(settings: Settings, *, sweep_interval: float, stop: threading.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or `stop`): delivery threads and a periodic sweep."""
+def run(settings: Settings, *, sweep_interval: float, stop: threading.Event | None = None,
+        overrides: dict[str, Any] | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or `stop`): delivery threads and a periodic sweep.
+
+    `overrides` replace WorkerConfig fields (tests and benchmarks tune intervals with it).
+    """
     from fhir_server.jobs import stalled_sweep, subscription_status_hook
     from fhir_server.loader import make_services
     from subscriptions.worker import Worker, WorkerConfig
@@ -22,9 +27,11 @@ def run(settings: Settings, *, sweep_interval: float, stop: threading.Event | No
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     services = make_services(settings)
-    cfg = WorkerConfig.from_env(base_url=settings.base_url or "http://127.0.0.1:8080/fhir",
-                                status_hook=subscription_status_hook,
-                                readable_by=services.readable_by)
+    values: dict[str, Any] = {"base_url": settings.base_url or "http://127.0.0.1:8080/fhir",
+                              "status_hook": subscription_status_hook,
+                              "readable_by": services.readable_by}
+    values.update(overrides or {})
+    cfg = WorkerConfig.from_env(**values)
     delivery = threading.Thread(target=Worker(services.db, cfg).run, args=(stop,),
                                 name="delivery", daemon=True)
     delivery.start()

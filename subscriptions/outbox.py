@@ -18,14 +18,14 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from subscriptions import candidates
 from subscriptions.outbox_schema import delivery, events, registry
-from subscriptions.subscription_rules import SubscriptionSpec, filters_match, validate_subscription
+from subscriptions.subscription_rules import SubscriptionSpec, validate_subscription
 from subscriptions.topics import fired_topics
 
-LIVE_STATUSES = ("requested", "active", "error")
+LIVE_STATUSES = candidates.LIVE_STATUSES
 ReadableBy = Callable[[str | None, dict[str, Any]], bool]
 _CHANNEL_FIELDS = ("channel_type", "endpoint", "payload_mime", "content", "headers")
-_spec_cache: dict[tuple[str, int], SubscriptionSpec] = {}
 
 
 def now_us() -> int:
@@ -41,17 +41,6 @@ def _end_micros(end: str | None) -> int | None:
     except ValueError:
         return None
     return int(dt.timestamp() * 1_000_000) if dt.tzinfo else None
-
-
-def _spec(sub_id: str, updated_at: int, raw: str) -> SubscriptionSpec:
-    key = (sub_id, updated_at)
-    spec = _spec_cache.get(key)
-    if spec is None:
-        if len(_spec_cache) > 10_000:
-            _spec_cache.clear()
-        spec = SubscriptionSpec.from_json(json.loads(raw))
-        _spec_cache[key] = spec
-    return spec
 
 
 def sync_subscription(
@@ -142,35 +131,32 @@ def record_events(
     assert resource is not None
     by_topic = {ev.topic_url: ev for ev in fired}
     ts = timestamp_us or now_us()
-    rows = conn.execute(
-        select(registry.c.sub_id, registry.c.topic_url, registry.c.spec, registry.c.owner,
-               registry.c.updated_at, registry.c.end_at)
-        .where(registry.c.topic_url.in_(list(by_topic)), registry.c.status.in_(LIVE_STATUSES))
-    ).all()
+    snap = candidates.snapshot(conn)
     chosen: dict[str, str] = {}
-    for r in rows:
-        if r.end_at is not None and r.end_at < ts:
-            continue
-        if not filters_match(_spec(r.sub_id, r.updated_at, r.spec), resource):
-            continue
-        if readable_by is not None and not readable_by(r.owner, resource):
-            continue
-        chosen[r.sub_id] = r.topic_url
+    for topic_url in by_topic:
+        for cand in snap.matching(topic_url, resource, ts):
+            if readable_by is not None and not readable_by(cand.owner, resource):
+                continue
+            chosen[cand.sub_id] = topic_url
     if not chosen:
         return 0
-    ids = sorted(chosen)
-    locked = conn.execute(
-        select(registry.c.sub_id).where(registry.c.sub_id.in_(ids),
-                                        registry.c.status.in_(LIVE_STATUSES))
-        .order_by(registry.c.sub_id).with_for_update()
-    ).scalars().all()
-    if not locked:
-        return 0
+    live = registry.c.status.in_(LIVE_STATUSES)
+    if len(chosen) == 1:  # a single counter: the UPDATE below locks it
+        locked = list(chosen)
+    else:  # lock the counters in sub_id order: writers never deadlock on each other
+        locked = conn.execute(
+            select(registry.c.sub_id).where(registry.c.sub_id.in_(sorted(chosen)), live)
+            .order_by(registry.c.sub_id).with_for_update()
+        ).scalars().all()
+        if not locked:
+            return 0
     numbers = conn.execute(
-        update(registry).where(registry.c.sub_id.in_(locked))
+        update(registry).where(registry.c.sub_id.in_(locked), live)
         .values(event_count=registry.c.event_count + 1)
         .returning(registry.c.sub_id, registry.c.event_count)
     ).all()
+    if not numbers:
+        return 0
     out = []
     for sub_id, number in numbers:
         ev = by_topic[chosen[sub_id]]

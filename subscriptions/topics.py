@@ -191,7 +191,12 @@ def _query_result(criteria: str | None, resource: dict[str, Any] | None, default
         return True
     if resource is None:
         return default
-    return search_eval.matches(resource, search_eval.parse_query(criteria))
+    return search_eval.matches(resource, _parsed(criteria))
+
+
+@lru_cache(maxsize=256)
+def _parsed(criteria: str) -> list[search_eval.Criterion]:
+    return search_eval.parse_query(criteria)
 
 
 def trigger_fires(

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, and_, delete, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, update
 
 from fhir_server.storage.db import Database
 from subscriptions import notifications as nb
@@ -110,7 +110,8 @@ def claim(db: Database, worker_id: str, lease_margin: float) -> str | None:
             select(delivery.c.sub_id, registry.c.spec)
             .select_from(delivery.join(registry, registry.c.sub_id == delivery.c.sub_id))
             .where(_due_condition(now))
-            .order_by(delivery.c.next_attempt_at, delivery.c.sub_id)
+            # least recently served first: round robin, no Subscription starves another
+            .order_by(func.coalesce(delivery.c.last_sent_at, 0), delivery.c.sub_id)
             .limit(1)
         )
         if not db.is_sqlite:

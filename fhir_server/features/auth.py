@@ -54,7 +54,9 @@ def install(app: Flask, services: Services, registry: OperationRegistry) -> None
         documentation="The audit log as AuditEvents (administrators only); parameters "
                       "outcome (0 success, 4 denied), client, _count"))
     services.hooks.after.append(_audit_write)
-    services.readable_by = lambda owner, resource: readable_by(services, owner, resource)
+    services.readable_by = lambda owner, resource, conn=None: readable_by(
+        services, owner, resource, conn)
+    services.subscription_filter = _subscription_filter
 
 
 def _host_url() -> str | None:
@@ -77,6 +79,14 @@ def _audit_write(conn: Connection, call: Call, interaction: str,
     if new.res_type in PROVENANCE_TYPES:
         activity = {"create": "CREATE", "delete": "DELETE"}.get(interaction, "UPDATE")
         Repository(conn).create(build_provenance(ctx, target, activity))
+
+
+def _subscription_filter(call: Call) -> Any:
+    """$status shows a caller only its own organization's Subscriptions."""
+    ctx = access.ctx_of(call)
+    if ctx is None or ctx.unrestricted or (ctx.is_admin and ctx.organization is None):
+        return None
+    return lambda state: getattr(state, "owner", None) == ctx.organization
 
 
 def patient_lookup(services: Services, query: str) -> list[dict[str, Any]]:

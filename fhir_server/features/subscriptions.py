@@ -1,7 +1,21 @@
-"""Topic-based Subscriptions wired into every write path, operations and the capability."""
+"""Topic-based Subscriptions wired into every write path, operations and the capability.
+
+Access control plugs in through two `Services` fields (None means "everything is visible";
+fhir_server/features/auth.py sets `readable_by`, which lets a None owner, i.e. a Subscription
+created with auth off or by an administrator, read everything):
+
+- `services.readable_by(owner, resource, conn=None) -> bool`: may the Subscription's owner (the
+  `organization` of the AccessContext that created it, stored in the registry) read this
+  resource? Checked when an event is recorded (no event, no number for an unreadable focus;
+  the write path passes its own connection as `conn` so the uncommitted write is visible)
+  and again at delivery / `$events` time (a focus that became unreadable is dropped).
+- `services.subscription_filter(call) -> predicate | None`: which Subscription states the
+  caller may see in `$status` (e.g. `lambda s: s.owner == ctx.organization`).
+"""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from sqlalchemy import Connection
@@ -32,6 +46,7 @@ def install(services: Services, registry: OperationRegistry) -> None:
         instance_level=True, methods=frozenset({"GET", "POST"}),
         definition=f"{OWN_OPERATION_BASE}/backport-subscription-events",
         documentation="Retained notification events (backport $events)"))
+    services.seed_providers.append(topics.basic_resources)
     extras = services.capability_extras
     extras.supported_profiles.setdefault("Subscription", set()).add(
         topics.BACKPORT_SUBSCRIPTION_PROFILE)
@@ -62,9 +77,21 @@ def _after_write(conn: Connection, call: Call, interaction: str,
                  previous: StoredResource | None, new: StoredResource) -> None:
     current = new.resource() if new.body is not None else None
     before = previous.resource() if previous is not None and previous.body is not None else None
+    if current is None and before is not None:  # a delete: the event names the deletion version
+        before.setdefault("meta", {})["versionId"] = str(new.version)
     outbox.record_events(conn, before, current, interaction,
-                         readable_by=call.services.readable_by,
+                         readable_by=_in_transaction(call.services.readable_by, conn),
                          timestamp_us=new.last_updated)
+
+
+def _in_transaction(readable_by: Any, conn: Connection) -> Any:
+    """`readable_by` evaluated on the writer's connection, so it sees the uncommitted write
+    (a separate connection would not see a resource being created)."""
+    if readable_by is None:
+        return None
+    if "conn" in inspect.signature(readable_by).parameters:
+        return lambda owner, resource: readable_by(owner, resource, conn=conn)
+    return readable_by
 
 
 def _param(params: list[tuple[str, str]], body: Any, name: str) -> list[str]:

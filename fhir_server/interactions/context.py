@@ -36,8 +36,9 @@ class Services:
     # (resource, explicit profile URL or None) -> issues; set by wiring to the profile validator
     profile_validator: Callable[[dict, str | None], list] | None = None
 
-    # (subscription owner, resource) -> may the owner read it; None: no access layer (auth off)
-    readable_by: Callable[[str | None, dict], bool] | None = None
+    # (subscription owner, resource[, conn]) -> may the owner read it (the writer's connection
+    # sees the resource being written); None: no access layer
+    readable_by: Callable[..., bool] | None = None
     # call -> predicate over subscription states the caller may see; None: all
     subscription_filter: Callable[[Any], Callable[[Any], bool] | None] | None = None
 

@@ -1,0 +1,137 @@
+"""Which live Subscriptions could a resource change notify: a per-process cached index.
+
+`record_events` runs on every write. Instead of loading every live Subscription of the topic
+and evaluating every filter, each process keeps a snapshot of the live registry, indexed by
+the id of reference filters (`owner=Organization/x`) and the code of token filters
+(`status=completed`). The snapshot is re-validated on every call with one aggregate query
+(row count, max and checksum of `updated_at`): `sync_subscription` stamps `updated_at` on
+every change and `remove_subscription` deletes the row, so any change to filters, channel
+or liveness changes the stamp. (The worker's active/requested/error changes do not, and need
+not: all three are live.) The index only narrows the candidates; `filters_match` still
+decides.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from subscriptions import search_eval
+from subscriptions.outbox_schema import registry
+from subscriptions.subscription_rules import SubscriptionSpec, filters_match
+
+LIVE_STATUSES = ("requested", "active", "error")
+_CHECKSUM_MOD = 1_000_003
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One live Subscription as the write path needs it."""
+
+    sub_id: str
+    topic_url: str
+    spec: SubscriptionSpec
+    owner: str | None
+    end_at: int | None
+
+
+@dataclass
+class _TopicIndex:
+    always: list[Candidate] = field(default_factory=list)  # no indexable filter
+    by_key: dict[tuple[str, str, str], list[Candidate]] = field(default_factory=dict)
+    params: set[tuple[str, str]] = field(default_factory=set)  # (resource type, param)
+
+
+def _index_keys(spec: SubscriptionSpec) -> tuple[str, str, list[str]] | None:
+    """(resource type, param, keys) of the first filter usable as an index, or None."""
+    for f in spec.filters:
+        if f.modifier:
+            continue
+        definition = search_eval.param_def(f.resource_type, f.param)
+        if definition is None:
+            continue
+        kind = definition[0]
+        if kind == "reference":
+            return f.resource_type, f.param, [search_eval._ref_key(v)[1] for v in f.values]
+        if kind == "token" and all(v.partition("|")[2] or "|" not in v for v in f.values):
+            return f.resource_type, f.param, [v.rpartition("|")[2] for v in f.values]
+    return None
+
+
+def _resource_keys(resource: dict[str, Any], res_type: str, param: str) -> set[str]:
+    definition = search_eval.param_def(res_type, param)
+    if definition is None:
+        return set()
+    kind, path, system = definition
+    found = search_eval._walk(resource, path)
+    if kind == "reference":
+        return {search_eval._ref_key(v["reference"])[1] for v in found
+                if isinstance(v, dict) and isinstance(v.get("reference"), str)}
+    return {code for _s, code in search_eval._tokens(found, system)}
+
+
+class Snapshot:
+    """The live registry of one database, indexed per topic."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.topics: dict[str, _TopicIndex] = {}
+        for r in rows:
+            spec = SubscriptionSpec.from_json(json.loads(r.spec))
+            cand = Candidate(str(r.sub_id), r.topic_url, spec, r.owner, r.end_at)
+            index = self.topics.setdefault(r.topic_url, _TopicIndex())
+            keys = _index_keys(spec)
+            if keys is None:
+                index.always.append(cand)
+                continue
+            res_type, param, values = keys
+            index.params.add((res_type, param))
+            for value in set(values):
+                index.by_key.setdefault((res_type, param, value), []).append(cand)
+
+    def matching(self, topic_url: str, resource: dict[str, Any], now_us: int) -> list[Candidate]:
+        """Live, unexpired Subscriptions of the topic whose filters the resource passes."""
+        index = self.topics.get(topic_url)
+        if index is None:
+            return []
+        res_type = str(resource.get("resourceType", ""))
+        pool: dict[str, Candidate] = {c.sub_id: c for c in index.always}
+        for rtype, param in index.params:
+            if rtype != res_type:
+                continue
+            for key in _resource_keys(resource, rtype, param):
+                for c in index.by_key.get((rtype, param, key), ()):
+                    pool[c.sub_id] = c
+        return [c for c in pool.values()
+                if (c.end_at is None or c.end_at >= now_us) and filters_match(c.spec, resource)]
+
+
+_lock = threading.Lock()
+_cache: dict[str, tuple[tuple[Any, ...], Snapshot]] = {}
+
+
+def _stamp(conn: Connection) -> tuple[Any, ...]:
+    row = conn.execute(select(
+        func.count(), func.max(registry.c.updated_at),
+        func.sum(registry.c.updated_at % _CHECKSUM_MOD))).one()
+    return tuple(int(v or 0) for v in row)
+
+
+def snapshot(conn: Connection) -> Snapshot:
+    """The current Snapshot for this connection's database (rebuilt when the registry
+    changed since the cached one was taken)."""
+    key = conn.engine.url.render_as_string(hide_password=True)
+    stamp = _stamp(conn)
+    cached = _cache.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    rows = conn.execute(
+        select(registry.c.sub_id, registry.c.topic_url, registry.c.spec, registry.c.owner,
+               registry.c.end_at).where(registry.c.status.in_(LIVE_STATUSES))).all()
+    snap = Snapshot(list(rows))
+    with _lock:
+        _cache[key] = (stamp, snap)
+    return snap
