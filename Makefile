@@ -20,6 +20,7 @@ install: $(VENV)/.installed
 run: install
 	$(PY) -m fhir_server init-db
 	$(PY) -m fhir_server load $(EXAMPLES)
+	$(PY) -m fhir_server import-hsds examples/directory/hsds-sample.json
 	$(PY) -m fhir_server demo-clients --base-url http://$(HOST):$(PORT)/fhir
 	$(PY) -m fhir_server worker & WORKER=$$!; \
 	  trap 'kill $$WORKER 2>/dev/null' EXIT INT TERM; \

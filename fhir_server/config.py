@@ -53,6 +53,9 @@ class Settings:
             "allow_plain_http_full_resource": _env_bool(
                 "FHIR_SERVER_ALLOW_PLAIN_HTTP_FULL_RESOURCE", False),
         }
+        stale = os.environ.get("FHIR_SERVER_CAPACITY_STALE_DAYS")
+        if stale:
+            values["extra"] = {"capacity_stale_days": stale}
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 

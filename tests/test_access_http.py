@@ -194,3 +194,17 @@ def test_writes_are_audited_with_provenance(secured):
     assert any(e["outcome"] == "0" and "Task/T1" in str(e.get("entity")) for e in events)
     provenance = secured("ehr-a").get("Provenance", params={"target": "Task/T1"})
     assert provenance.status_code in (200, 403)
+
+
+def test_directory_entries_are_read_by_all_changed_only_by_their_organization(secured):
+    b = secured("cbo-b")
+    own = b.get("Organization/B").json()
+    own["alias"] = ["Lakeside"]
+    assert b.put("Organization/B", own).status_code == 200
+    other = b.get("Organization/C").json()
+    other["alias"] = ["taken over"]
+    assert b.put("Organization/C", other).status_code == 403
+    service = sample("HealthcareService", providedBy={"reference": "Organization/C"})
+    assert b.post("HealthcareService", service).status_code == 403
+    service["providedBy"] = {"reference": "Organization/B"}
+    assert b.post("HealthcareService", service).status_code == 201

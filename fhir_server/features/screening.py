@@ -201,6 +201,13 @@ def _qr_from_body(body: Any) -> dict:
 
 def _recommend_care(call: Call, res_type: str | None, res_id: str | None,
                     params: list[tuple[str, str]], body: Any) -> Result:
+    return Result(200, resource=care_recommendation(call, res_id or ""))
+
+
+def care_recommendation(call: Call, patient_id: str) -> dict:
+    """The stepped-care recommendation Parameters for a patient, from the latest scored
+    PHQ-9/GAD-7/PHQ-2/GAD-2 responses and the active safety flags (404 unknown patient)."""
+    res_id = patient_id
     patient_ref = f"Patient/{res_id}"
     with call.db.read() as conn:
         repo = Repository(conn)
@@ -224,5 +231,4 @@ def _recommend_care(call: Call, res_type: str | None, res_id: str | None,
                 latest[result.instrument] = (authored, result)
         flags = patient_flags(conn, patient_ref)
     results = [r for _, r in latest.values()]
-    return Result(200, resource=recommend_care(results,
-                                               safety_flag_active=bool(active_safety_flags(flags))))
+    return recommend_care(results, safety_flag_active=bool(active_safety_flags(flags)))

@@ -48,6 +48,41 @@ PATH_PARAMS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Directory entries every partner may read but only their organization may change:
+#: resource type -> element naming the owning Organization (None: the Organization itself).
+DIRECTORY_OWNER: dict[str, str | None] = {
+    "Organization": None,
+    "HealthcareService": "providedBy",
+    "PractitionerRole": "organization",
+    "Location": "managingOrganization",
+    "Endpoint": "managingOrganization",
+}
+WRITES = frozenset({"create", "update", "patch", "delete"})
+
+
+def owns_directory_entry(ctx: AccessContext, resource: dict) -> bool:
+    """Does the caller's organization own this directory entry (or is it not one)?"""
+    res_type = resource.get("resourceType", "")
+    if res_type not in DIRECTORY_OWNER or ctx.organization is None or ctx.is_admin:
+        return True
+    element = DIRECTORY_OWNER[res_type]
+    if element is None:
+        return f"Organization/{resource.get('id')}" == ctx.organization
+    owner = (resource.get(element) or {}).get("reference")
+    return owner == ctx.organization
+
+
+def _directory_write_check(call: Call, interaction: str, resource: dict) -> None:
+    ctx = ctx_of(call)
+    if ctx is None or ctx.unrestricted or interaction not in WRITES:
+        return
+    if not owns_directory_entry(ctx, resource):
+        ref = f"{resource.get('resourceType')}/{resource.get('id')}"
+        raise deny(call, interaction, FhirError(
+            403, "forbidden", f"{ref} belongs to another organization: only its own "
+            "organization may change a directory entry"), [ref])
+
+
 def ctx_of(call: Call) -> AccessContext | None:
     return call.access if isinstance(call.access, AccessContext) else None
 
@@ -87,6 +122,7 @@ def check_new(call: Call, interaction: str, res_type: str, resource: dict) -> No
         policy.check_interaction(ctx, interaction, res_type, resource, stored=False)
     except FhirError as exc:
         raise deny(call, interaction, exc, [f"{res_type}/{resource.get('id')}"]) from exc
+    _directory_write_check(call, interaction, resource)
 
 
 def check_existing(conn: Connection, call: Call, interaction: str,
@@ -106,6 +142,8 @@ def check_existing(conn: Connection, call: Call, interaction: str,
                                                                   r, interaction)):
         raise deny(call, interaction, FhirError(404, "not-found", f"Resource {ref} is not known"),
                    [ref])
+    if stored.body is not None:
+        _directory_write_check(call, interaction, resource)
 
 
 def restriction(conn: Connection, call: Call, interaction: str = "search-type"

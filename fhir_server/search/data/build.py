@@ -207,6 +207,8 @@ def build(shared: Path) -> dict[str, Any]:
         (shared / "fhir-r4" / "search-parameters.json").read_text())["entry"]]
     for name in GRAVITY_SPS:
         sps.append(json.loads((shared / "gravity" / "derived-from-fsh" / name).read_text()))
+    for path in sorted((HERE / "own").glob("SearchParameter-*.json")):  # our own features'
+        sps.append(json.loads(path.read_text()))
     resource_types = sorted(t for t, k in model.kinds.items()
                             if k == "resource" and t not in ("Resource", "DomainResource"))
     by_url = {sp["url"]: sp for sp in sps}
