@@ -94,12 +94,21 @@ def _unrestricted(call: Call) -> bool:
 
 def deny(call: Call, interaction: str, error: FhirError, entities: list[str] | None = None,
          query: str | None = None) -> FhirError:
-    """Record the denial as an AuditEvent (own transaction) and return the error to raise."""
+    """Queue the denial's AuditEvent and return the error to raise. The event is stored by
+    `flush_audit` once the request's own transaction is over (it rolls back on the error,
+    and a second write transaction may not start while the first holds the write lock)."""
     ctx = ctx_of(call)
-    record_audit(call.db, build_audit_event(
+    call.pending_audit.append(build_audit_event(
         ctx, interaction, OUTCOME_DENIED, entities=entities, query=query,
         description=error.diagnostics, client_id=ctx.client_id if ctx else None))
     return error
+
+
+def flush_audit(call: Call) -> None:
+    """Store the queued denial AuditEvents (each in its own short transaction)."""
+    events, call.pending_audit = call.pending_audit, []
+    for event in events:
+        record_audit(call.db, event)
 
 
 def check_type(call: Call, interaction: str, res_type: str | None) -> None:

@@ -65,6 +65,8 @@ class Call:
     if_match_version: int | None = None
     # Writes that rules scheduled for after the current write (same transaction).
     pending_follow_ups: list[dict] = field(default_factory=list)
+    # Denial AuditEvents to store once the call's transaction is over (access.flush_audit).
+    pending_audit: list[dict] = field(default_factory=list)
     # State a feature's before-hook hands to its after-hook within this call.
     hook_state: dict[Any, Any] = field(default_factory=dict)
     # A non-FHIR format an operation may serve (e.g. text/csv), from _format / Accept.

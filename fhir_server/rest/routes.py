@@ -73,7 +73,10 @@ def dispatch(path: str = "") -> Response:
         if not path.rstrip("/").rsplit("/", 1)[-1].startswith("$"):
             raise not_acceptable
     segments = [s for s in path.split("/") if s]
-    result = route(call, request.method if request.method != "HEAD" else "GET", segments)
+    try:
+        result = route(call, request.method if request.method != "HEAD" else "GET", segments)
+    finally:
+        access.flush_audit(call)
     if result.raw is not None:
         body, content_type = result.raw
         return Response(body, status=result.status, content_type=content_type)

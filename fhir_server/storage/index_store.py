@@ -94,12 +94,23 @@ def insert_many(conn: Connection, items: list[tuple[int, str, dict[str, Any]]]) 
 
 _DELETES = {name: table.delete().where(table.c.pid == bindparam("pid_"))
             for name, table in INDEX_TABLES.items()}
+# IndexValues attribute -> INDEX_TABLES key of the table holding those rows.
+_TABLE_OF = {"strings": "string", "tokens": "token", "references": "reference",
+             "dates": "date", "numbers": "number", "quantities": "quantity", "uris": "uri",
+             "coords": "special"}
 
 
-def delete_index(conn: Connection, pid: int) -> None:
-    """Remove every index row of a resource (prebuilt statements: no per-call SQL build)."""
-    for statement in _DELETES.values():
-        conn.execute(statement, {"pid_": pid})
+def _tables_with_rows(values: IndexValues) -> list[str]:
+    return [table for attr, table in _TABLE_OF.items() if getattr(values, attr)]
+
+
+def delete_index(conn: Connection, pid: int, previous: dict[str, Any] | None = None) -> None:
+    """Remove every index row of a resource. With the `previous` body, only the tables it
+    has rows in are touched (prebuilt statements: no per-call SQL construction)."""
+    names = (_tables_with_rows(extract_index(previous)) if previous is not None
+             else list(_DELETES))
+    for name in names:
+        conn.execute(_DELETES[name], {"pid_": pid})
 
 
 def index_new(conn: Connection, pid: int, res_type: str, resource: dict[str, Any]) -> None:
@@ -107,8 +118,10 @@ def index_new(conn: Connection, pid: int, res_type: str, resource: dict[str, Any
     insert_index(conn, pid, res_type, extract_index(resource))
 
 
-def replace_index(conn: Connection, pid: int, res_type: str, resource: dict[str, Any]) -> None:
-    """Replace a resource's index rows with those extracted from its new body."""
+def replace_index(conn: Connection, pid: int, res_type: str, resource: dict[str, Any],
+                  previous: dict[str, Any] | None = None) -> None:
+    """Replace a resource's index rows with those extracted from its new body; `previous`
+    (the body being replaced) limits the deletes to the tables that hold its rows."""
     values = extract_index(resource)
-    delete_index(conn, pid)
+    delete_index(conn, pid, previous)
     insert_index(conn, pid, res_type, values)

@@ -194,7 +194,11 @@ class Repository:
                 continue
             self._append_history(current.pid, res_type, res_id, version, updated, method,
                                  False, body)
-            index_store.replace_index(self.conn, current.pid, res_type, resource)
+            if current.deleted:  # a deleted resource has no index rows left
+                index_store.index_new(self.conn, current.pid, res_type, resource)
+            else:
+                index_store.replace_index(self.conn, current.pid, res_type, resource,
+                                          current.resource())
             return (StoredResource(current.pid, res_type, res_id, version, updated, False,
                                    body, method), current)
         raise FhirError(409, "conflict", "Too many concurrent writes to this resource; retry")
@@ -231,7 +235,7 @@ class Repository:
                 continue
             self._append_history(current.pid, res_type, res_id, version, updated, "DELETE",
                                  True, None)
-            index_store.delete_index(self.conn, current.pid)
+            index_store.delete_index(self.conn, current.pid, current.resource())
             return (StoredResource(current.pid, res_type, res_id, version, updated, True, None,
                                    "DELETE"), True)
         raise FhirError(409, "conflict", "Too many concurrent writes to this resource; retry")
