@@ -120,7 +120,7 @@ def test_failing_entry_rolls_back_everything(server):
                                   entry(bad), entry(sample("Basic"))))
     assert resp.status_code == 400
     issue = resp.json()["issue"][0]
-    assert issue["expression"] == ["Bundle.entry[2].resource.Patient.birthDate"]
+    assert issue["expression"] == ["Bundle.entry[2].resource.birthDate"]
     assert "Bundle.entry[2]" in issue["diagnostics"]
     assert db_snapshot(server.database) == before
 

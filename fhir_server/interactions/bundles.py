@@ -117,13 +117,23 @@ def _relative(url: str, base_url: str) -> str:
     return url.lstrip("/")
 
 
+def _entry_expression(where: str, expression: str) -> str:
+    """`Task.status` in entry n -> `Bundle.entry[n].resource.status` (FHIRPath from the
+    Bundle); request-level expressions (If-Match...) point at the entry itself."""
+    if expression.startswith("Bundle."):
+        return expression
+    head, dot, rest = expression.partition(".")
+    if head and head[0].isupper() and head.isalpha():
+        return f"{where}.resource.{rest}" if dot else f"{where}.resource"
+    return where
+
+
 def _wrap(i: int, error: FhirError) -> FhirError:
     """Prefix an entry's error with its position so the client knows which one failed."""
     where = f"Bundle.entry[{i}]"
     issues = []
     for issue in error.issues:
-        expressions = [e if e.startswith("Bundle.") else f"{where}.resource.{e}"
-                       if e and e[0].isupper() else where for e in issue.expression] or [where]
+        expressions = [_entry_expression(where, e) for e in issue.expression] or [where]
         issues.append(Issue(issue.severity, issue.code, f"{where}: {issue.diagnostics}",
                             expressions))
     return FhirError(error.status, error.code, issues[0].diagnostics, issues=issues,

@@ -158,7 +158,11 @@ def update(call: Call, res_type: str, res_id: str, resource: dict, *,
 
 
 def store_update(conn, call: Call, res_type: str, res_id: str, resource: dict,  # type: ignore[no-untyped-def]
-                  expected: int | None, method: str) -> Result:
+                  expected: int | None, method: str, *,
+                  if_match: int | None | str = "same") -> Result:
+    """Write a new version inside an open transaction. `expected`: the version the write is
+    conditioned on (optimistic locking); `if_match`: the client's If-Match version, for the
+    rules that require one (defaults to `expected`)."""
     repo = Repository(conn)
     current = repo.read(res_type, res_id)
     previous = current.resource() if current is not None and not current.deleted else None
@@ -166,7 +170,7 @@ def store_update(conn, call: Call, res_type: str, res_id: str, resource: dict,  
     if current is not None and method != "PATCH":  # PATCH checked its target already
         access.check_existing(conn, call, "update", current)
     access.check_new(call, interaction, res_type, resource)
-    call.if_match_version = expected
+    call.if_match_version = expected if if_match == "same" else if_match  # type: ignore[assignment]
     issues = call.services.hooks.run_before(conn, call, interaction, previous, resource)
     stored, prev_stored = repo.update(resource, res_id, expected_version=expected, method=method)
     call.services.hooks.run_after(conn, call, interaction, prev_stored, stored)
@@ -273,7 +277,7 @@ def _apply_patch(conn, call: Call, current: StoredResource, operations: Any,  # 
     patched.get("meta", {}).pop("versionId", None)
     check_valid(patched, current.res_type, current.res_id)
     return store_update(conn, call, current.res_type, current.res_id, patched,
-                         current.version, "PATCH")
+                         current.version, "PATCH", if_match=expected)
 
 
 # -- delete ----------------------------------------------------------------------------
