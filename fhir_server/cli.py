@@ -28,6 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
+    try:
+        return _dispatch(parser, args, settings)
+    except ValueError as exc:  # a bad setting: one clear line, not a traceback
+        parser.exit(2, f"configuration error: {exc}\n")
+    return 2
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace,
+              settings: Settings) -> int:
     if args.command == "serve":
         return _serve(settings, args.host, args.port, args.workers, args.threads)
     if args.command == "init-db":

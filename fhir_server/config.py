@@ -34,6 +34,10 @@ class Settings:
     auth_mode: str = "on"  # "on" or "off" (local development only)
     required_profiles: str = "default"  # "default" | "none" | JSON {type: [profile URLs]}
     strict_profiles: bool = False  # an unknown claimed profile is an error, not a warning
+    # "Organization/x": who the server acts as when it is the coordination platform ("" = off)
+    platform_organization: str = ""
+    # e.g. "stat=1h,urgent=1bd,routine=3bd,accepted=7d,in-progress=14d" ("" = defaults)
+    stalled_policy: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -50,6 +54,8 @@ class Settings:
             "auth_mode": os.environ.get("FHIR_SERVER_AUTH", "on"),
             "required_profiles": os.environ.get("FHIR_SERVER_REQUIRED_PROFILES", "default"),
             "strict_profiles": _env_bool("FHIR_SERVER_STRICT_PROFILES", False),
+            "platform_organization": os.environ.get("FHIR_SERVER_PLATFORM_ORGANIZATION", ""),
+            "stalled_policy": os.environ.get("FHIR_SERVER_STALLED_POLICY", ""),
             "allow_plain_http_full_resource": _env_bool(
                 "FHIR_SERVER_ALLOW_PLAIN_HTTP_FULL_RESOURCE", False),
         }

@@ -184,7 +184,7 @@ def test_percentile_nearest_rank():
 
 def test_published_artifacts_are_valid_fhir():
     ops = {o["code"]: o for o in operation_definitions()}
-    assert set(ops) == {"redirect", "timeline", "referral-metrics"}
+    assert set(ops) == {"redirect", "timeline", "referral-metrics", "assign-recipient"}
     for op in ops.values():
         OperationDefinition.model_validate(op)
     assert ops["redirect"]["instance"] and ops["redirect"]["resource"] == ["Task"]

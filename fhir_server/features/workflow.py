@@ -1,5 +1,6 @@
 """The referral workflow wired into every write path, plus $redirect, $timeline and
-$referral-metrics (rules in fhir_server/workflow/RULES.md)."""
+$referral-metrics, and coordination-platform mode (`features.coordination`: $assign-recipient)
+(rules in fhir_server/workflow/RULES.md)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from sqlalchemy import Connection
 
 from fhir_server.auth.context import DEVELOPMENT, SYSTEM, AccessContext
 from fhir_server.errors import FhirError
+from fhir_server.features import coordination
 from fhir_server.interactions import crud
 from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.results import Result
+from fhir_server.jobs import stalled_policy
 from fhir_server.rest.operations import Operation, OperationRegistry
 from fhir_server.storage.repository import Repository, StoredResource
 from fhir_server.workflow import artifacts, metrics, redirect, task_rules, timeline
@@ -42,6 +45,8 @@ def install(services: Services, registry: OperationRegistry) -> None:
         documentation="Referral outcome metrics per organization (Parameters or CSV)"))
     services.seed_providers.append(
         lambda: artifacts.operation_definitions() + artifacts.code_systems())
+    stalled_policy(services.settings)  # a malformed FHIR_SERVER_STALLED_POLICY stops the start
+    coordination.install(services, registry)
 
 
 def access_of(call: Call) -> AccessContext:
@@ -53,7 +58,7 @@ def _ref(value: Any) -> str | None:
     return value.get("reference") if isinstance(value, dict) else None
 
 
-def _read_ref(repo: Repository, ref: str | None) -> dict | None:
+def read_ref(repo: Repository, ref: str | None) -> dict | None:
     """The current resource a relative `Type/id` reference names (None if absent)."""
     if not ref or ref.count("/") != 1:
         return None
@@ -62,7 +67,7 @@ def _read_ref(repo: Repository, ref: str | None) -> dict | None:
     return stored.resource() if stored is not None and not stored.deleted else None
 
 
-def _party_organizations(repo: Repository, *resources: dict | None) -> dict[str, str]:
+def party_organizations(repo: Repository, *resources: dict | None) -> dict[str, str]:
     """PractitionerRole / HealthcareService parties mapped to their Organization."""
     out: dict[str, str] = {}
     for resource in resources:
@@ -72,7 +77,7 @@ def _party_organizations(repo: Repository, *resources: dict | None) -> dict[str,
             ref = _ref(resource.get(key))
             if not ref or not ref.startswith(("PractitionerRole/", "HealthcareService/")):
                 continue
-            party = _read_ref(repo, ref)
+            party = read_ref(repo, ref)
             if party is None:
                 continue
             org = _ref(party.get("organization") or party.get("providedBy"))
@@ -85,12 +90,12 @@ def _output_targets(repo: Repository, task: dict) -> dict[str, dict]:
     targets: dict[str, dict] = {}
     for output in task.get("output") or []:
         ref = _ref(output.get("valueReference"))
-        resource = _read_ref(repo, ref)
+        resource = read_ref(repo, ref)
         if ref and resource is not None:
             targets[ref] = resource
             for based in resource.get("basedOn") or []:  # platform filler-orders
                 based_ref = _ref(based)
-                based_res = _read_ref(repo, based_ref)
+                based_res = read_ref(repo, based_ref)
                 if based_ref and based_res is not None:
                     targets[based_ref] = based_res
     return targets
@@ -115,7 +120,7 @@ def _task_write(conn: Connection, call: Call, interaction: str, previous: dict |
     repo = Repository(conn)
     if interaction == "delete":
         task_rules.check_task_delete(previous, ctx,  # type: ignore[arg-type]
-                                     party_organizations=_party_organizations(repo, previous))
+                                     party_organizations=party_organizations(repo, previous))
         return
     assert new is not None
     if not (task_rules.is_referral_task(new) or task_rules.is_referral_task(previous)):
@@ -128,9 +133,9 @@ def _task_write(conn: Connection, call: Call, interaction: str, previous: dict |
             required=call.settings.require_if_match_for_tasks)
     stored = prepare_task_write(
         previous, new, ctx,
-        focus_service_request=_read_ref(repo, _ref(new.get("focus"))),
+        focus_service_request=read_ref(repo, _ref(new.get("focus"))),
         output_targets=_output_targets(repo, new),
-        party_organizations=_party_organizations(repo, previous, new))
+        party_organizations=party_organizations(repo, previous, new))
     if stored is not new:
         new.clear()
         new.update(stored)
@@ -146,12 +151,12 @@ def _service_request_write(conn: Connection, call: Call, previous: dict | None,
     if previous is not None:
         for task_id in find_ids(conn, "Task", [("focus", f"ServiceRequest/{new['id']}")],
                                 limit=100_000):
-            task = _read_ref(repo, f"Task/{task_id}")
+            task = read_ref(repo, f"Task/{task_id}")
             if task is not None:
                 open_tasks.append(task)
     stored, follow_ups = prepare_service_request_write(
         previous, new, ctx, open_tasks=open_tasks, now=datetime.now(UTC),
-        party_organizations=_party_organizations(repo, previous, new))
+        party_organizations=party_organizations(repo, previous, new))
     if stored is not new:
         new.clear()
         new.update(stored)
@@ -189,10 +194,10 @@ def _redirect(call: Call, res_type: str | None, res_id: str | None,
         if current is None or current.deleted:
             raise FhirError(404, "not-found", f"Task/{res_id} is not known")
         task = current.resource()
-        target = _read_ref(repo, target_ref)
+        target = read_ref(repo, target_ref)
         rejected, successor = redirect.plan_redirect(
             task, target_ref, reason, ctx, now=datetime.now(UTC), target=target,
-            party_organizations=_party_organizations(repo, task))
+            party_organizations=party_organizations(repo, task))
         system = system_call(call)
         new_result = crud.create_in(conn, system, "Task", successor,
                                     res_id=successor.get("id"))
