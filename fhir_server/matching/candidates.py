@@ -1,7 +1,7 @@
 """Candidate loading for $match: the whole directory as `ServiceFacts`, cached per database.
 
 The cache is keyed on a fingerprint of the HealthcareService and Location rows (count, newest
-lastUpdated, sum of versions). Writes through this process drop the cache at once (the
+lastUpdated, checksum of lastUpdated). Writes through this process drop the cache at once (the
 directory feature's after-write hook calls `invalidate`); writes by other processes are seen
 once the fingerprint is re-checked, at most RECHECK_SECONDS later. Provider history (Task
 acceptance) is cached the same way on Task.
@@ -9,15 +9,19 @@ acceptance) is cached the same way on Task.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from sqlalchemy import Connection, func, select
 
+from fhir_server.matching.pool import Pool
 from fhir_server.matching.ranking import Stats
 from fhir_server.storage.schema import history, resources
 from fhir_server.workflow.metrics import task_facts
@@ -26,6 +30,7 @@ from mappers.directory_model import ServiceFacts, location_position, service_fac
 
 _DIRECTORY_TYPES = ("HealthcareService", "Location")
 RECHECK_SECONDS = 1.0
+_CHECK_MODULUS = 1_000_000_007  # keeps the lastUpdated checksum within 64 bits
 
 
 @dataclass
@@ -35,18 +40,21 @@ class Snapshot:
     fingerprint: tuple
     services: list[ServiceFacts]
     by_category: dict[str, list[ServiceFacts]]
-    pools: dict[frozenset[str], list[ServiceFacts]] = field(default_factory=dict)
+    pools: dict[frozenset[str], Pool] = field(default_factory=dict)
 
-    def for_categories(self, categories: frozenset[str]) -> list[ServiceFacts]:
-        """Services in any of `categories`, each once, in a stable order (memoised)."""
-        if categories in self.pools:
-            return self.pools[categories]
+    def for_categories(self, categories: frozenset[str]) -> Pool:
+        """The pool of services in any of `categories`, each once, in a stable order, with
+        its filter and position indexes (memoised)."""
+        found = self.pools.get(categories)
+        if found is not None:
+            return found
         seen: dict[str, ServiceFacts] = {}
         for cat in sorted(categories):
             for facts in self.by_category.get(cat, []):
                 seen.setdefault(facts.service_id, facts)
-        self.pools[categories] = list(seen.values())
-        return self.pools[categories]
+        pool = Pool(list(seen.values()))
+        with _lock:
+            return self.pools.setdefault(categories, pool)
 
 
 _lock = threading.Lock()
@@ -75,20 +83,62 @@ def _mark(kind: str, key: str) -> None:
 
 
 def _fingerprint(conn: Connection, types: tuple[str, ...]) -> tuple:
-    row = conn.execute(select(func.count(), func.max(resources.c.last_updated),
-                              func.sum(resources.c.version))
+    """Rows, newest lastUpdated and a checksum of every lastUpdated of `types`: any write
+    changes it, and it is answered from the (res_type, last_updated) index alone."""
+    stamp = resources.c.last_updated
+    row = conn.execute(select(func.count(), func.max(stamp), func.sum(stamp % _CHECK_MODULUS))
                        .where(resources.c.res_type.in_(types))).one()
     return tuple(row)
 
 
-def _bodies(conn: Connection, res_type: str) -> list[dict]:
-    rows = conn.execute(select(resources.c.body).where(
-        resources.c.res_type == res_type, resources.c.deleted.is_(False)))
-    return [orjson.loads(r[0]) for r in rows if r[0]]
+@dataclass
+class _Parsed:
+    """What was parsed from the rows of one database, by id: ((version, lastUpdated), value).
+    A rebuild re-reads only the rows whose version or lastUpdated changed."""
+
+    locations: dict[str, tuple[tuple, tuple[float, float] | None]] = field(default_factory=dict)
+    services: dict[str, tuple[tuple, ServiceFacts]] = field(default_factory=dict)
+
+
+_parsed: dict[str, _Parsed] = {}
+_build_lock = threading.Lock()
+_CHUNK = 500
+_KEEP_DATABASES = 8
+
+
+def _refresh(conn: Connection, res_type: str, memo: dict[str, tuple[tuple, Any]],
+             convert: Callable[[dict], Any]) -> None:
+    """Bring `memo` up to date with the live rows of `res_type`: parse new and changed
+    bodies (one pass over all bodies when most changed), forget deleted ones."""
+    live = {rid: (version, stamp) for rid, version, stamp in conn.execute(
+        select(resources.c.res_id, resources.c.version, resources.c.last_updated).where(
+            resources.c.res_type == res_type, resources.c.deleted.is_(False)))}
+    for rid in [rid for rid in memo if rid not in live]:
+        del memo[rid]
+    changed = [rid for rid, tag in live.items() if rid not in memo or memo[rid][0] != tag]
+    if not changed:
+        return
+    base = select(resources.c.res_id, resources.c.version, resources.c.last_updated,
+                  resources.c.body).where(resources.c.res_type == res_type,
+                                          resources.c.deleted.is_(False))
+    if len(changed) > len(live) // 2:
+        queries = [base]
+    else:
+        queries = [base.where(resources.c.res_id.in_(changed[i:i + _CHUNK]))
+                   for i in range(0, len(changed), _CHUNK)]
+    for query in queries:
+        for rid, version, stamp, body in conn.execute(query):
+            if body and (rid not in memo or memo[rid][0] != (version, stamp)):
+                memo[rid] = ((version, stamp), convert(orjson.loads(body)))
+
+
+def _position(location: dict) -> tuple[float, float] | None:
+    return None if location.get("status") == "inactive" else location_position(location)
 
 
 def directory(conn: Connection, key: str) -> Snapshot:
-    """The current directory snapshot (rebuilt when the fingerprint changed)."""
+    """The current directory snapshot (rebuilt when the fingerprint changed; only changed
+    rows are parsed again)."""
     cached = _directory.get(key)
     if _fresh("directory", key, cached):
         return cached  # type: ignore[return-value]
@@ -96,18 +146,22 @@ def directory(conn: Connection, key: str) -> Snapshot:
     if cached is not None and cached.fingerprint == fp:
         _mark("directory", key)
         return cached
-    positions: dict[str, tuple[float, float]] = {}
-    for loc in _bodies(conn, "Location"):
-        pos = location_position(loc)
-        if pos is not None and loc.get("status") != "inactive":
-            positions[loc["id"]] = pos
-    services = []
-    by_category: dict[str, list[ServiceFacts]] = defaultdict(list)
-    for body in _bodies(conn, "HealthcareService"):
-        facts = service_facts(body, tuple(positions[lid] for lid in _location_ids(body)
-                                          if lid in positions))
-        services.append(facts)
+    with _build_lock:
+        parsed = _parsed[key] = _parsed.pop(key, None) or _Parsed()
+        while len(_parsed) > _KEEP_DATABASES:
+            del _parsed[next(iter(_parsed))]
+        _refresh(conn, "Location", parsed.locations, _position)
+        _refresh(conn, "HealthcareService", parsed.services, service_facts)
+        positions = {lid: pos for lid, (_, pos) in parsed.locations.items() if pos is not None}
+        services = []
+        for rid, (tag, facts) in parsed.services.items():
+            wanted = tuple(positions[lid] for lid in facts.location_ids if lid in positions)
+            if wanted != facts.positions:
+                facts = dataclasses.replace(facts, positions=wanted)
+                parsed.services[rid] = (tag, facts)
+            services.append(facts)
     services.sort(key=lambda f: f.service_id)
+    by_category: dict[str, list[ServiceFacts]] = defaultdict(list)
     for facts in services:
         for cat in facts.categories:
             by_category[cat].append(facts)
@@ -116,11 +170,6 @@ def directory(conn: Connection, key: str) -> Snapshot:
         _directory[key] = snap
     _mark("directory", key)
     return snap
-
-
-def _location_ids(body: dict) -> list[str]:
-    return [str(r.get("reference", ""))[len("Location/"):] for r in body.get("location") or []
-            if str(r.get("reference", "")).startswith("Location/")]
 
 
 def provider_stats(conn: Connection, key: str) -> dict[str, Stats]:

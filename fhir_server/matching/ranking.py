@@ -8,10 +8,13 @@ data always gives the same order.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 from datetime import date
 
+from fhir_server.matching.geo import Ruler, haversine_km
+from fhir_server.matching.pool import Pool, members, one_failure
 from mappers.directory_model import LEVEL_CATEGORIES, ServiceFacts
 
 WEIGHTS = {"distance": 0.30, "wait": 0.25, "capacity": 0.20, "language": 0.10, "history": 0.15}
@@ -76,14 +79,6 @@ class Candidate:
     def sort_key(self) -> tuple:
         dist = self.distance_km if self.distance_km is not None else math.inf
         return (-self.score, dist, self.facts.name, self.facts.service_id)
-
-
-def haversine_km(a: tuple[float, float], b: tuple[float, float]) -> float:
-    """Great-circle distance in kilometres."""
-    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
-    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(
-        (lon2 - lon1) / 2) ** 2
-    return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(h)))
 
 
 def evaluate(facts: ServiceFacts, crit: Criteria, stats: Stats | None) -> Candidate | None:
@@ -207,72 +202,84 @@ def _history(stats: Stats | None) -> float:
     return 0.5 * rate + 0.5 * speed
 
 
-def _quick(f: ServiceFacts, crit: Criteria) -> tuple[int, float | None]:
-    """(number of failed hard filters, distance km) without building any text; mirrors
-    `_filters` (the fast path of `rank`; the shown candidates are re-evaluated in full)."""
-    fails = 0
-    if crit.crisis and not f.always_open:
-        fails += 1
-    if not f.active:
-        fails += 1
-    if f.capacity == "no-capacity":
-        fails += 1
-    if crit.age is not None and ((f.age_min is not None and crit.age < f.age_min)
-                                 or (f.age_max is not None and crit.age > f.age_max)):
-        fails += 1
-    if crit.language and crit.language not in f.languages \
-            and "interpreter" not in f.modalities:
-        fails += 1
-    if crit.coverage and crit.coverage not in f.coverage:
-        fails += 1
-    if crit.modality and crit.modality not in f.modalities:
-        fails += 1
-    dist = None
-    if crit.point is not None:
-        if f.positions:
-            dist = _nearest(crit.point, f.positions, crit.radius_km)
-        if crit.modality != "telehealth" and (dist is None or dist > crit.radius_km):
-            fails += 1
-    return fails, dist
+def _masks(pool: Pool, crit: Criteria) -> list[int]:
+    """One pass-bitset per applicable hard filter except distance (mirrors `_filters`)."""
+    masks = [pool.mask(("active",), lambda f: f.active),
+             pool.mask(("capacity",), lambda f: f.capacity != "no-capacity")]
+    if crit.crisis:
+        masks.append(pool.mask(("24/7",), lambda f: f.always_open))
+    age, language, coverage, modality = crit.age, crit.language, crit.coverage, crit.modality
+    if age is not None:
+        masks.append(pool.mask(("age", age), lambda f: not (
+            (f.age_min is not None and age < f.age_min)
+            or (f.age_max is not None and age > f.age_max))))
+    if language:
+        masks.append(pool.mask(("language", language), lambda f: language in f.languages
+                               or "interpreter" in f.modalities))
+    if coverage:
+        masks.append(pool.mask(("coverage", coverage), lambda f: coverage in f.coverage))
+    if modality:
+        masks.append(pool.mask(("modality", modality), lambda f: modality in f.modalities))
+    return masks
 
 
-def _nearest(point: tuple[float, float], positions: tuple[tuple[float, float], ...],
-             radius_km: float) -> float:
-    """Distance to the nearest position: exact (haversine, 2 decimals) when it may be within
-    the radius; beyond it, the equirectangular estimate (only orders near misses)."""
-    lat0, lon0 = point
-    scale = math.cos(math.radians(lat0))
-    best = math.inf
-    for lat, lon in positions:
-        approx = 111.195 * math.hypot(lat - lat0, (lon - lon0) * scale)
-        if approx <= radius_km * 1.02 + 1:
-            approx = haversine_km(point, (lat, lon))
-        best = min(best, approx)
-    return round(best, 2)
-
-
-def rank(services: list[ServiceFacts], crit: Criteria, stats: dict[str, Stats]
+def rank(services: Pool | list[ServiceFacts], crit: Criteria, stats: dict[str, Stats]
          ) -> tuple[list[Candidate], int, list[Candidate]]:
     """(the best `count` matches, best first, with reasons; how many matched in all; near
     misses -- active services that failed exactly one criterion -- nearest first, up to
-    `near_misses`)."""
-    relevant = crit.relevant_categories()
+    `near_misses`). `services` is a `Pool` of the relevant categories (or any list)."""
+    if not isinstance(services, Pool):
+        relevant = crit.relevant_categories()
+        services = Pool([f for f in services if f.categories & relevant])
+    pool, point, radius = services, crit.point, crit.radius_km
+    passing, once = one_failure(_masks(pool, crit), pool.everything)
+    once &= pool.mask(("active",), lambda f: f.active)
+    facts = pool.services
     scored: list[tuple] = []
     missed: list[tuple] = []
-    for f in services:
-        if not f.categories & relevant:
-            continue
-        fails, dist = _quick(f, crit)
+
+    ruler = Ruler(point, radius) if point is not None else None
+    prepared = pool.prepared
+
+    def distance(i: int) -> float | None:
+        return ruler.nearest(prepared[i]) if ruler is not None and prepared[i] else None
+
+    def score(i: int, dist: float | None) -> None:
+        f = facts[i]
+        st = stats.get(f.service_id) or stats.get(f.organization or "")
         far = dist if dist is not None else math.inf
-        if fails == 0:
-            st = stats.get(f.service_id) or stats.get(f.organization or "")
-            scored.append((-_numbers(f, crit, dist, st)[0], far, f.name, f.service_id, f))
-        elif fails == 1 and f.active:
-            missed.append((far, f.name, f.service_id, f))
-    scored.sort(key=lambda t: t[:4])
-    missed.sort(key=lambda t: t[:3])
-    matches = [_explain(t[-1], crit, stats) for t in scored[:crit.count]]
-    misses = [_explain(t[-1], crit, stats) for t in missed[:crit.near_misses]]
+        scored.append((-_numbers(f, crit, dist, st)[0], far, f.name, f.service_id, f))
+
+    def miss(i: int, dist: float | None) -> None:
+        f = facts[i]
+        missed.append((dist if dist is not None else math.inf, f.name, f.service_id, f))
+
+    if point is None or crit.modality == "telehealth":
+        for i in members(passing):
+            score(i, distance(i))
+        for i in members(once):
+            miss(i, distance(i))
+    else:
+        near = pool.near(point, radius * 1.02 + 1)
+        inside = 0
+        for i in members(passing & near):
+            dist = distance(i)
+            if dist is not None and dist <= radius:
+                score(i, dist)
+            else:
+                miss(i, dist)
+        for i in members(once & near):
+            dist = distance(i)
+            if dist is not None and dist <= radius:
+                miss(i, dist)
+                inside += 1
+        if inside < crit.near_misses:  # misses beyond the radius can still make the list
+            for i in members(passing & ~near):
+                miss(i, distance(i))
+    matches = [_explain(t[-1], crit, stats)
+               for t in heapq.nsmallest(crit.count, scored, key=lambda t: t[:4])]
+    misses = [_explain(t[-1], crit, stats)
+              for t in heapq.nsmallest(crit.near_misses, missed, key=lambda t: t[:3])]
     return matches, len(scored), misses
 
 
