@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -107,10 +108,49 @@ def _put_loop(port: int, deadline: float, n_threads: int, orgs: int) -> tuple[li
     return lat, errs[0]
 
 
-def burst(port: int, seconds: float, clients: int, orgs: int) -> dict:
-    """Closed-loop write throughput (Task PUTs) from `clients` clients."""
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _pids(root: int) -> list[int]:
+    """`root` and its descendants."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            children = []
+        todo.extend(int(c) for c in children)
+    return out
+
+
+def _postgres_pids() -> list[int]:
+    out = subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def burst(port: int, seconds: float, clients: int, orgs: int,
+          groups: dict[str, Callable[[], list[int]]] | None = None) -> dict:
+    """Closed-loop write throughput (Task PUTs) from `clients` clients; with `groups`, also
+    the CPU cores each process group used meanwhile (cpu_cores)."""
+    groups = groups or {}
+    before = {name: _cpu_seconds(pids()) for name, pids in groups.items()}
     lat, errors, elapsed = run_clients(partial(_put_loop, orgs=orgs), clients, seconds, port)
-    return summarise("task-put", lat, elapsed, errors)
+    row = summarise("task-put", lat, elapsed, errors)
+    if groups:
+        row["cpu_cores"] = {name: round((_cpu_seconds(pids()) - before[name]) / elapsed, 2)
+                            for name, pids in groups.items()}
+    return row
 
 
 def paced(port: int, rate: float, seconds: float, orgs: int, senders: int = 16) -> dict:
@@ -247,6 +287,14 @@ def prepare_database(url: str) -> None:
                    cwd=ROOT, capture_output=True)
 
 
+def _keep_alive(receiver: HookReceiver) -> None:
+    """Let the loopback receiver keep connections open (HTTP/1.1), like real endpoints do.
+    (HookReceiver answers HTTP/1.0 by default: one TCP connection per notification.)"""
+    server = receiver._server  # noqa: SLF001 - bench-only tuning of the test receiver
+    if server is not None:
+        server.RequestHandlerClass.protocol_version = "HTTP/1.1"
+
+
 def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -257,16 +305,24 @@ def run(backend: str, args: argparse.Namespace) -> dict:
     _log("database ready; starting the server")
     server = start_fhir_server(url, workers=args.workers, threads=args.threads)
     receiver = HookReceiver()
+    if args.keepalive:
+        _keep_alive(receiver)
     worker: subprocess.Popen | None = None
     out: dict = {"backend": backend, "subscriptions": args.subs, "rate": args.rate,
-                 "seconds": args.seconds}
+                 "seconds": args.seconds, "receiver_keepalive": args.keepalive}
     try:
         _log("server up; seeding Tasks")
         seed_tasks(server.port, args.subs)
         _log("warm-up")
         burst(server.port, 3, args.clients, args.subs)  # warm-up
+        groups: dict[str, Callable[[], list[int]]] = {
+            "server": lambda: _pids(server.process.pid),
+            "worker": lambda: [worker.pid] if worker is not None else [],
+            "receiver": lambda: [os.getpid()]}
+        if backend == "postgresql":
+            groups["postgres (all)"] = _postgres_pids
         out["writes_without_subs"] = burst(server.port, args.burst_seconds, args.clients,
-                                           args.subs)
+                                           args.subs, groups)
         _log("starting the worker; creating Subscriptions")
         worker = start_worker(url, server.port)
         subs = create_subscriptions(server.port, receiver, args.subs)
@@ -281,7 +337,7 @@ def run(backend: str, args: argparse.Namespace) -> dict:
         out["delivery"] = delivery_stats(receiver, subs, expected)
         _log("throughput with Subscriptions")
         out["writes_with_subs"] = burst(server.port, args.burst_seconds, args.clients,
-                                        args.subs)
+                                        args.subs, groups)
         out["with_over_without"] = round(out["writes_with_subs"]["throughput_rps"]
                                          / out["writes_without_subs"]["throughput_rps"], 3)
     finally:
@@ -355,6 +411,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--no-keepalive", dest="keepalive", action="store_false",
+                        help="receiver answers HTTP/1.0 (a new connection per notification)")
     parser.add_argument("--out", type=Path, default=None, help="also write JSON here")
     parser.add_argument("--micro", action="store_true",
                         help="only the in-process record_events overhead (0 vs --subs)")

@@ -113,10 +113,13 @@ _lock = threading.Lock()
 _cache: dict[str, tuple[tuple[Any, ...], Snapshot]] = {}
 
 
+# built once: statement construction costs more than running it on every write
+_STAMP = select(func.count(), func.max(registry.c.updated_at),
+                func.sum(registry.c.updated_at % _CHECKSUM_MOD))
+
+
 def _stamp(conn: Connection) -> tuple[Any, ...]:
-    row = conn.execute(select(
-        func.count(), func.max(registry.c.updated_at),
-        func.sum(registry.c.updated_at % _CHECKSUM_MOD))).one()
+    row = conn.execute(_STAMP).one()
     return tuple(int(v or 0) for v in row)
 
 

@@ -1,4 +1,8 @@
-"""Channel transports: rest-hook (HTTP POST) and email (SMTP). One job: send one bundle."""
+"""Channel transports: rest-hook (HTTP POST) and email (SMTP). One job: send one bundle.
+
+rest-hook posts go through one process-wide urllib3 pool manager (thread-safe), so
+connections to an endpoint are kept alive and reused by every delivery thread.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from email.message import EmailMessage
 from typing import Any
 
 import orjson
-import requests
+import urllib3
+from urllib3.exceptions import HTTPError, NewConnectionError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from subscriptions.subscription_rules import SubscriptionSpec
 
@@ -40,15 +46,26 @@ class SmtpSettings:
         )
 
 
-_local = threading.local()
+_pool_lock = threading.Lock()
+_pool: urllib3.PoolManager | None = None
+POOL_HOSTS = 100  # endpoints whose connections are kept
+POOL_PER_HOST = 16  # idle keep-alive connections kept per endpoint
 
 
-def _session() -> requests.Session:
-    sess = getattr(_local, "session", None)
-    if sess is None:
-        sess = requests.Session()
-        _local.session = sess
-    return sess
+def _manager() -> urllib3.PoolManager:
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                try:
+                    import certifi  # the CA bundle requests uses
+
+                    ca: str | None = certifi.where()
+                except ImportError:
+                    ca = None
+                _pool = urllib3.PoolManager(num_pools=POOL_HOSTS, maxsize=POOL_PER_HOST,
+                                            block=False, ca_certs=ca)
+    return _pool
 
 
 def serialise(bundle: dict[str, Any], spec: SubscriptionSpec) -> bytes:
@@ -71,18 +88,19 @@ def send_rest_hook(spec: SubscriptionSpec, body: bytes) -> int:
     headers = {name: value for name, value in spec.headers}
     headers["Content-Type"] = spec.payload_mime
     try:
-        resp = _session().post(
-            spec.endpoint, data=body, headers=headers,
-            timeout=(min(spec.timeout, 10), spec.timeout), allow_redirects=False,
+        resp = _manager().request(
+            "POST", spec.endpoint, body=body, headers=headers, redirect=False, retries=False,
+            timeout=urllib3.Timeout(connect=min(spec.timeout, 10), read=spec.timeout),
         )
-    except requests.Timeout as exc:
-        raise DeliveryError(f"no response from {spec.endpoint} within {spec.timeout}s") from exc
-    except requests.RequestException as exc:
+    except NewConnectionError as exc:
         raise DeliveryError(f"cannot reach {spec.endpoint}: {exc.__class__.__name__}") from exc
-    resp.close()
-    if not 200 <= resp.status_code < 300:
-        raise DeliveryError(f"endpoint answered HTTP {resp.status_code}")
-    return resp.status_code
+    except Urllib3Timeout as exc:
+        raise DeliveryError(f"no response from {spec.endpoint} within {spec.timeout}s") from exc
+    except (HTTPError, OSError, ValueError) as exc:
+        raise DeliveryError(f"cannot reach {spec.endpoint}: {exc.__class__.__name__}") from exc
+    if not 200 <= resp.status < 300:
+        raise DeliveryError(f"endpoint answered HTTP {resp.status}")
+    return resp.status
 
 
 def send_email(spec: SubscriptionSpec, body: bytes, subject: str, summary: str,

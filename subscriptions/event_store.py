@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, select
+from sqlalchemy import Connection, Row, bindparam, select
 
 from fhir_server.storage.schema import history, resources
 from subscriptions.notifications import NotificationEvent, StatusInfo, micros_to_instant
@@ -65,9 +66,22 @@ def state_query():  # type: ignore[no-untyped-def]
         registry.join(delivery, delivery.c.sub_id == registry.c.sub_id))
 
 
+# Statements run per notification, built once (building costs more than running them).
+_STATE_ONE = state_query().where(registry.c.sub_id == bindparam("sid"))
+_EVENTS_FROM = (select(events).where(events.c.sub_id == bindparam("sid"),
+                                     events.c.event_number >= bindparam("since"))
+                .order_by(events.c.event_number).limit(bindparam("lim")))
+_EVENTS_BETWEEN = _EVENTS_FROM.where(events.c.event_number <= bindparam("until"))
+_HISTORY_BODY = select(history.c.body).where(
+    history.c.res_type == bindparam("rt"), history.c.res_id == bindparam("rid"),
+    history.c.version == bindparam("ver"))
+_CURRENT_BODY = select(resources.c.body).where(
+    resources.c.res_type == bindparam("rt"), resources.c.res_id == bindparam("rid"))
+
+
 def load_state(conn: Connection, sub_id: str) -> SubscriptionState | None:
     """The state of one Subscription, or None if it is not registered."""
-    row = conn.execute(state_query().where(registry.c.sub_id == sub_id)).first()
+    row = conn.execute(_STATE_ONE, {"sid": sub_id}).first()
     return _state(row) if row else None
 
 
@@ -85,24 +99,20 @@ def load_states(conn: Connection, ids: list[str] | None = None,
 def event_rows(conn: Connection, sub_id: str, since: int, until: int | None,
                limit: int) -> list[Row[Any]]:
     """Outbox rows with since <= event_number <= until, in order, at most `limit`."""
-    cond = and_(events.c.sub_id == sub_id, events.c.event_number >= since)
-    if until is not None:
-        cond = and_(cond, events.c.event_number <= until)
-    return list(conn.execute(
-        select(events).where(cond).order_by(events.c.event_number).limit(limit)))
+    params: dict[str, Any] = {"sid": sub_id, "since": since, "lim": limit}
+    if until is None:
+        return list(conn.execute(_EVENTS_FROM, params))
+    return list(conn.execute(_EVENTS_BETWEEN, dict(params, until=until)))
 
 
 def _version_body(conn: Connection, res_type: str, res_id: str,
                   version: str | None) -> dict[str, Any] | None:
+    body = None
     if version is not None and version.isdigit():
-        body = conn.execute(select(history.c.body).where(
-            history.c.res_type == res_type, history.c.res_id == res_id,
-            history.c.version == int(version))).scalar()
-    else:
-        body = None
+        body = conn.execute(_HISTORY_BODY,
+                            {"rt": res_type, "rid": res_id, "ver": int(version)}).scalar()
     if body is None:
-        body = conn.execute(select(resources.c.body).where(
-            resources.c.res_type == res_type, resources.c.res_id == res_id)).scalar()
+        body = conn.execute(_CURRENT_BODY, {"rt": res_type, "rid": res_id}).scalar()
     return json.loads(body) if body else None
 
 
@@ -110,9 +120,22 @@ def _current_body(conn: Connection, ref: str) -> dict[str, Any] | None:
     parts = ref.split("/_history/")[0].rstrip("/").split("/")
     if len(parts) < 2:
         return None
-    body = conn.execute(select(resources.c.body).where(
-        resources.c.res_type == parts[-2], resources.c.res_id == parts[-1])).scalar()
+    body = conn.execute(_CURRENT_BODY, {"rt": parts[-2], "rid": parts[-1]}).scalar()
     return json.loads(body) if body else None
+
+
+def bind_connection(readable_by: ReadableBy | None, conn: Connection) -> ReadableBy | None:
+    """`readable_by` evaluated on `conn` when it accepts a `conn` keyword (no second
+    connection and transaction per check), else unchanged."""
+    if readable_by is None:
+        return None
+    try:
+        takes_conn = "conn" in inspect.signature(readable_by).parameters
+    except (TypeError, ValueError):
+        takes_conn = False
+    if not takes_conn:
+        return readable_by
+    return lambda owner, resource: readable_by(owner, resource, conn=conn)  # type: ignore[call-arg]
 
 
 def notification_events(
@@ -124,6 +147,7 @@ def notification_events(
     A focus the owner may no longer read keeps its event number but loses focus and body;
     unreadable additional context is dropped.
     """
+    readable_by = bind_connection(readable_by, conn)
     out: list[NotificationEvent] = []
     for r in rows:
         context = tuple(json.loads(r.context)) if r.context else ()

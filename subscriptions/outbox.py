@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
 
 from subscriptions import candidates
 from subscriptions.outbox_schema import delivery, events, registry
@@ -26,6 +26,12 @@ from subscriptions.topics import fired_topics
 LIVE_STATUSES = candidates.LIVE_STATUSES
 ReadableBy = Callable[[str | None, dict[str, Any]], bool]
 _CHANNEL_FIELDS = ("channel_type", "endpoint", "payload_mime", "content", "headers")
+# Write-path statements, built once (building them costs more than running them).
+_LIVE = or_(*(registry.c.status == s for s in LIVE_STATUSES))  # no expanding IN parameter
+_BUMP_ONE = (update(registry).where(registry.c.sub_id == bindparam("sid"), _LIVE)
+             .values(event_count=registry.c.event_count + 1)
+             .returning(registry.c.sub_id, registry.c.event_count))
+_INSERT_EVENTS = insert(events)
 
 
 def now_us() -> int:
@@ -140,21 +146,20 @@ def record_events(
             chosen[cand.sub_id] = topic_url
     if not chosen:
         return 0
-    live = registry.c.status.in_(LIVE_STATUSES)
-    if len(chosen) == 1:  # a single counter: the UPDATE below locks it
-        locked = list(chosen)
+    if len(chosen) == 1:  # a single counter: the UPDATE locks it
+        numbers = conn.execute(_BUMP_ONE, {"sid": next(iter(chosen))}).all()
     else:  # lock the counters in sub_id order: writers never deadlock on each other
         locked = conn.execute(
-            select(registry.c.sub_id).where(registry.c.sub_id.in_(sorted(chosen)), live)
+            select(registry.c.sub_id).where(registry.c.sub_id.in_(sorted(chosen)), _LIVE)
             .order_by(registry.c.sub_id).with_for_update()
         ).scalars().all()
         if not locked:
             return 0
-    numbers = conn.execute(
-        update(registry).where(registry.c.sub_id.in_(locked), live)
-        .values(event_count=registry.c.event_count + 1)
-        .returning(registry.c.sub_id, registry.c.event_count)
-    ).all()
+        numbers = conn.execute(
+            update(registry).where(registry.c.sub_id.in_(locked), _LIVE)
+            .values(event_count=registry.c.event_count + 1)
+            .returning(registry.c.sub_id, registry.c.event_count)
+        ).all()
     if not numbers:
         return 0
     out = []
@@ -167,5 +172,5 @@ def record_events(
             "context": json.dumps(list(ev.additional_context)) if ev.additional_context else None,
             "occurred_at": ts,
         })
-    conn.execute(insert(events), out)
+    conn.execute(_INSERT_EVENTS, out)
     return len(out)

@@ -1,30 +1,42 @@
 """The delivery worker: sends handshakes, events (in order, batched) and heartbeats.
 
-Several workers (processes or threads) may share one database. A worker claims one
-Subscription at a time by writing a lease (`lease_owner`, `lease_until`); on PostgreSQL the
-claim uses `SELECT ... FOR UPDATE SKIP LOCKED`, on SQLite the write transaction is already
-exclusive (BEGIN IMMEDIATE). The lease outlives the channel timeout, so a Subscription's
-events are only ever sent by one worker, in event-number order. The delivered watermark moves
-only after the endpoint accepted a batch: a crash re-sends the batch (at-least-once).
-Failures back off exponentially with jitter; when failures last longer than the error window
-the Subscription goes to `error` (events keep being counted, heartbeats carry `error`).
+Several workers (processes) may share one database. A worker leases due Subscriptions by
+writing `lease_owner` / `lease_until`; on PostgreSQL the claim uses
+`SELECT ... FOR UPDATE SKIP LOCKED`, on SQLite the write transaction is already exclusive
+(BEGIN IMMEDIATE). The lease outlives the channel timeout, so a Subscription's events are only
+ever sent by one worker, in event-number order. The delivered watermark moves only after the
+endpoint accepted a batch: a crash re-sends the batch (at-least-once). Failures back off
+exponentially with jitter; when failures last longer than the error window the Subscription
+goes to `error` (events keep being counted, heartbeats carry `error`).
+
+One coordinator thread per worker does all database writes: each cycle, in ONE write
+transaction, it stores the outcomes of finished sends (releasing their leases) and claims the
+due Subscriptions (up to `max_inflight` leased at a time), then hands them to a pool of
+`threads` senders. A sender reads the Subscription's state and events in its own read
+transaction, builds the bundle and posts it (keep-alive connections, see channels.py). A
+cheap read query decides whether anything is due before a write transaction is opened, so an
+idle worker polls every `poll_interval` without taking the SQLite writer lock.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
+import queue
 import random
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 
 from fhir_server.storage.db import Database
 from subscriptions import notifications as nb
@@ -49,8 +61,9 @@ class WorkerConfig:
     """Delivery tuning; every interval is in seconds."""
 
     base_url: str = "http://127.0.0.1:8080/fhir"
-    poll_interval: float = 0.2
-    threads: int = 4
+    poll_interval: float = 0.05
+    threads: int = 8
+    max_inflight: int = 64  # leased and not yet stored, queued for or in the senders
     lease_margin: float = 5.0
     error_window: float = 600.0
     backoff_base: float = 1.0
@@ -68,8 +81,9 @@ class WorkerConfig:
         env = os.environ.get
         values: dict[str, object] = {
             "base_url": env("FHIR_SERVER_BASE_URL", "http://127.0.0.1:8080/fhir"),
-            "poll_interval": float(env("FHIR_SERVER_WORKER_POLL", "0.2")),
-            "threads": int(env("FHIR_SERVER_WORKER_THREADS", "4")),
+            "poll_interval": float(env("FHIR_SERVER_WORKER_POLL", "0.05")),
+            "threads": int(env("FHIR_SERVER_WORKER_THREADS", "8")),
+            "max_inflight": int(env("FHIR_SERVER_WORKER_MAX_INFLIGHT", "64")),
             "error_window": float(env("FHIR_SERVER_SUBSCRIPTION_ERROR_WINDOW", "600")),
             "backoff_base": float(env("FHIR_SERVER_SUBSCRIPTION_BACKOFF_BASE", "1")),
             "backoff_max": float(env("FHIR_SERVER_SUBSCRIPTION_BACKOFF_MAX", "300")),
@@ -99,47 +113,100 @@ def _due_condition(now: int):  # type: ignore[no-untyped-def]
                 or_(handshake, has_events, heartbeat))
 
 
-def claim(db: Database, worker_id: str, lease_margin: float) -> str | None:
-    """Lease one Subscription that has due work; return its id (None when nothing is due).
+def _due_query(now: int, exclude: Collection[str]):  # type: ignore[no-untyped-def]
+    q = (select(delivery.c.sub_id, registry.c.spec)
+         .select_from(delivery.join(registry, registry.c.sub_id == delivery.c.sub_id))
+         .where(_due_condition(now)))
+    if exclude:
+        q = q.where(delivery.c.sub_id.not_in(sorted(exclude)))
+    return q
 
-    The lease lasts twice the Subscription's channel timeout plus `lease_margin` seconds.
+
+def anything_due(conn: Connection, exclude: Collection[str] = ()) -> bool:
+    """Whether some Subscription (other than `exclude`) has due work (a read-only query)."""
+    return conn.execute(_due_query(now_us(), exclude).limit(1)).first() is not None
+
+
+def claim_in(conn: Connection, worker_id: str, lease_margin: float, limit: int,
+             exclude: Collection[str] = (), *, skip_locked: bool = False) -> list[str]:
+    """Lease up to `limit` Subscriptions with due work in the open write transaction.
+
+    Least recently served first (round robin: no Subscription starves another). Each lease
+    lasts twice the Subscription's channel timeout plus `lease_margin` seconds.
     """
     now = now_us()
-    with db.write() as conn:
-        q = (
-            select(delivery.c.sub_id, registry.c.spec)
-            .select_from(delivery.join(registry, registry.c.sub_id == delivery.c.sub_id))
-            .where(_due_condition(now))
-            # least recently served first: round robin, no Subscription starves another
-            .order_by(func.coalesce(delivery.c.last_sent_at, 0), delivery.c.sub_id)
-            .limit(1)
-        )
-        if not db.is_sqlite:
-            q = q.with_for_update(of=delivery, skip_locked=True)
-        row = conn.execute(q).first()
-        if row is None:
-            return None
+    q = (_due_query(now, exclude)
+         # least recently served first: round robin, no Subscription starves another
+         .order_by(func.coalesce(delivery.c.last_sent_at, 0), delivery.c.sub_id)
+         .limit(limit))
+    if skip_locked:
+        q = q.with_for_update(of=delivery, skip_locked=True)
+    by_lease: dict[int, list[str]] = {}
+    for row in conn.execute(q):
         timeout = json.loads(row.spec).get("timeout", 120)
-        conn.execute(update(delivery).where(delivery.c.sub_id == row.sub_id).values(
-            lease_owner=worker_id, lease_until=now + int((2 * timeout + lease_margin) * US)))
-        return str(row.sub_id)
+        until = now + int((2 * timeout + lease_margin) * US)
+        by_lease.setdefault(until, []).append(str(row.sub_id))
+    for until, ids in by_lease.items():
+        conn.execute(update(delivery).where(delivery.c.sub_id.in_(ids)).values(
+            lease_owner=worker_id, lease_until=until))
+    return [sid for ids in by_lease.values() for sid in ids]
+
+
+def claim(db: Database, worker_id: str, lease_margin: float) -> str | None:
+    """Lease one Subscription that has due work; return its id (None when nothing is due)."""
+    with db.write() as conn:
+        ids = claim_in(conn, worker_id, lease_margin, 1, skip_locked=not db.is_sqlite)
+    return ids[0] if ids else None
+
+
+@functools.lru_cache(maxsize=64)
+def _release_statement(keys: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    """UPDATE releasing our lease and setting `keys` (built once per set of keys)."""
+    return update(delivery).where(
+        delivery.c.sub_id == bindparam("v_sid"), delivery.c.lease_owner == bindparam("v_owner"),
+    ).values(lease_owner=None, lease_until=0, **{k: bindparam(f"v_{k}") for k in keys})
+
+
+@dataclass
+class Outcome:
+    """What a unit of work decided for one leased Subscription: the delivery-row values to
+    store when the lease is released, and an optional status change (old, new, error)."""
+
+    sub_id: str
+    values: dict[str, object] = field(default_factory=dict)
+    status_change: tuple[str, str, str | None] | None = None
+    gone: bool = False  # the Subscription was deleted meanwhile: nothing to store
+
+
+@dataclass
+class Job:
+    """A notification ready to send for one leased Subscription."""
+
+    state: SubscriptionState
+    kind: str  # handshake | event-notification | heartbeat
+    bundle: dict[str, Any]
+    last_number: int = 0
 
 
 class Worker:
-    """One delivery worker process (with `cfg.threads` delivery threads)."""
+    """One delivery worker: a coordinator (all database writes) and `cfg.threads` senders."""
 
     def __init__(self, db: Database, cfg: WorkerConfig, worker_id: str | None = None) -> None:
         self.db = db
         self.cfg = cfg
         self.worker_id = worker_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.rng = random.Random()
-        self._last_prune = 0.0
+        self._last_prune = -float(cfg.prune_every)  # prune once at start
+        self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._pending: list[Outcome] = []  # outcomes not yet stored
+        self._inflight: set[str] = set()  # leased by this worker, outcome not yet stored
+        self._wake = threading.Event()
 
     # -- bookkeeping -----------------------------------------------------------------
     def _finish(self, conn: Connection, sub_id: str, **values: object) -> bool:
-        res = conn.execute(update(delivery).where(
-            delivery.c.sub_id == sub_id, delivery.c.lease_owner == self.worker_id,
-        ).values(lease_owner=None, lease_until=0, **values))
+        params = {f"v_{k}": v for k, v in values.items()}
+        res = conn.execute(_release_statement(tuple(sorted(values))),
+                           dict(params, v_sid=sub_id, v_owner=self.worker_id))
         return res.rowcount == 1
 
     def _set_status(self, conn: Connection, sub_id: str, old: str, new: str,
@@ -149,29 +216,52 @@ class Worker:
         if res.rowcount and self.cfg.status_hook is not None:
             self.cfg.status_hook(conn, sub_id, new, error)
 
-    # -- one unit of work --------------------------------------------------------------
-    def process(self, sub_id: str) -> None:
-        """Do the due work of one leased Subscription, then release the lease."""
-        prepared: tuple[dict, int] | None = None
-        with self.db.read() as conn:
-            state = load_state(conn, sub_id)
-            if state is None:
-                return
-            if state.status == "active" and state.delivered_through < state.event_count:
-                prepared = self._prepare_events(conn, state)
-        if state.status == "requested" and state.needs_handshake:
-            self._handshake(state)
-        elif prepared is not None:
-            self._events(state, *prepared)
-        elif state.status == "active" and state.delivered_through < state.event_count:
-            with self.db.write() as wconn:  # events pruned or missing: skip, never stall
-                self._finish(wconn, sub_id, delivered_through=state.event_count)
-        elif state.status in ("active", "error") and state.spec.heartbeat_period:
-            self._heartbeat(state)
-        else:
-            with self.db.write() as wconn:
-                self._finish(wconn, sub_id)
+    def apply(self, conn: Connection, outcome: Outcome) -> None:
+        """Store an outcome and release the lease (no-op when the lease is no longer ours).
 
+        A status change (and its hook) runs in a savepoint: if it fails, the lease is
+        released with a retry in one second instead, as if the attempt had not happened.
+        """
+        if outcome.gone:
+            return
+        if outcome.status_change is None:
+            self._finish(conn, outcome.sub_id, **outcome.values)
+            return
+        try:
+            with conn.begin_nested():
+                if self._finish(conn, outcome.sub_id, **outcome.values):
+                    self._set_status(conn, outcome.sub_id, *outcome.status_change)
+        except Exception:
+            log.exception("storing the outcome for %s failed", outcome.sub_id)
+            self._finish(conn, outcome.sub_id, next_attempt_at=now_us() + US)
+
+    # -- planning (read transaction) ---------------------------------------------------
+    def plan(self, conn: Connection, state: SubscriptionState) -> Job | Outcome:
+        """The due work of one leased Subscription: a notification to send, or an outcome
+        that only releases the lease."""
+        content = state.spec.content
+        if state.status == "requested" and state.needs_handshake:
+            info = state.status_info()
+            bundle = nb.handshake(nb.StatusInfo(info.subscription_id, info.topic_url,
+                                                "requested", state.event_count),
+                                  self.cfg.base_url, content)
+            return Job(state, "handshake", bundle)
+        if state.status == "active" and state.delivered_through < state.event_count:
+            limit = state.spec.max_count or self.cfg.default_max_count
+            rows = event_rows(conn, state.sub_id, state.delivered_through + 1, None, limit)
+            if not rows:  # events pruned or missing: skip, never stall
+                return Outcome(state.sub_id, {"delivered_through": state.event_count})
+            evs = notification_events(conn, rows, state, content, self.cfg.readable_by)
+            info = nb.StatusInfo(state.sub_id, state.spec.topic_url, "active",
+                                 rows[-1].event_number)
+            bundle = nb.event_notification(info, evs, self.cfg.base_url, content)
+            return Job(state, "event-notification", bundle, rows[-1].event_number)
+        if state.status in ("active", "error") and state.spec.heartbeat_period:
+            bundle = nb.heartbeat(state.status_info(), self.cfg.base_url, content)
+            return Job(state, "heartbeat", bundle)
+        return Outcome(state.sub_id)
+
+    # -- sending (delivery threads; no database access) ----------------------------------
     def _send(self, state: SubscriptionState, bundle: dict, kind: str) -> None:
         summary = (f"FHIR Subscription {state.sub_id} ({state.spec.topic_url}): {kind}, "
                    f"{state.event_count} events since start. Retrieve the updated records "
@@ -179,77 +269,115 @@ class Worker:
         deliver(state.spec, bundle, self.cfg.smtp,
                 f"FHIR Subscription {state.sub_id}: {kind}", summary)
 
-    def _handshake(self, state: SubscriptionState) -> None:
-        info = state.status_info()
-        bundle = nb.handshake(nb.StatusInfo(info.subscription_id, info.topic_url, "requested",
-                                            state.event_count), self.cfg.base_url,
-                              state.spec.content)
+    def send(self, job: Job) -> Outcome:
+        """Send one notification; return what to store for it."""
+        state = job.state
         try:
-            self._send(state, bundle, "handshake")
+            self._send(state, job.bundle, job.kind)
         except DeliveryError as exc:
-            with self.db.write() as conn:
-                if self._finish(conn, state.sub_id, needs_handshake=False, last_error=str(exc),
-                                error_code=exc.code, first_failure_at=now_us()):
-                    self._set_status(conn, state.sub_id, "requested", "error",
-                                     f"handshake failed: {exc}")
-            return
-        with self.db.write() as conn:
-            if self._finish(conn, state.sub_id, needs_handshake=False, last_sent_at=now_us(),
-                            attempts=0, first_failure_at=None, last_error=None,
-                            error_code=None):
-                self._set_status(conn, state.sub_id, "requested", "active", None)
-
-    def _prepare_events(self, conn: Connection,
-                        state: SubscriptionState) -> tuple[dict, int] | None:
-        limit = state.spec.max_count or self.cfg.default_max_count
-        rows = event_rows(conn, state.sub_id, state.delivered_through + 1, None, limit)
-        if not rows:
-            return None
-        evs = notification_events(conn, rows, state, state.spec.content, self.cfg.readable_by)
-        info = nb.StatusInfo(state.sub_id, state.spec.topic_url, "active",
-                             rows[-1].event_number)
-        bundle = nb.event_notification(info, evs, self.cfg.base_url, state.spec.content)
-        return bundle, rows[-1].event_number
-
-    def _events(self, state: SubscriptionState, bundle: dict, last_number: int) -> None:
-        try:
-            self._send(state, bundle, "event-notification")
-        except DeliveryError as exc:
-            self._failed(state, exc)
-            return
+            if job.kind == "handshake":
+                return Outcome(state.sub_id, {
+                    "needs_handshake": False, "last_error": str(exc), "error_code": exc.code,
+                    "first_failure_at": now_us()}, ("requested", "error",
+                                                    f"handshake failed: {exc}"))
+            return self._failure(state, exc)
         now = now_us()
-        with self.db.write() as wconn:
-            self._finish(wconn, state.sub_id, delivered_through=last_number,
-                         last_sent_at=now, last_delivery_at=now, attempts=0,
-                         first_failure_at=None, next_attempt_at=0)
+        if job.kind == "handshake":
+            return Outcome(state.sub_id, {
+                "needs_handshake": False, "last_sent_at": now, "attempts": 0,
+                "first_failure_at": None, "last_error": None, "error_code": None},
+                ("requested", "active", None))
+        if job.kind == "event-notification":
+            return Outcome(state.sub_id, {
+                "delivered_through": job.last_number, "last_sent_at": now,
+                "last_delivery_at": now, "attempts": 0, "first_failure_at": None,
+                "next_attempt_at": 0})
+        values: dict[str, object] = {"last_sent_at": now}
+        if state.status == "active":
+            values.update(attempts=0, first_failure_at=None, next_attempt_at=0)
+        return Outcome(state.sub_id, values)
 
-    def _heartbeat(self, state: SubscriptionState) -> None:
-        bundle = nb.heartbeat(state.status_info(), self.cfg.base_url, state.spec.content)
-        try:
-            self._send(state, bundle, "heartbeat")
-        except DeliveryError as exc:
-            self._failed(state, exc)
-            return
-        with self.db.write() as wconn:
-            values: dict[str, object] = {"last_sent_at": now_us()}
-            if state.status == "active":
-                values.update(attempts=0, first_failure_at=None, next_attempt_at=0)
-            self._finish(wconn, state.sub_id, **values)
-
-    def _failed(self, state: SubscriptionState, exc: DeliveryError) -> None:
+    def _failure(self, state: SubscriptionState, exc: DeliveryError) -> Outcome:
         now = now_us()
         attempts = state.attempts + 1
         first = state.first_failure_at or now
         delay = backoff_seconds(attempts, self.cfg, self.rng)
-        with self.db.write() as conn:
-            if not self._finish(conn, state.sub_id, attempts=attempts, first_failure_at=first,
-                                next_attempt_at=now + int(delay * US), last_error=str(exc),
-                                error_code=exc.code):
-                return
-            if state.status == "active" and now - first >= self.cfg.error_window * US:
-                self._set_status(conn, state.sub_id, "active", "error", str(exc))
+        change = None
+        if state.status == "active" and now - first >= self.cfg.error_window * US:
+            change = ("active", "error", str(exc))
         log.info("delivery to %s failed (%s); attempt %d, retry in %.2fs",
                  state.sub_id, exc, attempts, delay)
+        return Outcome(state.sub_id, {
+            "attempts": attempts, "first_failure_at": first,
+            "next_attempt_at": now + int(delay * US), "last_error": str(exc),
+            "error_code": exc.code}, change)
+
+    # -- one unit of work ----------------------------------------------------------------
+    def work(self, sub_id: str) -> Outcome:
+        """Plan (read transaction) and send the due work of one leased Subscription; return
+        what to store when its lease is released. Never raises."""
+        try:
+            with self.db.read() as conn:
+                state = load_state(conn, sub_id)
+                if state is None:
+                    return Outcome(sub_id, gone=True)
+                planned = self.plan(conn, state)
+            return self.send(planned) if isinstance(planned, Job) else planned
+        except Exception:
+            log.exception("delivery of %s failed unexpectedly", sub_id)
+            return Outcome(sub_id, {"next_attempt_at": now_us() + US})
+
+    def _work_job(self, sub_id: str) -> None:
+        self._done.put(self.work(sub_id))
+        self._wake.set()
+
+    def process(self, sub_id: str) -> None:
+        """Do the due work of one leased Subscription in this thread, then release it."""
+        outcome = self.work(sub_id)
+        with self.db.write() as conn:
+            self.apply(conn, outcome)
+
+    def run_once(self) -> bool:
+        """Claim and process one Subscription synchronously; False when nothing was due."""
+        sub_id = claim(self.db, self.worker_id, self.cfg.lease_margin)
+        if sub_id is None:
+            return False
+        self.process(sub_id)
+        return True
+
+    # -- the coordinator -----------------------------------------------------------------
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._pending.append(self._done.get_nowait())
+            except queue.Empty:
+                return
+
+    def cycle(self, pool: ThreadPoolExecutor) -> bool:
+        """Store finished outcomes and claim due work in one write transaction, then hand the
+        claimed Subscriptions to `pool`. Returns whether anything happened."""
+        self._drain()
+        free = self.cfg.max_inflight - len(self._inflight)
+        busy_ids = self._inflight - {o.sub_id for o in self._pending}
+        if not self._pending:
+            if free <= 0:
+                return False
+            with self.db.read() as conn:
+                if not anything_due(conn, busy_ids):
+                    return False
+        done = self._pending
+        with self.db.write() as conn:
+            # registry rows (status changes) in sub_id order, as writers lock them: no deadlock
+            for outcome in sorted(done, key=lambda o: o.sub_id):
+                self.apply(conn, outcome)
+            claimed = claim_in(conn, self.worker_id, self.cfg.lease_margin, free, busy_ids,
+                               skip_locked=not self.db.is_sqlite) if free > 0 else []
+        self._pending = []
+        self._inflight.difference_update(o.sub_id for o in done)
+        self._inflight.update(claimed)
+        for sub_id in claimed:
+            pool.submit(self._work_job, sub_id)
+        return True
 
     # -- loops -----------------------------------------------------------------------
     def prune(self) -> int:
@@ -264,51 +392,52 @@ class Worker:
                 or_(events.c.event_number <= delivered, events.c.sub_id.in_(done))))
             return int(res.rowcount or 0)
 
-    def run_once(self) -> bool:
-        """Claim and process one Subscription; False when nothing was due."""
-        sub_id = claim(self.db, self.worker_id, self.cfg.lease_margin)
-        if sub_id is None:
-            return False
+    def _maybe_prune(self) -> None:
+        if time.monotonic() - self._last_prune < self.cfg.prune_every:
+            return
+        self._last_prune = time.monotonic()
         try:
-            self.process(sub_id)
+            self.prune()
         except Exception:
-            log.exception("delivery of %s failed unexpectedly", sub_id)
-            with self.db.write() as conn:
-                self._finish(conn, sub_id, next_attempt_at=now_us() + US)
-        return True
-
-    def _thread_loop(self, stop_event: threading.Event) -> None:
-        while not stop_event.is_set():
-            try:
-                busy = self.run_once()
-            except Exception:
-                log.exception("worker loop error")
-                busy = False
-            if not busy:
-                stop_event.wait(self.cfg.poll_interval)
+            log.exception("pruning failed")
 
     def run(self, stop_event: threading.Event) -> None:
-        """Run `cfg.threads` delivery threads until `stop_event` is set."""
-        threads = [threading.Thread(target=self._thread_loop, args=(stop_event,), daemon=True,
-                                    name=f"sub-worker-{i}") for i in range(self.cfg.threads)]
-        for t in threads:
-            t.start()
-        while not stop_event.wait(min(self.cfg.prune_every, 1.0)):
-            if time.monotonic() - self._last_prune >= self.cfg.prune_every:
-                self._last_prune = time.monotonic()
+        """Deliver with `cfg.threads` sender threads until `stop_event` is set."""
+        pool = ThreadPoolExecutor(max_workers=max(self.cfg.threads, 1),
+                                  thread_name_prefix="sub-worker")
+        try:
+            while not stop_event.is_set():
+                self._wake.clear()
                 try:
-                    self.prune()
+                    busy = self.cycle(pool)
                 except Exception:
-                    log.exception("pruning failed")
-        for t in threads:
-            t.join()
+                    log.exception("worker loop error")
+                    busy = False
+                    stop_event.wait(self.cfg.poll_interval)
+                self._maybe_prune()
+                if not busy:
+                    self._wake.wait(self.cfg.poll_interval)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._drain()
+            stored = {o.sub_id for o in self._pending}
+            # claimed but never started: release the lease untouched (no wait for expiry)
+            self._pending.extend(Outcome(sid) for sid in self._inflight - stored)
+            if self._pending:
+                try:
+                    with self.db.write() as conn:
+                        for outcome in sorted(self._pending, key=lambda o: o.sub_id):
+                            self.apply(conn, outcome)
+                except Exception:
+                    log.exception("storing the last outcomes failed (leases will expire)")
 
 
 def run_worker(database_url: str, *, stop_event: threading.Event,
-               poll_interval: float = 0.2, config: WorkerConfig | None = None) -> None:
+               poll_interval: float | None = None, config: WorkerConfig | None = None) -> None:
     """Run a delivery worker against `database_url` until `stop_event` is set."""
     cfg = config or WorkerConfig.from_env()
-    cfg.poll_interval = poll_interval
+    if poll_interval is not None:
+        cfg.poll_interval = poll_interval
     db = Database(database_url)
     try:
         Worker(db, cfg).run(stop_event)
