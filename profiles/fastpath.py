@@ -8,6 +8,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from fhir_server.paths import values_at
+
 _CODING = r"coding\.where\(system\s*=\s*'([^']+)'\s+and\s+code\s*=\s*'([^']+)'\)\.exists\(\)"
 # A.coding.where(system='S' and code='C').exists()
 _P1 = re.compile(rf"^\(?\s*([A-Za-z][A-Za-z.]*)\.{_CODING}\s*\)?$")
@@ -17,20 +19,8 @@ _P2 = re.compile(rf"^\(?\s*([A-Za-z][A-Za-z.]*)\.where\({_CODING}\)\.exists\(\)\
 Fast = Callable[[Any], "bool | None"]
 
 
-def _items(obj: Any, path: str) -> list[Any]:
-    cur = [obj]
-    for part in path.split("."):
-        nxt: list[Any] = []
-        for c in cur:
-            if isinstance(c, dict) and part in c:
-                v = c[part]
-                nxt.extend(v if isinstance(v, list) else [v])
-        cur = nxt
-    return cur
-
-
 def _has_coding(obj: Any, path: str, system: str, code: str) -> bool:
-    for cc in _items(obj, path):
+    for cc in values_at(obj, path):
         codings = cc.get("coding") if isinstance(cc, dict) else None
         if isinstance(codings, list) and any(
                 isinstance(c, dict) and c.get("system") == system and c.get("code") == code

@@ -16,6 +16,7 @@ from typing import Any
 from fhirpathpy.engine.nodes import ResourceNode
 
 from fhir_server.errors import FhirError, Issue
+from fhir_server.paths import values_at
 from profiles.compiler import PRIMITIVES, CompiledProfile, Compiler, Node
 from profiles.loader import ProfileRegistry, registry
 
@@ -378,7 +379,7 @@ class Validator:
             if m and isinstance(val, dict):
                 return any(isinstance(e, dict) and e.get("url") == m.group(1)
                            for e in val.get("extension") or [])
-            return _get_path(val, dpath) != []
+            return values_at(val, dpath) != []
         if dtype == "type":
             sub = s if dpath == "$this" else s.children.get(dpath + "[x]") or \
                 s.children.get(dpath)
@@ -390,7 +391,7 @@ class Validator:
             return bool(present) and all(t in sub.allowed_types for t in present)
         # value / pattern
         expected, has = _expected_at(s, dpath)
-        actual = _get_path(val, dpath)
+        actual = values_at(val, dpath)
         if has:
             if isinstance(expected, list):  # e.g. CodeableConcept.coding derived from a pattern
                 return _matches_pattern(expected, actual)
@@ -431,20 +432,6 @@ def _expected_at(s: Node, dpath: str) -> tuple[Any, bool]:
             value = value[part]
         return value, True
     return None, False
-
-
-def _get_path(val: Any, dpath: str) -> list[Any]:
-    if dpath == "$this":
-        return [val]
-    cur = [val]
-    for part in dpath.split("."):
-        nxt: list[Any] = []
-        for c in cur:
-            if isinstance(c, dict) and part in c:
-                v = c[part]
-                nxt.extend(v if isinstance(v, list) else [v])
-        cur = nxt
-    return cur
 
 
 def _show(value: Any) -> str:

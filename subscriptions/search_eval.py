@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
+from fhir_server.paths import values_at
+
 # (resource type or "*", parameter) -> (kind, element path, implicit code system)
 PARAMS: dict[tuple[str, str], tuple[str, str, str | None]] = {
     ("*", "_id"): ("token", "id", None),
@@ -87,18 +89,6 @@ def _split_commas(raw: str) -> list[str]:
             buf += ch
     parts.append(buf)
     return parts
-
-
-def _walk(resource: Any, path: str) -> list[Any]:
-    items = [resource]
-    for step in path.split("."):
-        nxt: list[Any] = []
-        for item in items:
-            if isinstance(item, dict) and step in item:
-                val = item[step]
-                nxt.extend(val if isinstance(val, list) else [val])
-        items = nxt
-    return items
 
 
 def _tokens(values: list[Any], implicit_system: str | None) -> list[tuple[str | None, str]]:
@@ -205,7 +195,7 @@ def criterion_matches(resource: dict[str, Any], crit: Criterion) -> bool:
     if definition is None:
         return False
     kind, path, system = definition
-    found = _walk(resource, path)
+    found = values_at(resource, path)
     if crit.modifier == "missing":
         want_missing = crit.values[0].lower() == "true"
         return (not found) == want_missing
