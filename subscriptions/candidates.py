@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from fhir_server.paths import values_at
 from subscriptions import search_eval
 from subscriptions.outbox_schema import registry
 from subscriptions.subscription_rules import SubscriptionSpec, filters_match
@@ -67,7 +68,7 @@ def _resource_keys(resource: dict[str, Any], res_type: str, param: str) -> set[s
     if definition is None:
         return set()
     kind, path, system = definition
-    found = search_eval._walk(resource, path)
+    found = values_at(resource, path)
     if kind == "reference":
         return {search_eval._ref_key(v["reference"])[1] for v in found
                 if isinstance(v, dict) and isinstance(v.get("reference"), str)}
