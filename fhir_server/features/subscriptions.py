@@ -75,6 +75,8 @@ def _before_write(conn: Connection, call: Call, interaction: str, previous: dict
 
 def _after_write(conn: Connection, call: Call, interaction: str,
                  previous: StoredResource | None, new: StoredResource) -> None:
+    if not topics.topics_for_type(new.res_type):
+        return  # no topic watches this type: no need to parse the bodies on the write path
     current = new.resource() if new.body is not None else None
     before = previous.resource() if previous is not None and previous.body is not None else None
     if current is None and before is not None:  # a delete: the event names the deletion version
