@@ -6,13 +6,13 @@ resources use ``urn:uuid:`` fullUrls so the entries can be posted as one transac
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from fhir_server.errors import FhirError
+from fhir_server.json_tree import copy_tree
 from mappers.screening import ItemAnswer, ScreeningResult
 from mappers.screening_instruments import (
     BASE,
@@ -83,10 +83,10 @@ def _common(qr: dict, qr_ref: str | None) -> dict[str, Any]:
                                   "display": "Survey"}]}],
     }
     if qr.get("basedOn"):
-        obs["basedOn"] = copy.deepcopy(qr["basedOn"])
+        obs["basedOn"] = copy_tree(qr["basedOn"])
     for key in ("subject", "encounter"):
         if qr.get(key):
-            obs[key] = copy.deepcopy(qr[key])
+            obs[key] = copy_tree(qr[key])
     if qr.get("authored"):
         obs["effectiveDateTime"] = qr["authored"]
         if _is_instant(qr["authored"]):
@@ -95,7 +95,7 @@ def _common(qr: dict, qr_ref: str | None) -> dict[str, Any]:
     if performer is None and _allowed(qr.get("source"), _PERFORMER_TYPES):
         performer = qr["source"]
     if performer is not None:
-        obs["performer"] = [copy.deepcopy(performer)]
+        obs["performer"] = [copy_tree(performer)]
     if qr_ref:
         obs["derivedFrom"] = [{"reference": qr_ref}]
     return obs
@@ -109,7 +109,7 @@ def _with_code(base: dict, code: dict) -> dict:
     """A deep copy of base with ``code`` placed right after ``category`` (readable order)."""
     obs: dict[str, Any] = {}
     for key, value in base.items():
-        obs[key] = copy.deepcopy(value)
+        obs[key] = copy_tree(value)
         if key == "category":
             obs["code"] = code
     return obs
@@ -117,7 +117,7 @@ def _with_code(base: dict, code: dict) -> dict:
 
 def _item_observation(base: dict, ans: ItemAnswer) -> dict:
     coding = next(c for c in ans.codes if c.get("code"))
-    obs = _with_code(base, {"coding": [copy.deepcopy(coding)],
+    obs = _with_code(base, {"coding": [copy_tree(coding)],
                             "text": ans.text or coding.get("display")})
     answer = {k: ans.value[k] for k in ("system", "code", "display") if k in ans.value}
     obs["valueCodeableConcept"] = {"coding": [answer]}
@@ -294,11 +294,11 @@ def safety_resources(qr: dict, result: ScreeningResult, item9_obs_ref: str,
     }
     for key in ("subject", "encounter"):
         if qr.get(key):
-            flag[key] = copy.deepcopy(qr[key])
+            flag[key] = copy_tree(qr[key])
     if authored:
         flag["period"] = {"start": authored}
     if _allowed(qr.get("author"), _FLAG_AUTHOR_TYPES):
-        flag["author"] = copy.deepcopy(qr["author"])
+        flag["author"] = copy_tree(qr["author"])
     task = _risk_task(qr, item9, flag_url, item9_obs_ref, requester_org_ref, now or authored)
     return [_entry(flag_url, flag), _entry(f"urn:uuid:{new_id()}", task)]
 
@@ -321,16 +321,16 @@ def _risk_task(qr: dict, item9: int, flag_url: str, item9_obs_ref: str,
         "note": [{"text": CRISIS_TEXT}],
     }
     if qr.get("subject"):
-        task["for"] = copy.deepcopy(qr["subject"])
+        task["for"] = copy_tree(qr["subject"])
     if qr.get("encounter"):
-        task["encounter"] = copy.deepcopy(qr["encounter"])
+        task["encounter"] = copy_tree(qr["encounter"])
     if authored_on:
         task["authoredOn"] = authored_on
         due = _due(authored_on)
         if due:
             task["restriction"] = {"period": {"end": due}}
     if _allowed(qr.get("author"), _TASK_REQUESTER_TYPES):
-        task["requester"] = copy.deepcopy(qr["author"])
+        task["requester"] = copy_tree(qr["author"])
     if owner:
         task["owner"] = {"reference": owner}
     return task
@@ -399,7 +399,7 @@ def supersede(previous_observations: list[dict],
             out.append(_put(resource))
     for leftovers in by_key.values():
         for old in leftovers:
-            out.append(_put({**copy.deepcopy(old), "status": "entered-in-error"}))
+            out.append(_put({**copy_tree(old), "status": "entered-in-error"}))
     return out
 
 
@@ -418,7 +418,7 @@ def supersede_safety_flags(previous_flags: list[dict], result: ScreeningResult) 
                  for c in (flag.get("code") or {}).get("coding") or []}
         if flag.get("status") != "active" or (LOCAL_CS, SAFETY_FLAG_CODE) not in codes:
             continue
-        updated = copy.deepcopy(flag)
+        updated = copy_tree(flag)
         if not result.safety_flag:
             updated["status"] = "entered-in-error"
         else:

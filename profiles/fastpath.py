@@ -54,20 +54,95 @@ def _split_top(expr: str, op: str) -> tuple[str, str] | None:
     return None
 
 
+_PLAIN_PATH = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z][A-Za-z0-9]*)*")
+_PLAIN_STEPS = re.compile(r"(?:\.[A-Za-z][A-Za-z0-9]*)*")
+
+
+def _emptiness_path(expr: str) -> str | None:
+    """P for `P.empty()`, `P.exists().not()` and `P.where(...)[.a.b].empty()` (each true
+    whenever the plain path P has no values), else None."""
+    for suffix in (".exists().not()", ".empty()"):
+        if expr.endswith(suffix):
+            core = expr[: -len(suffix)]
+            break
+    else:
+        return None
+    if _PLAIN_PATH.fullmatch(core):
+        return core
+    head, sep, tail = core.partition(".where(")
+    if suffix != ".empty()" or not sep or not _PLAIN_PATH.fullmatch(head):
+        return None
+    depth, quote = 1, False
+    for i, ch in enumerate(tail):
+        if ch == "'":
+            quote = not quote
+        elif not quote and ch == "(":
+            depth += 1
+        elif not quote and ch == ")":
+            depth -= 1
+            if depth == 0:
+                return head if _PLAIN_STEPS.fullmatch(tail[i + 1:]) else None
+    return None
+
+
+def _plain_values(obj: Any, path: str) -> list[Any] | None:
+    """Values at a dotted path, or None when a step may name a choice element (`value`
+    with a `valueQuantity` key): without type information that is not decided here."""
+    current = [obj]
+    for step in path.split("."):
+        found: list[Any] = []
+        for item in current:
+            if not isinstance(item, dict):
+                continue
+            if step in item:
+                value = item[step]
+                found.extend(value if isinstance(value, list) else [value])
+            elif any(k.startswith(step) and k[len(step):len(step) + 1].isupper()
+                     for k in item):
+                return None
+        current = found
+    return current
+
+
+def _term(expr: str) -> Fast | None:
+    """A native test for one `or` operand, answering True only when it surely holds."""
+    expr = expr.strip()
+    exact = _exact(expr)
+    if exact is not None:
+        return lambda obj: True if exact(obj) else None
+    empty_path = _emptiness_path(expr)
+    if empty_path is not None:
+        return lambda obj: True if _plain_values(obj, empty_path) == [] else None
+    if expr.endswith(".exists()") and _PLAIN_PATH.fullmatch(expr[: -len(".exists()")]):
+        path = expr[: -len(".exists()")]
+        return lambda obj: True if _plain_values(obj, path) else None
+    return None
+
+
+def _or_terms(expr: str) -> list[str]:
+    terms = []
+    rest = expr.strip()
+    while (parts := _split_top(rest, "or")) is not None:
+        terms.append(parts[0])
+        rest = parts[1]
+    return [*terms, rest]
+
+
 def shortcut(expr: str) -> Fast | None:
-    """A sound short cut for ``expr`` or None.  Handles ``P``, ``P implies X`` and ``P or X``
-    where P is a coding-existence test."""
+    """A sound short cut for ``expr`` or None.  Handles a coding-existence test P,
+    ``P implies X``, and ``A or B or ...`` where some operands are coding-existence,
+    emptiness or existence tests of plain paths."""
     whole = _exact(expr)
     if whole is not None:
         return whole
-    for op in ("implies", "or"):
-        parts = _split_top(expr.strip(), op)
-        if parts is None:
-            continue
-        left = _exact(parts[0])
+    implies = _split_top(expr.strip(), "implies")
+    if implies is not None:
+        left = _exact(implies[0])
         if left is None:
             return None
-        if op == "implies":
-            return lambda obj: True if not left(obj) else None
-        return lambda obj: True if left(obj) else None
-    return None
+        return lambda obj: True if not left(obj) else None
+    terms = _or_terms(expr)
+    natives = [t for t in (_term(term) for term in terms) if t is not None]
+    if len(terms) < 2 or not natives:
+        return None
+    return lambda obj: True if any(t(obj) is True for t in natives) else None

@@ -46,3 +46,23 @@ def test_parallel_updates_without_if_match_are_gap_free(server):
     history = server.get(f"Patient/{rid}/_history", params={"_count": 100}).json()
     assert [int(e["response"]["etag"][3:-1]) for e in history["entry"]] == list(
         range(1 + writers * per_writer, 0, -1))
+
+
+def test_parallel_update_as_create_of_one_new_id(server):
+    """Several PUTs race to create the same new id: one creates it (201), the others become
+    updates of it (200), versions stay gap-free and every version is in the history."""
+    rid = "race-" + FhirHttp.__name__.lower()
+    writers = 6
+
+    def attempt(i: int) -> tuple[int, str]:
+        client = FhirHttp(server.base)
+        resp = client.put(f"Patient/{rid}", sample("Patient", id=rid,
+                                                    gender=["male", "female"][i % 2]))
+        return resp.status_code, resp.json()["meta"]["versionId"]
+
+    with ThreadPoolExecutor(max_workers=writers) as pool:
+        results = list(pool.map(attempt, range(writers)))
+    assert sorted(s for s, _v in results) == [200] * (writers - 1) + [201]
+    assert sorted(int(v) for _s, v in results) == list(range(1, writers + 1))
+    history = server.get(f"Patient/{rid}/_history", params={"_count": 100}).json()
+    assert len(history["entry"]) == writers

@@ -122,6 +122,12 @@ def ids(bundle, mode="match"):
     ([("_id", "p2,gone")], ["p2"]),
     ([("_has:Observation:patient:code", "44261-6")], ["p1"]),
     ([("_has:Observation:subject:_has:Task:focus:status", "requested")], ["p1"]),
+    # Another filter drives; `_has` is then a probe per patient (its sources by reference).
+    ([("name", "eloise"), ("_has:Observation:patient:code", "44261-6")], ["p1"]),
+    ([("family", "smi"), ("_has:Observation:patient:code", "44261-6")], []),
+    ([("name", "eloise"), ("_has:Observation:subject:_has:Task:focus:status", "requested")],
+     ["p1"]),
+    ([("name", "eloise"), ("_has:Observation:patient:code", "nope")], []),
     ([("_lastUpdated", "gt2000-01-01")], ["p1", "p2"]),
 ])
 def test_patient_searches(db, params, expected):

@@ -134,7 +134,8 @@ def _after_write(conn: Connection, call: Call, interaction: str,
     qr = new.resource()
     qr_ref = f"QuestionnaireResponse/{new.res_id}"
     entries = extract.extract_observations(qr, result, qr_reference=qr_ref)
-    derived = _derived_observations(conn, qr_ref)
+    # A response written for the first time has nothing derived from it yet.
+    derived = _derived_observations(conn, qr_ref) if previous is not None else []
     if derived:
         entries = extract.supersede(derived, entries)
     flags = patient_flags(conn, _patient_ref(qr))

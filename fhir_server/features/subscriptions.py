@@ -15,6 +15,7 @@ created with auth off or by an administrator, read everything):
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -86,12 +87,17 @@ def _after_write(conn: Connection, call: Call, interaction: str,
                          timestamp_us=new.last_updated)
 
 
+@functools.lru_cache(maxsize=64)
+def _takes_conn(func: Any) -> bool:
+    return "conn" in inspect.signature(func).parameters
+
+
 def _in_transaction(readable_by: Any, conn: Connection) -> Any:
     """`readable_by` evaluated on the writer's connection, so it sees the uncommitted write
     (a separate connection would not see a resource being created)."""
     if readable_by is None:
         return None
-    if "conn" in inspect.signature(readable_by).parameters:
+    if _takes_conn(readable_by):
         return lambda owner, resource: readable_by(owner, resource, conn=conn)
     return readable_by
 

@@ -4,7 +4,6 @@ $referral-metrics, and coordination-platform mode (`features.coordination`: $ass
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +16,7 @@ from fhir_server.interactions import crud
 from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.results import Result
 from fhir_server.jobs import stalled_policy
+from fhir_server.json_tree import copy_tree
 from fhir_server.rest.operations import Operation, OperationRegistry
 from fhir_server.storage.repository import Repository, StoredResource
 from fhir_server.workflow import artifacts, metrics, redirect, task_rules, timeline
@@ -171,7 +171,7 @@ def _after_write(conn: Connection, call: Call, interaction: str,
     follow_ups, call.pending_follow_ups = call.pending_follow_ups, []
     system = system_call(call)
     for task in follow_ups:
-        crud.store_update(conn, system, "Task", task["id"], copy.deepcopy(task), None, "PUT")
+        crud.store_update(conn, system, "Task", task["id"], copy_tree(task), None, "PUT")
 
 
 def system_call(call: Call) -> Call:

@@ -9,7 +9,6 @@ Batch: every entry independent, in its own transaction, with its own status.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -20,6 +19,7 @@ from fhir_server.interactions.conditional import matching_ids, parse_criteria
 from fhir_server.interactions.context import Call
 from fhir_server.interactions.references import rewrite_references
 from fhir_server.interactions.results import Result
+from fhir_server.json_tree import copy_tree
 from fhir_server.resource_types import is_resource_type
 from fhir_server.storage.repository import Repository, format_instant, new_id, now_us
 
@@ -158,7 +158,7 @@ def transaction_in(conn, call: Call, raw_entries: list) -> list[Entry]:  # type:
             raise _wrap(i, exc) from exc
     for entry in entries:
         if entry.resource is not None:
-            entry.resource = copy.deepcopy(entry.resource)
+            entry.resource = copy_tree(entry.resource)
     _check_duplicate_full_urls(entries)
     mapping = _resolve_identities(conn, call, entries)
     _rewrite_all(conn, call, entries, mapping)

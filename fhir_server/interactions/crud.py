@@ -3,7 +3,6 @@ conditional forms. Each runs in one database transaction."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import jsonpatch
@@ -13,6 +12,7 @@ from fhir_server.interactions import access
 from fhir_server.interactions.conditional import lock_for_create, matching_ids, parse_criteria
 from fhir_server.interactions.context import Call
 from fhir_server.interactions.results import Result
+from fhir_server.json_tree import copy_tree
 from fhir_server.storage.repository import Repository, StoredResource, new_id
 from profiles.base_r4 import validate_base
 
@@ -263,7 +263,7 @@ def _apply_patch(conn, call: Call, current: StoredResource, operations: Any,  # 
         raise FhirError(400, "invalid", "A JSON Patch body must be an array of operations")
     before = current.resource()
     try:
-        patched = jsonpatch.JsonPatch(operations).apply(copy.deepcopy(before))
+        patched = jsonpatch.JsonPatch(operations).apply(copy_tree(before))
     except jsonpatch.JsonPatchTestFailed as exc:
         raise FhirError(422, "processing", f"JSON Patch test failed: {exc}") from exc
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError,

@@ -10,6 +10,8 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from fhir_server.storage import write_buffer
+
 
 class Database:
     """Owns the engine. `write()` and `read()` each yield a Connection in one transaction.
@@ -37,6 +39,7 @@ class Database:
             self.engine = create_engine(
                 self.url, echo=echo, pool_size=pool_size, max_overflow=20, pool_recycle=1800
             )
+        write_buffer.install(self.engine)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -85,6 +88,8 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA mmap_size=2147483648")
+        cur.execute("PRAGMA cache_size=-32768")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -59,7 +59,9 @@ Index("ix_idx_ref_target", idx_reference.c.res_type, idx_reference.c.param,
       idx_reference.c.target_id, idx_reference.c.target_type, idx_reference.c.pid)
 Index("ix_idx_ref_url", idx_reference.c.res_type, idx_reference.c.param, idx_reference.c.url)
 Index("ix_idx_ref_reverse", idx_reference.c.target_id, idx_reference.c.target_type)
-Index("ix_idx_ref_pid", idx_reference.c.pid, idx_reference.c.param)  # probes, includes
+# Probes, _include and _has by source pid; covering, so no table row is read for a target.
+Index("ix_idx_ref_pid", idx_reference.c.pid, idx_reference.c.param,
+      idx_reference.c.target_type, idx_reference.c.target_id)
 
 idx_date = Table(
     "idx_date", metadata, *_base_columns(),

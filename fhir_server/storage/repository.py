@@ -19,12 +19,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, and_, select, update
 
 from fhir_server.errors import FhirError
 from fhir_server.formats.decimals import json_default
-from fhir_server.storage import index_store
+from fhir_server.storage import index_store, write_buffer
 from fhir_server.storage.schema import history, resources
 
 MAX_WRITE_RETRIES = 20
@@ -98,11 +97,21 @@ _HCOLS = (
 )
 
 
-# Statements built once (the hot write path skips SQLAlchemy's per-call construction).
-_INSERT_RESOURCE = insert(resources).returning(resources.c.pid)
-_INSERT_HISTORY = insert(history)
-_READ = select(*_COLS).where(resources.c.res_type == bindparam("t"),
-                             resources.c.res_id == bindparam("i"))
+# The hot single-row statements, sent straight to the DB-API cursor (SQLAlchemy's per-call
+# compile-cache and result machinery cost more than the statements themselves here).
+_COLUMN_LIST = "pid, res_type, res_id, version, last_updated, deleted, body"
+_RAW_SQL = {
+    "read": f"SELECT {_COLUMN_LIST} FROM resources WHERE res_type = ? AND res_id = ?",
+    "insert": "INSERT INTO resources (res_type, res_id, version, last_updated, deleted, body) "
+              "VALUES (?, ?, ?, ?, ?, ?) RETURNING pid",
+    "insert_if_absent": "INSERT INTO resources "
+                        "(res_type, res_id, version, last_updated, deleted, body) "
+                        "VALUES (?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (res_type, res_id) DO NOTHING RETURNING pid",
+    "update": "UPDATE resources SET version = ?, last_updated = ?, deleted = ?, body = ? "
+              "WHERE pid = ? AND version = ?",
+}
+_RAW_SQL_FORMAT = {name: sql.replace("?", "%s") for name, sql in _RAW_SQL.items()}
 
 
 def _row(row: Any) -> StoredResource:
@@ -115,11 +124,21 @@ class Repository:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._sql = _RAW_SQL if conn.dialect.paramstyle == "qmark" else _RAW_SQL_FORMAT
+        self._cursor: Any = None
+
+    def _execute(self, name: str, params: tuple[Any, ...]) -> Any:
+        """Run one of the prebuilt statements on this transaction's DB-API cursor."""
+        if self._cursor is None:
+            self._cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        self._cursor.execute(self._sql[name], params)
+        return self._cursor
 
     # -- reads ---------------------------------------------------------------------------
     def read(self, res_type: str, res_id: str) -> StoredResource | None:
         """Current version (possibly a deletion marker), or None if never existed."""
-        row = self.conn.execute(_READ, {"t": res_type, "i": res_id}).first()
+        cursor = self._execute("read", (res_type, res_id))
+        row = cursor.fetchone()
         return _row(row) if row else None
 
     def vread(self, res_type: str, res_id: str, version: int) -> StoredResource | None:
@@ -148,13 +167,21 @@ class Repository:
     def create(self, resource: dict[str, Any], *, res_id: str | None = None,
                method: str = "POST") -> StoredResource:
         """Insert a new resource (version 1). The dict gets id and meta set."""
+        created = self._insert(resource, res_id or new_id(), method, "insert")
+        assert created is not None  # a plain INSERT returns the pid or raises
+        return created
+
+    def _insert(self, resource: dict[str, Any], res_id: str, method: str,
+                statement: str) -> StoredResource | None:
+        """Insert version 1 with `statement` (a `_RAW_SQL` name); None when it inserted
+        nothing (the id exists and the statement skips conflicts)."""
         res_type = resource["resourceType"]
-        res_id = res_id or new_id()
         updated = now_us()
         body = _with_meta(resource, res_id, 1, updated)
-        pid = self.conn.execute(_INSERT_RESOURCE, {
-            "res_type": res_type, "res_id": res_id, "version": 1, "last_updated": updated,
-            "deleted": False, "body": body}).scalar_one()
+        row = self._execute(statement, (res_type, res_id, 1, updated, False, body)).fetchone()
+        if row is None:
+            return None
+        pid = row[0]
         self._append_history(pid, res_type, res_id, 1, updated, method, False, body)
         index_store.index_new(self.conn, pid, res_type, resource)
         return StoredResource(pid, res_type, res_id, 1, updated, False, body, method)
@@ -181,12 +208,8 @@ class Repository:
             version = current.version + 1
             updated = max(now_us(), current.last_updated + 1)
             body = _with_meta(resource, res_id, version, updated)
-            result = self.conn.execute(
-                update(resources)
-                .where(and_(resources.c.pid == current.pid,
-                            resources.c.version == current.version))
-                .values(version=version, last_updated=updated, deleted=False, body=body)
-            )
+            result = self._execute("update", (version, updated, False, body, current.pid,
+                                              current.version))
             if result.rowcount != 1:
                 if expected_version is not None:
                     raise FhirError(412, "conflict",
@@ -205,12 +228,9 @@ class Repository:
 
     def _try_create(self, resource: dict[str, Any], res_id: str,
                     method: str) -> StoredResource | None:
-        """Create with a client-chosen id; None if a concurrent writer created it first."""
-        try:
-            with self.conn.begin_nested():
-                return self.create(resource, res_id=res_id, method=method)
-        except IntegrityError:
-            return None
+        """Create with a client-chosen id; None if a concurrent writer created it first
+        (INSERT ... ON CONFLICT DO NOTHING: no savepoint, no error to recover from)."""
+        return self._insert(resource, res_id, method, "insert_if_absent")
 
     def delete(self, res_type: str, res_id: str, *,
                expected_version: int | None = None) -> tuple[StoredResource | None, bool]:
@@ -242,9 +262,8 @@ class Repository:
 
     def _append_history(self, pid: int, res_type: str, res_id: str, version: int, updated: int,
                         method: str, deleted: bool, body: str | None) -> None:
-        self.conn.execute(_INSERT_HISTORY, {
-            "pid": pid, "res_type": res_type, "res_id": res_id, "version": version,
-            "last_updated": updated, "method": method, "deleted": deleted, "body": body})
+        write_buffer.add_history(self.conn, (pid, res_type, res_id, version, updated, method,
+                                             deleted, body))
 
     # -- history -------------------------------------------------------------------------
     def history(self, *, res_type: str | None = None, res_id: str | None = None,

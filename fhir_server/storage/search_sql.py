@@ -68,7 +68,7 @@ from fhir_server.storage.schema import resources
 Restrict = Callable[[Any], ColumnElement[bool]]
 MAX_INCLUDES = 1000
 MAX_ITERATE_DEPTH = 3
-DEFAULT_TOTAL_CAP = 500
+DEFAULT_TOTAL_CAP = 100
 _TOP = "\U0010ffff"
 
 
@@ -113,18 +113,20 @@ class _SqlBuilder:
         self.now_us = int(time.time() * 1_000_000)
 
     # -- filters ---------------------------------------------------------------------------
-    def conditions(self, filters: list[Filter], r: Any,
-                   res_type: str | None) -> list[ColumnElement[bool]]:
+    def conditions(self, filters: list[Filter], r: Any, res_type: str | None, *,
+                   drive: bool = True) -> list[ColumnElement[bool]]:
         """AND-ed conditions on `r` of res_type, including the type itself.
 
         The most selective filter drives (`pid IN (index lookup by res_type, param,
         value)`, which also fixes the type); the others are probes by pid (`EXISTS ...
         WHERE pid = r.pid`). No statistics needed: each lookup can use only one index.
+        With `drive=False` every filter is a probe (`r` is reached some other way, e.g.
+        through a reference inside a correlated `_has`).
         """
         ranked = sorted(filters, key=_selectivity_rank)
         driver = next((f for f in ranked if _selectivity_rank(f) < _NO_DRIVE), None)
-        if any(_is_id_filter(f) for f in filters):
-            driver = None  # the (res_type, res_id) unique index drives
+        if not drive or any(_is_id_filter(f) for f in filters):
+            driver = None  # probes only / the (res_type, res_id) unique index drives
         conds = [self.condition(f, r, res_type, drive=f is driver) for f in ranked]
         if res_type is not None and (driver is None or isinstance(driver, AnyFilter)):
             conds.insert(0, r.c.res_type == res_type)
@@ -176,18 +178,24 @@ class _SqlBuilder:
 
     def _has(self, flt: HasFilter, r: Any, res_type: str | None,
              drive: bool) -> ColumnElement[bool]:
-        x = idx_reference.alias("xh")
-        s = resources.alias("sh")
-        sources = select(s.c.pid).where(self._live(s, None),
-                                        *self.conditions([flt.inner], s, flt.source_type))
-        sel = select(x.c.target_id).where(x.c.res_type == flt.source_type,
-                                          x.c.param == flt.param.code,
-                                          x.c.pid.in_(sources))
-        sel = sel.where(x.c.target_type == (res_type if res_type is not None
-                                            else r.c.res_type))
+        x = idx_reference.alias()
+        s = resources.alias()
+        target_type = res_type if res_type is not None else r.c.res_type
         if drive and res_type is not None:
-            return r.c.res_id.in_(sel)
-        return sel.where(x.c.target_id == r.c.res_id).exists()
+            # The sources drive, joined to their references by pid: the ids of the matching
+            # targets. (No condition on x.res_type: the source's pid implies it, and with one
+            # the planner scans every reference of that type and parameter instead.)
+            targets = select(x.c.target_id).select_from(s.join(x, x.c.pid == s.c.pid)).where(
+                self._live(s, None), *self.conditions([flt.inner], s, flt.source_type),
+                x.c.param == flt.param.code, x.c.target_type == target_type)
+            return and_(r.c.res_type == res_type, r.c.res_id.in_(targets))
+        # A probe for one target: its few referencing sources, each checked by pid (an
+        # uncorrelated source set here would be evaluated again for every target).
+        return select(1).select_from(x.join(s, s.c.pid == x.c.pid)).where(
+            x.c.target_id == r.c.res_id, x.c.target_type == target_type,
+            x.c.res_type == flt.source_type, x.c.param == flt.param.code,
+            self._live(s, None),
+            *self.conditions([flt.inner], s, flt.source_type, drive=False)).exists()
 
     def _param(self, flt: ParamFilter, r: Any, res_type: str | None,
                drive: bool) -> ColumnElement[bool]:

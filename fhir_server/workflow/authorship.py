@@ -6,8 +6,7 @@ Stored history has no author column, so every Task/ServiceRequest write path sho
 
 from __future__ import annotations
 
-import copy
-
+from fhir_server.json_tree import copy_tree
 from fhir_server.workflow.access_context import AccessContext
 from fhir_server.workflow.canonical import EXT_MODIFIED_BY
 
@@ -29,7 +28,7 @@ def author_reference(ctx: AccessContext) -> dict:
 
 def stamp_author(resource: dict, ctx: AccessContext) -> dict:
     """A copy of `resource` whose meta.extension names the caller as the version's author."""
-    out = copy.deepcopy(resource)
+    out = copy_tree(resource)
     meta = out.setdefault("meta", {})
     exts = [e for e in meta.get("extension") or [] if e.get("url") != EXT_MODIFIED_BY]
     exts.append({"url": EXT_MODIFIED_BY, "valueReference": author_reference(ctx)})

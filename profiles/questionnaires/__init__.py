@@ -7,10 +7,11 @@ observationLinkPeriod removed), so they must not reuse another publisher's canon
 
 from __future__ import annotations
 
-import copy
 import json
 from functools import lru_cache
 from pathlib import Path
+
+from fhir_server.json_tree import copy_tree
 
 _DIR = Path(__file__).resolve().parent
 FILES = ("phq-9.json", "gad-7.json", "phq-2.json", "gad-2.json")
@@ -27,7 +28,7 @@ def _load() -> tuple[dict, ...]:
 
 def load_questionnaires() -> list[dict]:
     """All our Questionnaires, as fresh copies (callers may mutate them)."""
-    return [copy.deepcopy(q) for q in _load()]
+    return [copy_tree(q) for q in _load()]
 
 
 def _index() -> dict[str, dict]:
@@ -45,7 +46,7 @@ def get_questionnaire(canonical: str) -> dict | None:
     A ``#fragment`` is not accepted: these are not contained resources.
     """
     found = _index().get(canonical.strip())
-    return copy.deepcopy(found) if found is not None else None
+    return copy_tree(found) if found is not None else None
 
 
 def canonical_of(questionnaire: dict) -> str:
