@@ -131,6 +131,16 @@ def database_facts(url: str) -> tuple[int, int, dict[str, int], float]:
     return sum(by_type.values()), versions, by_type, size / 1e6
 
 
+def poll_time(url: str, newer: int) -> str:
+    """A `_lastUpdated` instant with about `newer` resources changed after it."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        us = conn.execute(text("SELECT last_updated FROM resources ORDER BY last_updated DESC "
+                               "LIMIT 1 OFFSET :n"), {"n": newer}).scalar_one()
+    engine.dispose()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us // 1_000_000)) + "Z"
+
+
 def analyze(url: str) -> None:
     engine = create_engine(url)
     with engine.connect() as conn:
@@ -212,21 +222,29 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     ap.add_argument("--patients-per-bundle", type=int, default=25)
+    ap.add_argument("--reuse", metavar="DATABASE_URL",
+                    help="measure the queries on a database an earlier run loaded")
     args = ap.parse_args()
-    url = database_url(args.backend, os.environ.get("FHIR_TEST_PG_URL"))
+    url = args.reuse or database_url(args.backend, os.environ.get("FHIR_TEST_PG_URL"))
+    print(f"database URL: {url}", flush=True)
     server = start_fhir_server(url, workers=args.workers, threads=2)
     try:
-        n_patients, secs = ingest(server.port, args.size, args.clients,
-                                  args.patients_per_bundle)
-        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 30))
-        n, versions, by_type, size_mb = database_facts(url)
-        print(f"database: {args.backend}  patients: {n_patients:,}  resources: {n:,}  "
-              f"versions: {versions:,}")
-        print(f"ingest through the API: {secs:.0f} s = {n / secs:,.0f} resources/s "
-              f"({versions / secs:,.0f} versions/s); database {size_mb:,.0f} MB = "
-              f"{size_mb * 1e6 / n:,.0f} MB per 1M resources")
-        print("  " + ", ".join(f"{k} {v:,}" for k, v in sorted(by_type.items())))
-        analyze(url)
+        if args.reuse:
+            n, versions, by_type, size_mb = database_facts(url)
+            n_patients = by_type.get("Patient", 1)
+            print(f"reused: {n:,} resources, {versions:,} versions, {size_mb:,.0f} MB")
+        else:
+            n_patients, secs = ingest(server.port, args.size, args.clients,
+                                      args.patients_per_bundle)
+            n, versions, by_type, size_mb = database_facts(url)
+            print(f"database: {args.backend}  patients: {n_patients:,}  resources: {n:,}  "
+                  f"versions: {versions:,}")
+            print(f"ingest through the API: {secs:.0f} s = {n / secs:,.0f} resources/s "
+                  f"({versions / secs:,.0f} versions/s); database {size_mb:,.0f} MB = "
+                  f"{size_mb * 1e6 / n:,.0f} MB per 1M resources")
+            print("  " + ", ".join(f"{k} {v:,}" for k, v in sorted(by_type.items())))
+            analyze(url)
+        since = poll_time(url, n // 100)
         print(f"{'query (single client, HTTP)':62} {'p50 ms':>8} {'p95 ms':>8} {'mean':>8}")
         for name, (p50, p95, mean) in measure(server.port, n_patients, args.runs,
                                               since).items():
