@@ -43,6 +43,7 @@ class Entry:
     existing: Any = None  # StoredResource when a conditional create matched
     result: Result | None = None
     extra: dict = field(default_factory=dict)
+    validated: bool = False  # base validation done while preparing
 
 
 def process_bundle(call: Call, bundle: Any) -> Result:
@@ -142,14 +143,24 @@ def _wrap(i: int, error: FhirError) -> FhirError:
 
 # -- transaction -----------------------------------------------------------------------
 def _transaction(call: Call, raw_entries: list) -> Result:
+    entries = _prepare(call, raw_entries)  # no database work: outside the write transaction
     with call.db.write() as conn:
-        entries = transaction_in(conn, call, raw_entries)
+        _run(conn, call, entries)
     return Result(200, resource=_response_bundle("transaction-response", entries, call))
 
 
 def transaction_in(conn, call: Call, raw_entries: list) -> list[Entry]:  # type: ignore[no-untyped-def]
     """Process transaction entries inside an open database transaction (all or nothing is
     up to the caller's transaction). Returns the entries with their results, in order."""
+    entries = _prepare(call, raw_entries)
+    _run(conn, call, entries)
+    return entries
+
+
+def _prepare(call: Call, raw_entries: list) -> list[Entry]:
+    """Parse the entries, copy their resources and base-validate those whose id is known
+    (POST, PUT Type/id). None of this reads the database, so a server with several workers
+    does it while another request holds SQLite's single write lock."""
     entries = []
     for i, raw in enumerate(raw_entries):
         try:
@@ -160,6 +171,20 @@ def transaction_in(conn, call: Call, raw_entries: list) -> list[Entry]:  # type:
         if entry.resource is not None:
             entry.resource = copy_tree(entry.resource)
     _check_duplicate_full_urls(entries)
+    for entry in entries:
+        if entry.method == "POST" or (entry.method == "PUT" and entry.res_id):
+            if entry.method == "PUT":
+                entry.resource["id"] = entry.res_id
+            try:
+                crud.check_valid(entry.resource, entry.res_type)
+            except FhirError as exc:
+                raise _wrap(entry.index, exc) from exc
+            entry.validated = True
+    return entries
+
+
+def _run(conn, call: Call, entries: list[Entry]) -> None:  # type: ignore[no-untyped-def]
+    """Resolve identities, rewrite references and execute the prepared entries."""
     mapping = _resolve_identities(conn, call, entries)
     _rewrite_all(conn, call, entries, mapping)
     for entry in sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index)):
@@ -167,7 +192,6 @@ def transaction_in(conn, call: Call, raw_entries: list) -> list[Entry]:  # type:
             entry.result = _execute(conn, call, entry)
         except FhirError as exc:
             raise _wrap(entry.index, exc) from exc
-    return entries
 
 
 def _check_duplicate_full_urls(entries: list[Entry]) -> None:
@@ -269,12 +293,14 @@ def _execute(conn, call: Call, entry: Entry) -> Result:  # type: ignore[no-untyp
     if method == "POST":
         if entry.existing is not None:
             return Result(200, stored=entry.existing, location=True)
-        crud.check_valid(entry.resource, entry.res_type)
+        if not entry.validated:
+            crud.check_valid(entry.resource, entry.res_type)
         return crud.create_in(conn, call, entry.res_type, entry.resource,
                               res_id=entry.target_id)
     if method == "PUT":
         entry.resource["id"] = entry.target_id
-        crud.check_valid(entry.resource, entry.res_type, entry.target_id)
+        if not entry.validated:
+            crud.check_valid(entry.resource, entry.res_type, entry.target_id)
         expected = crud.require_etag(entry.request.get("ifMatch"))
         return crud.store_update(conn, call, entry.res_type, entry.target_id,
                                  entry.resource, expected, "PUT")
