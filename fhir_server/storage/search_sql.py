@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Connection,
     and_,
     false,
@@ -27,8 +28,10 @@ from sqlalchemy import (
     true,
     union_all,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.selectable import Select
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from fhir_server.errors import FhirError
 from fhir_server.search.extract import COMPOSITE_SEP, OF_TYPE_SUFFIX
@@ -219,7 +222,7 @@ class _SqlBuilder:
         if drive and not negate and len(conds) > 1:
             # One index-driven SELECT per alternative (a UNION ALL), rather than an OR that
             # would defeat the (res_type, param, value) index.
-            return r.c.pid.in_(union_all(*(
+            return _PidIn(r.c.pid, union_all(*(
                 self._scope(select(table.c.pid), table, res_type, param).where(c)
                 for c in conds)))
         scope = _scope_type(res_type, drive and not negate)
@@ -399,12 +402,40 @@ def _scope_type(res_type: str | None, drive: bool) -> str | None:
     return res_type if drive else None
 
 
+class _PidIn(ColumnElement[bool]):
+    """`pid IN (subquery)`; on PostgreSQL `pid = ANY(ARRAY(subquery))`. With IN, PostgreSQL
+    hashes every driving pid, joins each one and sorts them all before the LIMIT; with the
+    array it reads the resources in primary-key order and stops at the page size (measured:
+    5.9 ms -> 0.4 ms for 592 requested Tasks)."""
+
+    inherit_cache = True
+    type = Boolean()
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement),
+                           ("sub", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, column: Any, sub: Any) -> None:
+        self.column = column
+        self.sub = sub
+
+
+@compiles(_PidIn)
+def _pid_in_default(element: _PidIn, compiler: Any, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    return f"{column} IN {compiler.process(element.sub.scalar_subquery(), **kw)}"
+
+
+@compiles(_PidIn, "postgresql")
+def _pid_in_postgresql(element: _PidIn, compiler: Any, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    return f"{column} = ANY(ARRAY{compiler.process(element.sub.scalar_subquery(), **kw)})"
+
+
 def _member(r: Any, sub: Select, pid_col: Any, *, negate: bool,
             drive: bool) -> ColumnElement[bool]:
-    """`r` is (not) among the pids `sub` selects: an IN lookup when driving the query,
+    """`r` is (not) among the pids `sub` selects: a pid lookup when driving the query,
     otherwise an EXISTS probe correlated on pid (served by the pid indexes)."""
     if drive and not negate:
-        return r.c.pid.in_(sub)
+        return _PidIn(r.c.pid, sub)
     probe = sub.where(pid_col == r.c.pid).exists()
     return ~probe if negate else probe
 
