@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import event
 
 from fhir_server.interactions.search import search_bundle
+from fhir_server.storage import write_buffer
 from tests.search_fixtures import store, wipe
 
 BASE = "http://fhir.example.org/fhir"
@@ -183,11 +184,41 @@ def test_index_writes_use_a_constant_number_of_statements(db):
                "subject": {"reference": "Patient/pat-1"}, "effectiveDateTime": "2024-01-01"}
         with db.write() as conn:
             pid = store(conn, obs)
+            write_buffer.flush(conn)
             with count_statements(db.engine) as seen:
                 replace_index(conn, pid, "Observation", obs)
+            sent = len(seen) + write_buffer.pending_statements(conn)  # queued for one flush
             conn.execute(resources.delete().where(resources.c.pid == pid))
             from fhir_server.storage.index_store import delete_index
             delete_index(conn, pid)
-        return len(seen)
+        return sent
 
-    assert statements_for(1) == statements_for(50) <= 16
+    assert 0 < statements_for(1) == statements_for(50) <= 16
+
+
+def test_driving_lookup_is_a_pid_lookup(db):
+    """The driving index lookup reaches resources by primary key: `pid IN (SELECT ...)` on
+    SQLite (never compared with `= 1`, which would force a table scan), `pid =
+    ANY(ARRAY(SELECT ...))` on PostgreSQL (read in pid order, stops at the page size)."""
+    sent: list[tuple[str, object]] = []
+
+    def _on(conn, cursor, statement, params, context, executemany):  # noqa: ANN001
+        if statement.lstrip().upper().startswith("SELECT"):
+            sent.append((statement, params))
+
+    event.listen(db.engine, "before_cursor_execute", _on)
+    try:
+        with db.read() as conn:
+            search_bundle(conn, "Task", [("requester", "Organization/clinic"),
+                                         ("_total", "none")], base_url=BASE, strict=True)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", _on)
+    ((page, params),) = sent
+    if db.is_sqlite:
+        assert "r.pid IN (SELECT" in page and ") = 1" not in page, page
+        with db.read() as conn:
+            plan = " ".join(str(row) for row in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + page, params).all())
+        assert "SEARCH r USING INTEGER PRIMARY KEY" in plan, plan
+    else:
+        assert "r.pid = ANY(ARRAY(SELECT" in page, page

@@ -410,6 +410,7 @@ class _PidIn(ColumnElement[bool]):
 
     inherit_cache = True
     type = Boolean()
+    _is_implicitly_boolean = True  # a condition: no `= 1` added where booleans are integers
     _traverse_internals = [("column", InternalTraversal.dp_clauseelement),
                            ("sub", InternalTraversal.dp_clauseelement)]
 

@@ -153,3 +153,13 @@ def install(engine: Engine) -> None:
     @event.listens_for(engine, "rollback_savepoint")
     def _on_rollback_savepoint(conn, _name, _context):  # type: ignore[no-untyped-def]
         discard(conn)
+
+
+def pending_statements(conn: Connection) -> int:
+    """How many statements the next flush would send (for tests and diagnostics)."""
+    pending = conn.info.get(_INFO_KEY)
+    if not pending:
+        return 0
+    deletes = sum(1 for pids in pending.deletes.values() if pids)
+    inserts = sum(1 for by_pid in pending.inserts.values() if any(by_pid.values()))
+    return deletes + inserts + (1 if pending.history else 0)
