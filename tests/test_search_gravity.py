@@ -222,3 +222,20 @@ def test_driving_lookup_is_a_pid_lookup(db):
         assert "SEARCH r USING INTEGER PRIMARY KEY" in plan, plan
     else:
         assert "r.pid = ANY(ARRAY(SELECT" in page, page
+
+
+def test_default_total_is_bounded(db):
+    """Without `_total`: exact up to 100 matches (from the page query), absent above;
+    `_total=accurate` always counts."""
+    with db.write() as conn:
+        for i in range(105):
+            store(conn, {"resourceType": "Basic", "id": f"bulk-{i}",
+                         "code": {"coding": [{"system": "http://x", "code": "big"}]},
+                         "subject": {"reference": f"Patient/pat-{1 if i < 40 else 2}"}})
+    broad = search(db, "Basic", [("code", "big"), ("_count", "5")])
+    assert "total" not in broad and len(broad["entry"]) == 5
+    assert search(db, "Basic", [("code", "big"), ("_total", "accurate")])["total"] == 105
+    narrow = search(db, "Basic", [("subject", "Patient/pat-1"), ("_count", "5")])
+    assert narrow["total"] == 40 and len(narrow["entry"]) == 5
+    nxt = [link["url"] for link in narrow["link"] if link["relation"] == "next"]
+    assert nxt, narrow["link"]

@@ -587,6 +587,17 @@ def _keyset(exprs: list[tuple[Any, bool]], values: list[Any], pid_col: Any, pid:
 
 # -- execution -------------------------------------------------------------------------------
 
+def _bodies(conn: Connection, pids: list[int]) -> dict[int, Row]:
+    """The rows of these pids (one statement, by primary key)."""
+    if not pids:
+        return {}
+    t = resources.alias("rb")
+    recs = conn.execute(select(t.c.pid, t.c.res_type, t.c.res_id, t.c.version,
+                               t.c.last_updated, t.c.body)
+                        .where(t.c.pid.in_(pids), t.c.deleted == false())).all()
+    return {rec.pid: _row(rec) for rec in recs}
+
+
 def _row(rec: Any) -> Row:
     return Row(rec.pid, rec.res_type, rec.res_id, rec.version, rec.last_updated, rec.body)
 
@@ -628,7 +639,14 @@ def execute_search(conn: Connection, parsed: ParsedSearch, *,
     r = resources.alias("r")
     where = where_clause(conn, parsed, r, restrict)
     result = SearchResult(matches=[])
-    result.total = _total(conn, parsed, r, where)
+    # The default bounded total on a first page comes from the page query itself: it reads
+    # up to DEFAULT_TOTAL_CAP + 1 keys, then the bodies of one page by primary key, instead of
+    # running every filter a second time for a count.
+    total_from_page = (parsed.total not in ("none", "accurate", "estimate")
+                       and parsed.summary != "count" and parsed.count > 0
+                       and not parsed.cursor)
+    if not total_from_page:
+        result.total = _total(conn, parsed, r, where)
     if parsed.summary == "count" or parsed.count == 0:
         return result
     exprs = [(_sort_expr(k, r, is_pg), k.descending) for k in parsed.sort]
@@ -648,15 +666,27 @@ def execute_search(conn: Connection, parsed: ParsedSearch, *,
         o = expr.desc() if desc != backwards else expr.asc()
         order.append(o.nulls_first() if backwards else o.nulls_last())
     order.append(r.c.pid.desc() if backwards else r.c.pid.asc())
-    cols = [r.c.pid, r.c.res_type, r.c.res_id, r.c.version, r.c.last_updated, r.c.body]
-    cols += [e.label(f"s{i}") for i, (e, _d) in enumerate(exprs)]
-    recs = conn.execute(select(*cols).where(where).order_by(*order)
-                        .limit(parsed.count + 1)).all()
-    more = len(recs) > parsed.count
-    recs = recs[:parsed.count]
-    if backwards:
-        recs.reverse()
-    result.matches = [_row(rec) for rec in recs]
+    key_cols = [r.c.pid] + [e.label(f"s{i}") for i, (e, _d) in enumerate(exprs)]
+    if total_from_page:
+        recs = conn.execute(select(*key_cols).where(where).order_by(*order)
+                            .limit(max(parsed.count, DEFAULT_TOTAL_CAP) + 1)).all()
+        result.total = len(recs) if len(recs) <= DEFAULT_TOTAL_CAP else None
+        more = len(recs) > parsed.count
+        recs = recs[:parsed.count]
+        bodies = _bodies(conn, [rec.pid for rec in recs])
+        # A match deleted by another writer between the two statements (PostgreSQL reads
+        # each statement's latest commit) is left out rather than shown without a body.
+        recs = [rec for rec in recs if rec.pid in bodies]
+        result.matches = [bodies[rec.pid] for rec in recs]
+    else:
+        cols = [r.c.res_type, r.c.res_id, r.c.version, r.c.last_updated, r.c.body, *key_cols]
+        recs = conn.execute(select(*cols).where(where).order_by(*order)
+                            .limit(parsed.count + 1)).all()
+        more = len(recs) > parsed.count
+        recs = recs[:parsed.count]
+        if backwards:
+            recs.reverse()
+        result.matches = [_row(rec) for rec in recs]
     if recs:
         first, last = recs[0], recs[-1]
         keys = range(len(exprs))
