@@ -5,7 +5,7 @@ know" (None); on None the full FHIRPath expression is evaluated, so results neve
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fhir_server.paths import values_at
@@ -39,17 +39,22 @@ def _exact(expr: str) -> Fast | None:
     return None
 
 
-def _split_top(expr: str, op: str) -> tuple[str, str] | None:
+def _unquoted(expr: str) -> Iterator[tuple[int, str, int]]:
+    """(position, character, parenthesis depth after it) for each character outside
+    string literals."""
     depth, quote = 0, False
-    token = f" {op} "
     for i, ch in enumerate(expr):
         if ch == "'":
             quote = not quote
-        elif not quote and ch == "(":
-            depth += 1
-        elif not quote and ch == ")":
-            depth -= 1
-        elif not quote and depth == 0 and expr.startswith(token, i):
+        elif not quote:
+            depth += (ch == "(") - (ch == ")")
+            yield i, ch, depth
+
+
+def _split_top(expr: str, op: str) -> tuple[str, str] | None:
+    token = f" {op} "
+    for i, ch, depth in _unquoted(expr):
+        if depth == 0 and ch == " " and expr.startswith(token, i):
             return expr[:i], expr[i + len(token):]
     return None
 
@@ -72,16 +77,9 @@ def _emptiness_path(expr: str) -> str | None:
     head, sep, tail = core.partition(".where(")
     if suffix != ".empty()" or not sep or not _PLAIN_PATH.fullmatch(head):
         return None
-    depth, quote = 1, False
-    for i, ch in enumerate(tail):
-        if ch == "'":
-            quote = not quote
-        elif not quote and ch == "(":
-            depth += 1
-        elif not quote and ch == ")":
-            depth -= 1
-            if depth == 0:
-                return head if _PLAIN_STEPS.fullmatch(tail[i + 1:]) else None
+    for i, _ch, depth in _unquoted(tail):
+        if depth == -1:  # the parenthesis closing `where(`
+            return head if _PLAIN_STEPS.fullmatch(tail[i + 1:]) else None
     return None
 
 
