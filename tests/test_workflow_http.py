@@ -18,6 +18,7 @@ from flask import Request
 from fhir_server.auth.context import AccessContext
 from fhir_server.auth.scopes import parse_scopes
 from tests.snapshot import db_snapshot
+from tests.workflow_expected import EXPECTED_NEXT, OWNER_MAY_SET, REQUESTER_MAY_SET, STATUSES
 
 SDOHCC = "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/"
 SDOHCC_CODES = "http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes"
@@ -27,23 +28,6 @@ SNOMED = "http://snomed.info/sct"
 ORG_HEADER = "X-Test-Org"
 ALL_SCOPES = parse_scopes("system/*.cruds")  # scopes pass; the workflow rules decide
 
-STATUSES = ["draft", "requested", "accepted", "rejected", "cancelled", "in-progress",
-            "on-hold", "failed", "completed", "entered-in-error"]
-# The issue's state machine, written out independently of the implementation.
-NEXT = {
-    "draft": {"requested", "entered-in-error"},
-    "requested": {"accepted", "rejected", "cancelled", "entered-in-error"},
-    "accepted": {"in-progress", "on-hold", "cancelled", "completed", "failed",
-                 "entered-in-error"},
-    "in-progress": {"on-hold", "cancelled", "completed", "failed", "entered-in-error"},
-    "on-hold": {"in-progress", "cancelled", "completed", "failed", "entered-in-error"},
-    "rejected": {"entered-in-error"}, "cancelled": {"entered-in-error"},
-    "failed": {"entered-in-error"}, "completed": {"entered-in-error"},
-    "entered-in-error": set(),
-}
-REQUESTER_SETS = {"requested", "cancelled", "entered-in-error"}
-OWNER_SETS = {"accepted", "rejected", "in-progress", "on-hold", "completed", "failed",
-              "cancelled"}
 # How a privileged caller walks a fresh Task to each status.
 PATH_TO = {
     "draft": [], "requested": [], "accepted": ["accepted"],
@@ -255,9 +239,9 @@ def _role_setup(w: Referrals, role: str) -> tuple[str, str, str, dict]:
 def _expected(role: str, old: str, new: str) -> int:
     if role == "third":
         return 404  # the organization policy hides other organizations' Tasks (no leak)
-    if new not in NEXT[old]:
+    if new not in EXPECTED_NEXT[old]:
         return 422
-    may = REQUESTER_SETS if role in ("requester", "platform-requester") else OWNER_SETS
+    may = REQUESTER_MAY_SET if role in ("requester", "platform-requester") else OWNER_MAY_SET
     return 200 if new in may else 403
 
 

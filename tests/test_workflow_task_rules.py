@@ -19,6 +19,7 @@ from fhir_server.workflow.task_rules import (
     check_task_write,
     is_referral_task,
 )
+from tests.workflow_expected import EXPECTED_NEXT, OWNER_MAY_SET, REQUESTER_MAY_SET, STATUSES
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 EXAMPLES = SHARED / "gravity" / "examples-2.3.0"
@@ -26,25 +27,6 @@ EXAMPLES = SHARED / "gravity" / "examples-2.3.0"
 REQUESTER_ORG = "Organization/clinic"
 OWNER_ORG = "Organization/cbo"
 PLATFORM_ORG = "Organization/platform"
-STATUSES = ["draft", "requested", "accepted", "rejected", "cancelled", "in-progress",
-            "on-hold", "failed", "completed", "entered-in-error"]
-# The table, written out independently of the implementation.
-EXPECTED_NEXT = {
-    "draft": {"requested", "entered-in-error"},
-    "requested": {"accepted", "rejected", "cancelled", "entered-in-error"},
-    "accepted": {"in-progress", "on-hold", "cancelled", "completed", "failed",
-                 "entered-in-error"},
-    "in-progress": {"on-hold", "cancelled", "completed", "failed", "entered-in-error"},
-    "on-hold": {"in-progress", "cancelled", "completed", "failed", "entered-in-error"},
-    "rejected": {"entered-in-error"},
-    "cancelled": {"entered-in-error"},
-    "failed": {"entered-in-error"},
-    "completed": {"entered-in-error"},
-    "entered-in-error": set(),
-}
-REQUESTER_MAY_SET = {"requested", "cancelled", "entered-in-error"}
-OWNER_MAY_SET = {"accepted", "rejected", "in-progress", "on-hold", "completed", "failed",
-                 "cancelled"}
 
 REQUESTER = AccessContext(organization=REQUESTER_ORG, fhir_user="Practitioner/dr")
 OWNER = AccessContext(organization=OWNER_ORG)
