@@ -27,73 +27,39 @@ from fhir_server.storage.index_schema import (
 _COLUMNS: list[tuple[str, Table, tuple[str, ...]]] = [
     ("strings", idx_string, ("value_norm", "value_exact")),
     ("tokens", idx_token, ("system", "code", "text")),
-    (
-        "references",
-        idx_reference,
-        ("target_type", "target_id", "url", "ident_system", "ident_value"),
-    ),
+    ("references", idx_reference,
+     ("target_type", "target_id", "url", "ident_system", "ident_value")),
     ("dates", idx_date, ("low", "high")),
     ("numbers", idx_number, ("value",)),
     ("quantities", idx_quantity, ("value", "system", "code", "unit")),
     ("uris", idx_uri, ("uri",)),
 ]
-
-
-def _rows(pid: int, res_type: str, values: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    return [(pid, res_type, *row) for row in values]
-
-
-def _queue(
-    conn: Connection, table: Table, cols: tuple[str, ...], rows: list[tuple[Any, ...]]
-) -> None:
-    write_buffer.add_rows(conn, table.name, ("pid", "res_type", "param", "grp", *cols), rows)
-
-
 _COORD_COLS = ("latitude", "longitude")
+
+
+def _queue(conn: Connection, table: Table, cols: tuple[str, ...],
+           rows: list[tuple[Any, ...]]) -> None:
+    write_buffer.add_rows(conn, table.name, ("pid", "res_type", "param", "grp", *cols), rows)
 
 
 def insert_index(conn: Connection, pid: int, res_type: str, values: IndexValues) -> None:
     """Queue the index rows of already extracted values."""
     for attr, table, cols in _COLUMNS:
-        rows = getattr(values, attr)
-        if rows:
-            _queue(conn, table, cols, _rows(pid, res_type, rows))
-    if values.coords:
-        _queue(
-            conn,
-            idx_coords,
-            _COORD_COLS,
-            [(pid, res_type, p, 0, lat, lon) for p, lat, lon in values.coords],
-        )
+        _queue(conn, table, cols, [(pid, res_type, *row) for row in getattr(values, attr)])
+    _queue(conn, idx_coords, _COORD_COLS,
+           [(pid, res_type, p, 0, lat, lon) for p, lat, lon in values.coords])
 
 
 def insert_many(conn: Connection, items: list[tuple[int, str, dict[str, Any]]]) -> None:
     """Queue the index rows of many new resources (pid, type, body)."""
-    batches: dict[str, list[tuple[Any, ...]]] = {attr: [] for attr, _t, _c in _COLUMNS}
-    coords: list[tuple[Any, ...]] = []
     for pid, res_type, resource in items:
-        values = extract_index(resource)
-        for attr, _table, _cols in _COLUMNS:
-            rows = getattr(values, attr)
-            if rows:
-                batches[attr].extend(_rows(pid, res_type, rows))
-        coords.extend((pid, res_type, p, 0, lat, lon) for p, lat, lon in values.coords)
-    for attr, table, cols in _COLUMNS:
-        _queue(conn, table, cols, batches[attr])
-    _queue(conn, idx_coords, _COORD_COLS, coords)
+        insert_index(conn, pid, res_type, extract_index(resource))
 
 
 # IndexValues attribute -> INDEX_TABLES key of the table holding those rows.
-_TABLE_OF = {
-    "strings": "string",
-    "tokens": "token",
-    "references": "reference",
-    "dates": "date",
-    "numbers": "number",
-    "quantities": "quantity",
-    "uris": "uri",
-    "coords": "special",
-}
+_TABLE_OF = {"strings": "string", "tokens": "token", "references": "reference",
+             "dates": "date", "numbers": "number", "quantities": "quantity", "uris": "uri",
+             "coords": "special"}
 
 
 def _tables_with_rows(values: IndexValues) -> list[str]:
@@ -102,10 +68,9 @@ def _tables_with_rows(values: IndexValues) -> list[str]:
 
 def delete_index(conn: Connection, pid: int, previous: dict[str, Any] | None = None) -> None:
     """Remove every index row of a resource. With the `previous` body, only the tables it
-    has rows in are touched (prebuilt statements: no per-call SQL construction)."""
-    names = (
-        _tables_with_rows(extract_index(previous)) if previous is not None else list(INDEX_TABLES)
-    )
+    has rows in (fewer statements when the transaction's queue is flushed)."""
+    names = (_tables_with_rows(extract_index(previous)) if previous is not None
+             else list(INDEX_TABLES))
     write_buffer.delete_rows(conn, [INDEX_TABLES[name].name for name in names], pid)
 
 
@@ -114,13 +79,8 @@ def index_new(conn: Connection, pid: int, res_type: str, resource: dict[str, Any
     insert_index(conn, pid, res_type, extract_index(resource))
 
 
-def replace_index(
-    conn: Connection,
-    pid: int,
-    res_type: str,
-    resource: dict[str, Any],
-    previous: dict[str, Any] | None = None,
-) -> None:
+def replace_index(conn: Connection, pid: int, res_type: str, resource: dict[str, Any],
+                  previous: dict[str, Any] | None = None) -> None:
     """Replace a resource's index rows with those extracted from its new body; `previous`
     (the body being replaced) limits the deletes to the tables that hold its rows."""
     values = extract_index(resource)
