@@ -1,7 +1,7 @@
 """Profile-validation cost per resource (p50/p95/max), for referral Tasks and ServiceRequests.
 
 Usage: .venv/bin/python bench/validation_bench.py [--n 2000]
-Reads the official Gravity examples from ../shared (a developer checkout); the goal is
+Reads the official Gravity examples shipped in tests/data (see its SOURCES.md); the goal is
 p95 <= 1 ms for Task and ServiceRequest.
 """
 
@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO))
 
 from profiles.validator import default_validator  # noqa: E402
 
-EXAMPLES = REPO.parent / "shared" / "gravity" / "examples-2.3.0"
+EXAMPLES = REPO / "tests" / "data" / "gravity" / "examples-2.3.0"
 CASES = {
     "Task (referral, completed)":
         "Task-SDOHCC-TaskReferralManagementOrderFulfillmentCompletedExample.json",

@@ -13,6 +13,7 @@ from fhir_server.config import Settings
 from fhir_server.errors import FhirError, Issue
 from fhir_server.interactions.bundles import transaction_in
 from fhir_server.interactions.context import Call
+from fhir_server.json_tree import same_content
 from fhir_server.storage.repository import Repository
 from fhir_server.storage.search_sql import find_ids
 from mappers import directory_model as dm
@@ -107,8 +108,7 @@ def _changed_entries(conn, entries: list[dict]) -> list[dict]:  # type: ignore[n
         if current is not None:
             stored = repo.read(*current.split("/"))
             body = stored.resource() if stored is not None and not stored.deleted else None
-            if body is not None and {k: v for k, v in body.items() if k not in ("id", "meta")} \
-                    == resource:
+            if body is not None and same_content(body, resource):
                 continue
         out.append({**entry, "resource": resource})
     return out

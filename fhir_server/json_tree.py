@@ -1,4 +1,4 @@
-"""Copying parsed FHIR JSON (dicts, lists and immutable scalars)."""
+"""Copying and comparing parsed FHIR JSON (dicts, lists and immutable scalars)."""
 
 from __future__ import annotations
 
@@ -14,3 +14,11 @@ def copy_tree(node: Any) -> Any:
     if kind is list:
         return [copy_tree(value) for value in node]
     return node
+
+
+def same_content(stored: dict, wanted: dict) -> bool:
+    """Do two resources hold the same content apart from `id` and `meta` (which the server
+    sets: version, time, author stamp)? Loaders use it to skip writes that change nothing."""
+    skip = ("id", "meta")
+    return ({k: v for k, v in stored.items() if k not in skip}
+            == {k: v for k, v in wanted.items() if k not in skip})

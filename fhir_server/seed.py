@@ -8,13 +8,8 @@ import copy
 
 from fhir_server.interactions import crud
 from fhir_server.interactions.context import Call, Services
+from fhir_server.json_tree import same_content
 from fhir_server.storage.repository import Repository
-
-
-def _same(stored: dict, wanted: dict) -> bool:
-    a = {k: v for k, v in stored.items() if k != "meta"}
-    b = {k: v for k, v in wanted.items() if k != "meta"}
-    return a == b
 
 
 def seed_definitions(services: Services) -> int:
@@ -27,7 +22,7 @@ def seed_definitions(services: Services) -> int:
             res_type, res_id = resource["resourceType"], resource["id"]
             with services.db.write() as conn:
                 current = Repository(conn).read(res_type, res_id)
-                if current is not None and not current.deleted and _same(
+                if current is not None and not current.deleted and same_content(
                         current.resource(), resource):
                     continue
                 crud.check_valid(resource, res_type, res_id)

@@ -11,7 +11,6 @@ from fhir_server.storage.migrate import upgrade
 from tests.dbs import backends, fresh_database_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
 
 
 @pytest.fixture(scope="module", params=backends())

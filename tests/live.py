@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import threading
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import requests
 from werkzeug.serving import make_server
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "fhir-r4" / "fhir.schema.json"
+from tests.reference_data import fhir_schema
+
 FHIR_JSON = "application/fhir+json"
 
 
@@ -36,7 +36,7 @@ class LiveServer:
 
 @lru_cache(maxsize=1)
 def _schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text())
+    return fhir_schema()
 
 
 @lru_cache(maxsize=256)

@@ -18,9 +18,9 @@ from fhir_server.errors import FhirError
 from profiles.loader import registry
 from profiles.policy import SERVICE_REQUEST, TASK_FOR_REFERRAL, required_profiles
 from profiles.validator import validate
+from tests.reference_data import BACKPORT_SAMPLES, GRAVITY_EXAMPLES
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-EXAMPLES = SHARED / "gravity" / "examples-2.3.0"
+EXAMPLES = GRAVITY_EXAMPLES
 FILES = sorted(EXAMPLES.glob("*.json"))
 SDOH = "http://hl7.org/fhir/us/sdoh-clinicalcare/"
 GROUP = "Group-SDOHCC-GroupSDOHPatientsForPayerExample.json"
@@ -101,7 +101,7 @@ def test_group_rewritten_for_3_0_0_is_valid():
 
 
 def test_backport_subscription_sample_is_valid():
-    sub = json.loads((SHARED / "gravity" / "backport-subscription-samples" /
+    sub = json.loads((BACKPORT_SAMPLES /
                       "Subscription_id-only.json").read_text("utf-8"))
     assert errors(validate(sub)) == []
     del sub["_payload" if "_payload" in sub else "channel"]["_payload"]

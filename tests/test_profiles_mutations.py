@@ -18,9 +18,9 @@ import pytest
 
 from profiles.loader import ProfileRegistry
 from profiles.validator import Validator, validate
+from tests.reference_data import BACKPORT_SAMPLES, GRAVITY_EXAMPLES
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-EXAMPLES = SHARED / "gravity" / "examples-2.3.0"
+EXAMPLES = GRAVITY_EXAMPLES
 SDOH = "http://hl7.org/fhir/us/sdoh-clinicalcare/"
 CS = SDOH + "CodeSystem/SDOHCC-CodeSystemTemporaryCodes"
 SDC_TEMP = "http://hl7.org/fhir/uv/sdc/CodeSystem/temp"
@@ -102,7 +102,7 @@ def _constructed() -> dict[str, dict[str, Any]]:
         "valueCodeableConcept": cc(CS, "enrolled"),
         "focus": [ref("HealthcareService/social-care-program")],
     }
-    sub = json.loads((SHARED / "gravity" / "backport-subscription-samples" /
+    sub = json.loads((BACKPORT_SAMPLES /
                       "Subscription_id-only.json").read_text("utf-8"))
     return {"HRM": hcsrm, "PES": pes, "SUB": sub}
 

@@ -142,20 +142,39 @@ def test_examples_load_with_the_cli(server, tmp_path):
     db.dispose()
     env = {**os.environ, "DATABASE_URL": url, "FHIR_SERVER_AUTH": "off"}
     files = [str(EXAMPLES / f"referral-bundle-{n}.json") for n in (1, 2)]
-    done = subprocess.run([sys.executable, "-m", "fhir_server", "load", *files], env=env,
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.count("transaction of 9 entries") == 2, done.stdout
+    directory = str(EXAMPLES / "directory" / "directory-bundle.json")
     from sqlalchemy import text
 
-    db = Database(url)
-    with db.read() as conn:
-        counts = dict(conn.execute(text(
-            "SELECT res_type, COUNT(*) FROM resources GROUP BY res_type")).all())
-    db.dispose()
+    def load(*paths: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "fhir_server", "load", *paths], env=env,
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    def stored() -> tuple[dict, int]:
+        db = Database(url)
+        with db.read() as conn:
+            counts = dict(conn.execute(text(
+                "SELECT res_type, COUNT(*) FROM resources GROUP BY res_type")).all())
+            versions = conn.execute(text("SELECT COUNT(*) FROM resource_history")).scalar()
+        db.dispose()
+        return counts, versions
+
+    assert load(*files).count("transaction of 9 entries") == 2
+    counts, versions = stored()
     assert counts["Patient"] == 1 and counts["Organization"] == 2
     assert counts["PractitionerRole"] == 1
     assert counts["Task"] == 2 and counts["ServiceRequest"] == 2
+    assert counts["QuestionnaireResponse"] == 2 and counts["Consent"] == 2
+    # `make run` twice: the second load finds every resource (conditional creates) and
+    # writes nothing, and an unchanged directory gets no new versions.
+    first_directory = load(directory)
+    assert "transaction of 563 entries" in first_directory, first_directory
+    counts, versions = stored()
+    again = load(*files, directory)
+    assert again.count("transaction of 9 entries") == 2
+    assert "transaction of 0 entries (563 unchanged, skipped)" in again, again
+    assert stored() == (counts, versions)
 
 
 def test_examples_claim_the_sdohcc_profiles():

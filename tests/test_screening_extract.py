@@ -6,7 +6,6 @@ import copy
 import functools
 import itertools
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -34,8 +33,8 @@ from mappers.screening_extract import (
     supersede_safety_flags,
 )
 from profiles.questionnaires import get_questionnaire
+from tests.reference_data import fhir_schema
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BASE = "http://mh-referral.example.org/fhir/Questionnaire"
 LOINC = "http://loinc.org"
 FREQ = ["LA6568-5", "LA6569-3", "LA6570-1", "LA6571-9"]
@@ -44,7 +43,7 @@ MODELS = {"Observation": Observation, "Flag": Flag, "Task": Task}
 
 @pytest.fixture(scope="module")
 def schema_validator():
-    schema = json.loads((SHARED / "fhir-r4" / "fhir.schema.json").read_text())
+    schema = fhir_schema()
     cls = jsonschema.validators.validator_for(schema)
     return lambda rtype: cls({"$ref": f"#/definitions/{rtype}",
                               "definitions": schema["definitions"]})

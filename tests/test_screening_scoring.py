@@ -6,7 +6,6 @@ import copy
 import itertools
 import json
 import random
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -23,8 +22,8 @@ from mappers.screening import (
 )
 from mappers.screening_instruments import GAD7, INSTRUMENTS, PHQ9
 from profiles.questionnaires import get_questionnaire, load_questionnaires
+from tests.reference_data import QUESTIONNAIRES, fhir_schema
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BASE = "http://mh-referral.example.org/fhir/Questionnaire"
 ORDINAL = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
 LOINC = "http://loinc.org"
@@ -110,7 +109,7 @@ def test_our_questionnaires_are_the_instruments_they_claim(key):
 
 
 def test_questionnaires_are_valid_r4():
-    schema = json.loads((SHARED / "fhir-r4" / "fhir.schema.json").read_text())
+    schema = fhir_schema()
     validator = jsonschema.validators.validator_for(schema)(
         {"$ref": "#/definitions/Questionnaire", "definitions": schema["definitions"]})
     for q in load_questionnaires():
@@ -288,7 +287,7 @@ def test_gad7_item2_accepts_both_codes_for_two():
 
 def test_lhc_forms_gad7_with_loinc_systems_scores_la18938_3():
     """The LHC-Forms export (defect fixed: systems added) offers LA18938-3 on item 2."""
-    q = json.loads((SHARED / "questionnaires" / "gad7.uwcirg.R4.questionnaire.json").read_text())
+    q = json.loads((QUESTIONNAIRES / "gad7.uwcirg.R4.questionnaire.json").read_text())
     assert score_response(q, {"status": "completed"}).status == "not-scored"  # no code system
     for item in [q, *q["item"]]:
         for c in item.get("code", []) + [o["valueCoding"] for o in item.get("answerOption", [])]:
@@ -424,7 +423,7 @@ def test_client_total_is_checked_never_trusted(value, needle):
 
 def test_non_integer_scores_from_a_decimal_total_item():
     """US Core's PHQ-9 has a decimal total item: 12.5 is refused, 12 (its example) accepted."""
-    root = SHARED / "questionnaires"
+    root = QUESTIONNAIRES
     q = json.loads((root / "phq9.us-core.questionnaire.json").read_text())
     qr = json.loads((root / "phq9.us-core.questionnaireresponse.json").read_text())
     ok = score_response(q, qr)

@@ -1,14 +1,13 @@
 """Property test: the SQL engine agrees with a brute-force evaluator on random data.
 
 The brute-force side evaluates each SearchParameter's official FHIRPath expression (from
-../shared, with `resolve() is T` rewritten to a reference prefix check) over every stored
+tests/data, with `resolve() is T` rewritten to a reference prefix check) over every stored
 resource with fhirpathpy, and applies the FHIR matching rules in plain Python.
 """
 
 from __future__ import annotations
 
 import calendar
-import json
 import re
 import unicodedata
 from datetime import datetime
@@ -20,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fhir_server.interactions.search import search_bundle
-from tests.conftest import SHARED
+from tests.reference_data import search_parameters
 from tests.search_fixtures import store, wipe
 
 BASE = "http://test.local/fhir"
@@ -35,7 +34,7 @@ PARAMS = {
 
 
 def _expressions() -> dict[tuple[str, str], object]:
-    bundle = json.loads((SHARED / "fhir-r4" / "search-parameters.json").read_text())
+    bundle = search_parameters()
     out = {}
     for e in bundle["entry"]:
         sp = e["resource"]

@@ -17,13 +17,11 @@ from fhir_server.search.extract import extract_index
 from fhir_server.search.parser import ChainFilter, HasFilter, parse_search
 from fhir_server.search.registry import all_resource_types, params_for, patient_compartment
 from fhir_server.search.values import date_range, decimal_range, normalize_string, parse_decimal
-from tests.conftest import SHARED
-
-GRAVITY = SHARED / "gravity"
+from tests.reference_data import GRAVITY_EXAMPLES, search_parameters
 
 
 def test_registry_covers_every_r4_search_parameter():
-    bundle = json.loads((SHARED / "fhir-r4" / "search-parameters.json").read_text())
+    bundle = search_parameters()
     unsupported = {"_text", "_content", "_query", "_list", "_filter", "_has", "_type"}
     missing = []
     for e in bundle["entry"]:
@@ -53,7 +51,7 @@ def test_gravity_parameters_and_compartment():
 
 
 def test_extraction_of_gravity_task_example():
-    task = json.loads((GRAVITY / "examples-2.3.0" / "Task-SDOHCC-TaskReferralManagement"
+    task = json.loads((GRAVITY_EXAMPLES / "Task-SDOHCC-TaskReferralManagement"
                        "OrderFulfillmentCompletedExample.json").read_text())
     iv = extract_index(task)
     refs = {(p, t, i) for p, _g, t, i, *_ in iv.references}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 
@@ -22,9 +21,8 @@ from subscriptions.topics import (
     capability_topic_extensions,
     fired_topics,
 )
+from tests.reference_data import INFERNO
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-INFERNO = SHARED / "subscriptions" / "inferno-subscriptions-test-kit"
 BP = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from pathlib import Path
 
 import pytest
 
@@ -19,10 +18,10 @@ from fhir_server.workflow.task_rules import (
     check_task_write,
     is_referral_task,
 )
+from tests.reference_data import GRAVITY_EXAMPLES
 from tests.workflow_expected import EXPECTED_NEXT, OWNER_MAY_SET, REQUESTER_MAY_SET, STATUSES
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-EXAMPLES = SHARED / "gravity" / "examples-2.3.0"
+EXAMPLES = GRAVITY_EXAMPLES
 
 REQUESTER_ORG = "Organization/clinic"
 OWNER_ORG = "Organization/cbo"

@@ -21,18 +21,20 @@ from fhir_server.formats import (
     xml_to_json,
 )
 from fhir_server.formats.model import ATTR, COMPLEX, FHIR_NS, PRIMITIVE, RESOURCE, XHTML, model
+from tests.reference_data import GRAVITY_EXAMPLES
+from tests.reference_data import QUESTIONNAIRES as QUESTIONNAIRE_DIR
+from tests.reference_data import SUBSCRIPTIONS as SUBSCRIPTION_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 MAX = 10 * 1024 * 1024
 F = f"{{{FHIR_NS}}}"
 XHTML_NS = "http://www.w3.org/1999/xhtml"
 
-GRAVITY = sorted((SHARED / "gravity" / "examples-2.3.0").glob("*.json"))
-QUESTIONNAIRES = sorted((SHARED / "questionnaires").glob("*.json"))
+GRAVITY = sorted(GRAVITY_EXAMPLES.glob("*.json"))
+QUESTIONNAIRES = sorted(QUESTIONNAIRE_DIR.glob("*.json"))
 # R4 fixtures only: the r4b folder holds an R4B SubscriptionTopic, not an R4 resource.
 SUBSCRIPTIONS = sorted(
-    p for p in (SHARED / "subscriptions").rglob("*.json") if "r4b" not in p.parts)
+    p for p in SUBSCRIPTION_DIR.rglob("*.json") if "r4b" not in p.parts)
 OWN_EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.json")
                       if b'"resourceType"' in p.read_bytes()[:200])
 
@@ -79,7 +81,7 @@ def test_round_trip_is_lossless(path: Path) -> None:
 
 
 def test_invalid_source_value_is_an_error_not_dropped() -> None:
-    path = SHARED / "questionnaires" / "phq9.lhcforms.R4.questionnaire.json"
+    path = QUESTIONNAIRE_DIR / "phq9.lhcforms.R4.questionnaire.json"
     with pytest.raises(FhirError) as err:
         json_to_xml(load(path))
     assert err.value.status == 500

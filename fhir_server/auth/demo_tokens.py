@@ -14,6 +14,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
 from fhir_server.auth.client_auth import ASSERTION_TYPE
+from fhir_server.auth.tokens import BACKEND_LIFETIME
 
 
 def generate_key_pair(private_path: Path, public_path: Path, alg: str = "RS384") -> str:
@@ -66,5 +67,7 @@ def token_help(base_url: str, client_id: str, key_file: str, scope: str) -> str:
         f" --key-file {key_file} --token-url {root}/auth/token --scope \"{scope}\""
         " | .venv/bin/python -c"
         " 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n"
-        f"  curl -H \"Authorization: Bearer $TOKEN\" {base_url.rstrip('/')}/Task"
+        f"  curl -H \"Authorization: Bearer $TOKEN\" {base_url.rstrip('/')}/Task\n"
+        f"  (the token lasts {BACKEND_LIFETIME // 60} minutes, as SMART Backend Services "
+        "recommends; when the API answers 401 invalid_token, run the first command again)"
     )
