@@ -7,7 +7,6 @@ import logging
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from fhir_server.app_launch import create_app_blueprint
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError
 from fhir_server.interactions.context import Services
@@ -36,7 +35,6 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
 
     wire(app, services, registry)
     app.register_blueprint(fhir_blueprint)
-    app.register_blueprint(create_app_blueprint(settings))
 
     @app.errorhandler(FhirError)
     def _fhir_error(error: FhirError) -> Response:

@@ -102,6 +102,14 @@ def _serve(settings: Settings, host: str, port: int, workers: int, threads: int)
         def load(self):  # type: ignore[no-untyped-def]
             return create_app(settings)
 
-    print(f"serving FHIR R4 on http://{host}:{port}/fhir", file=sys.stderr)
+    if not settings.base_url:  # the apps' sign-in needs absolute redirect URIs
+        from fhir_server.features.web_apps import register_app_clients, serve_roots
+        from fhir_server.storage.db import Database
+
+        db = Database(settings.database_url)
+        register_app_clients(db, settings, serve_roots(host, port))
+        db.dispose()
+    print(f"serving FHIR R4 on http://{host}:{port}/fhir and the apps on "
+          f"http://{host}:{port}/", file=sys.stderr)
     _Gunicorn().run()
     return 0

@@ -5,7 +5,6 @@ Each feature defines its tables beside its code; importing this module registers
 
 from __future__ import annotations
 
-import fhir_server.app_launch.store  # noqa: F401
 import fhir_server.auth.auth_schema  # noqa: F401
 import fhir_server.storage.index_schema  # noqa: F401
 import subscriptions.outbox_schema  # noqa: F401

@@ -16,6 +16,7 @@ def wire(app: Flask, services: Services, registry: OperationRegistry) -> None:
         profiles,
         screening,
         subscriptions,
+        web_apps,
         workflow,
     )
     from fhir_server.interactions import builtin_operations
@@ -27,6 +28,7 @@ def wire(app: Flask, services: Services, registry: OperationRegistry) -> None:
     screening.install(services, registry)
     subscriptions.install(services, registry)
     directory.install(services, registry)
+    web_apps.install(app, services)
 
 
 def register_cli(sub) -> None:  # type: ignore[no-untyped-def]
