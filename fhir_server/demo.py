@@ -1,13 +1,15 @@
 """`python -m fhir_server demo-clients`: Backend Services clients for the organizations of
 the loaded examples, with key pairs generated locally under var/demo/ (never committed),
-and the commands that get a token for each."""
+and the commands that get a token for each; and one staff account per organization for the
+apps (a Practitioner with a PractitionerRole, password generated into var/demo/)."""
 
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 
-from fhir_server.auth.cli import add_client
+from fhir_server.auth.cli import add_client, add_user
 from fhir_server.auth.demo_tokens import generate_key_pair, token_help
 from fhir_server.config import Settings
 from fhir_server.storage.db import Database
@@ -18,6 +20,11 @@ NPI = "http://hl7.org/fhir/sid/us-npi"
 DEMO_CLIENTS = {
     "demo-ehr": ("1457398021", "system/*.cruds"),  # Riverside Family Health Center (referrer)
     "demo-cbo": ("1902886548", "system/*.cruds"),  # Lakeside Behavioral Health (recipient)
+}
+#: username -> (NPI of the user's organization, given name, family name)
+DEMO_USERS = {
+    "demo-clinician": ("1457398021", "Amara", "Okafor"),
+    "demo-provider": ("1902886548", "Jordan", "Reyes"),
 }
 
 
@@ -41,4 +48,43 @@ def setup_demo_clients(settings: Settings, key_dir: Path, base_url: str) -> list
             lines.append(token_help(base_url, client_id, str(private), scope))
     finally:
         db.dispose()
+    return lines
+
+
+def setup_demo_users(settings: Settings, key_dir: Path) -> list[str]:
+    """Staff accounts for the example organizations (idempotent); returns how to sign in."""
+    from fhir_server.auth.context import SYSTEM
+    from fhir_server.interactions import crud
+    from fhir_server.interactions.context import Call
+    from fhir_server.loader import make_services
+
+    services = make_services(settings)
+    call = Call(services=services, base_url=settings.base_url or "", access=SYSTEM)
+    key_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    try:
+        for username, (npi, given, family) in DEMO_USERS.items():
+            with services.db.read() as conn:
+                ids = find_ids(conn, "Organization", [("identifier", f"{NPI}|{npi}")])
+            if not ids:
+                lines.append(f"(no Organization with NPI {npi}: load examples/ first)")
+                continue
+            practitioner, role = f"demo-{username}", f"demo-{username}-role"
+            crud.update(call, "Practitioner", practitioner, {
+                "resourceType": "Practitioner", "id": practitioner, "active": True,
+                "name": [{"prefix": ["Dr"], "given": [given], "family": family}]})
+            crud.update(call, "PractitionerRole", role, {
+                "resourceType": "PractitionerRole", "id": role, "active": True,
+                "practitioner": {"reference": f"Practitioner/{practitioner}"},
+                "organization": {"reference": f"Organization/{ids[0]}"}})
+            secret_file = key_dir / f"{username}.password"
+            if not secret_file.exists():
+                secret_file.write_text(secrets.token_urlsafe(12))
+                secret_file.chmod(0o600)
+            add_user(services.db, username, secret_file.read_text().strip(),
+                     f"Practitioner/{practitioner}", f"Organization/{ids[0]}",
+                     practitioner_role=f"PractitionerRole/{role}")
+            lines.append(f"user {username}: password in {secret_file}")
+    finally:
+        services.db.dispose()
     return lines

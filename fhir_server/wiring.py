@@ -53,9 +53,11 @@ def register_cli(sub) -> None:  # type: ignore[no-untyped-def]
 def _demo_clients(settings, args) -> int:  # type: ignore[no-untyped-def]
     from pathlib import Path
 
-    from fhir_server.demo import setup_demo_clients
+    from fhir_server.demo import setup_demo_clients, setup_demo_users
 
     for text in setup_demo_clients(settings, Path(args.key_dir), args.base_url):
+        print(text)
+    for text in setup_demo_users(settings, Path(args.key_dir)):
         print(text)
     return 0
 
