@@ -90,8 +90,6 @@ def _patient_entry(patient: dict) -> tuple[dict | None, str]:
 
 def referral_entries(referral: Referral, authored: str | None = None) -> list[dict]:
     """The transaction entries that send `referral`."""
-    if referral.priority not in PRIORITIES:  # the server checks too; keep the value honest
-        pass
     routing = referral.routing
     if routing.candidates:
         if OPEN_REFERRAL_EXTENSION is None:
