@@ -77,6 +77,18 @@ def test_item9_positive_creates_flag_and_risk_task_and_raises_priority(server):
     sr = sample("ServiceRequest", subject={"reference": patient}, priority="routine")
     created = server.post("ServiceRequest", sr).json()
     assert created["priority"] == "stat"
+    # the referral Task too: the stalled-referral clock reads the Task's priority
+    task = sample("Task", focus={"reference": f"ServiceRequest/{created['id']}"},
+                  priority="routine")
+    task["code"]["coding"][0]["code"] = "fulfill"
+    task["for"] = {"reference": patient}
+    stored = server.post("Task", task)
+    assert stored.status_code == 201, stored.text
+    assert stored.json()["priority"] == "stat"
+    override = dict(task, extension=[{
+        "url": "http://mh-referral.example.org/fhir/StructureDefinition/"
+               "safety-priority-override-reason", "valueString": "Assessed today: low risk"}])
+    assert server.post("Task", override).json()["priority"] == "routine"
 
 
 def test_amended_response_supersedes_observations(server):

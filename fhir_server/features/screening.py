@@ -17,6 +17,7 @@ from fhir_server.rest.operations import Operation, OperationRegistry
 from fhir_server.storage.repository import Repository, StoredResource
 from fhir_server.storage.search_sql import find_ids
 from fhir_server.workflow.canonical import CANONICAL_BASE
+from fhir_server.workflow.task_rules import is_referral_task
 from mappers import screening_extract as extract
 from mappers.care_recommendation import (
     active_safety_flags,
@@ -108,20 +109,25 @@ def _before_write(conn: Connection, call: Call, interaction: str, previous: dict
         raise_if_invalid(result.issues)
         call.hook_state[(_RESULT_KEY, new["id"])] = result
         return result.outcome_issues()
-    if res_type == "ServiceRequest" and previous is None:
+    if previous is None and (res_type == "ServiceRequest" or is_referral_task(new)):
         return _priority_floor(conn, new)
     return []
 
 
-def _priority_floor(conn: Connection, sr: dict) -> list[Issue]:
-    flags = patient_flags(conn, _patient_ref(sr))
+def _priority_floor(conn: Connection, request: dict) -> list[Issue]:
+    """The safety floor on a new referral's priority: the ServiceRequest and the referral
+    Task alike (the stalled-referral clock reads the Task's priority)."""
+    res_type = request["resourceType"]
+    flags = patient_flags(conn, _patient_ref(request, "subject" if res_type ==
+                                             "ServiceRequest" else "for"))
     if not active_safety_flags(flags):
         return []
-    override = next((e.get("valueString") for e in sr.get("extension") or []
+    override = next((e.get("valueString") for e in request.get("extension") or []
                      if e.get("url") == PRIORITY_OVERRIDE_EXT), None)
-    decision = referral_priority_floor(sr.get("priority"), flags=flags, override_reason=override)
-    sr["priority"] = decision.priority
-    return [Issue("information", "informational", decision.reason, ["ServiceRequest.priority"])]
+    decision = referral_priority_floor(request.get("priority"), flags=flags,
+                                       override_reason=override)
+    request["priority"] = decision.priority
+    return [Issue("information", "informational", decision.reason, [f"{res_type}.priority"])]
 
 
 def _after_write(conn: Connection, call: Call, interaction: str,

@@ -92,6 +92,7 @@ def test_journey(browser_page, web_server, world, check):
     page.wait_for_url(re.compile(r".*/app/referrals/[\w.-]+$"))
     assert page.locator("#stored-priority").inner_text() == "Urgent"
     assert "raised it to urgent" in page.locator("#raised").inner_text()
+    assert "Urgent" in page.locator("#priority").inner_text()  # the Task, not only the request
     check(page, "5-sent")
     task_id = page.url.rsplit("/", 1)[1]
 

@@ -89,14 +89,6 @@ class Match:
     def id(self) -> str:
         return str(self.service.get("id"))
 
-    @property
-    def service_code(self) -> tuple[str, str]:
-        for concept in self.service.get("type") or []:
-            for coding in concept.get("coding") or []:
-                if coding.get("system") == "http://snomed.info/sct" and coding.get("code"):
-                    return coding["code"], coding.get("display") or coding["code"]
-        return "", ""
-
 
 @dataclass
 class MatchResult:

@@ -18,6 +18,7 @@ from fhir_server.web.clinician.care import (
 from fhir_server.web.clinician.launch import copy_to_ehr, ehr_can_write
 from fhir_server.web.clinician.summary import load_summary
 from fhir_server.web.forms import FieldMap, FormState, new_key, valid_key
+from mappers.directory_model import REFERRAL_DISPLAY
 
 # Where the server's issues about a referral transaction belong on the send form.
 SEND_FIELDS = FieldMap((
@@ -193,7 +194,7 @@ def _referral_from_form(ctx: dict, state: FormState
         state.add("consent", "Consent needs your clinic's name; your account has none.")
     service = ctx["service"]
     owner = (service.get("providedBy") or {}).get("reference")
-    code = next(((c["code"], c.get("display") or c["code"])
+    code = next(((c["code"], c.get("display") or REFERRAL_DISPLAY.get(c["code"], c["code"]))
                  for concept in service.get("type") or [] for c in concept.get("coding") or []
                  if c.get("system") == referral_bundle.SNOMED and c.get("code")),
                 referral_bundle.DEFAULT_SERVICE)
