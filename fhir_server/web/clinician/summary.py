@@ -128,8 +128,9 @@ def summary_urls(patient_id: str) -> list[str]:
         "Flag?" + urlencode({"patient": ref, "status": "active"}),
         "Task?" + urlencode({"patient": ref, "code": RISK_TASK_CODE, "status": OPEN_TASK,
                              "_sort": "-_lastUpdated", "_count": "5"}),
-        "Task?" + urlencode({"patient": ref, "code": REFERRAL_TASK_CODE,
-                             "_sort": "-_lastUpdated", "_count": "20"}),
+        "Task?" + urlencode([("patient", ref), ("code", REFERRAL_TASK_CODE),
+                             ("_sort", "-_lastUpdated"), ("_count", "20"),
+                             ("_include", "Task:owner")]),
     ]
 
 
@@ -148,6 +149,8 @@ def load_summary(api: FhirApi, patient_id: str) -> Summary:
 
     names = Names(api)
     names.know(patient)
+    for resource in entries(bundle(5), "include"):
+        names.know(resource)
     referral_tasks = entries(bundle(5))
     rows = referral_rows(names, referral_tasks)
     return Summary(patient=patient, series=score_series(entries(bundle(1))),

@@ -21,7 +21,9 @@ from fhir_server.workflow.canonical import STALLED_SYSTEM
 STATUSES = ("requested", "accepted", "in-progress", "on-hold", "completed", "rejected",
             "cancelled", "failed")
 PAGE_SIZE = 25
+INCLUDES = (("_include", "Task:owner"), ("_include", "Task:patient"))  # names, same query
 ALLOWED_PAGE_PARAMS = frozenset({"code", "status", "priority", "owner:Organization.name",
+                                 "_include",
                                  "patient:Patient.name", "authored-on", "_sort", "_count",
                                  "_cursor", "_offset", "_page", "_after", "_before"})
 
@@ -47,7 +49,7 @@ class Filters:
 
     def search(self) -> list[tuple[str, str]]:
         params = [("code", REFERRAL_TASK_CODE), ("_sort", "-_lastUpdated"),
-                  ("_count", str(PAGE_SIZE))]
+                  ("_count", str(PAGE_SIZE)), *INCLUDES]
         if self.status:
             params.append(("status", self.status))
         if self.priority:
@@ -96,7 +98,7 @@ def add_tracker_views(bp: Blueprint) -> None:
         params = _page_params(request.args.get("page", "")) or filters.search()
         api = current().api
         bundle = api.search("Task", params)
-        rows = referral_rows(current().names(), entries(bundle))
+        rows = referral_rows(_names_with(entries(bundle, "include")), entries(bundle))
         more = next_link(bundle)
         page = ("?" + urlsplit(more).query) if more else ""
         template = "clinician/_tracker_rows.html" if request.headers.get("X-Refresh") \
@@ -110,19 +112,22 @@ def add_tracker_views(bp: Blueprint) -> None:
     @signed_in
     def attention() -> Response:
         api = current().api
-        base = {"code": REFERRAL_TASK_CODE, "_sort": "-_lastUpdated", "_count": "50"}
+        base = [("code", REFERRAL_TASK_CODE), ("_sort", "-_lastUpdated"), ("_count", "50"),
+                *INCLUDES]
         stalled = ",".join(f"{STALLED_SYSTEM}|{c}" for c in words.STALLED)
-        searches = [{**base, "status": "rejected,failed"}, {**base, "business-status": stalled},
-                    {**base, "status": "requested", "priority": "stat,asap,urgent"}]
+        searches = [[*base, ("status", "rejected,failed")], [*base, ("business-status", stalled)],
+                    [*base, ("status", "requested"), ("priority", "stat,asap,urgent")]]
         found: dict[str, dict] = {}
+        included: list[dict] = []
         for answer in api.batch(["Task?" + urlencode(s) for s in searches]):
             if isinstance(answer, ApiError):
                 raise answer
+            included += entries(answer, "include")
             for task in entries(answer):
                 found.setdefault(str(task.get("id")), task)
         tasks = sorted(found.values(), key=lambda t: (t.get("meta") or {}).get(
             "lastUpdated", ""), reverse=True)
-        rows = [r for r in referral_rows(current().names(), tasks) if r.attention]
+        rows = [r for r in referral_rows(_names_with(included), tasks) if r.attention]
         template = "clinician/_attention_rows.html" if request.headers.get("X-Refresh") \
             else "clinician/attention.html"
         return render(template, rows=rows, version=_version(rows),
@@ -142,6 +147,14 @@ def add_tracker_views(bp: Blueprint) -> None:
             else "clinician/referral.html"
         return render(template, refresh=here.config.refresh_seconds,
                       refresh_url=request.path, **detail)
+
+
+def _names_with(resources: list[dict]) -> Names:
+    """A name resolver that already knows the resources a search included."""
+    names = current().names()
+    for resource in resources:
+        names.know(resource)
+    return names
 
 
 @dataclass
