@@ -40,9 +40,11 @@ def register_cli(sub) -> None:  # type: ignore[no-untyped-def]
     worker.set_defaults(handler=_worker)
     from fhir_server import directory_cli
     from fhir_server.auth.cli import register_cli as register_auth_cli
+    from fhir_server.conformance.cli import register_cli as register_conformance_cli
 
     register_auth_cli(sub)
     directory_cli.register_cli(sub)
+    register_conformance_cli(sub)
     demo = sub.add_parser("demo-clients", help="register Backend Services clients for the "
                                                "example organizations and print token help")
     demo.add_argument("--key-dir", default="var/demo")

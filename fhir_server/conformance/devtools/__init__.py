@@ -1,0 +1,1 @@
+"""Developer tools of the conformance kit (read ../shared; never imported by the kit)."""
