@@ -27,6 +27,8 @@ PARTIES = {"source": ("kit-ehr", "Organization/kit-ehr"),
            "recipient": ("kit-cbo", "Organization/kit-cbo"),
            "platform": ("kit-platform", PLATFORM_ORG),
            "other": ("kit-other", "Organization/kit-other")}
+# the simulated partners' own recipient organization (no other test leaves Tasks for it)
+SIM_RECIPIENT = ("kit-sim-cbo", "Organization/kit-sim-cbo")
 
 
 @dataclass
@@ -46,12 +48,12 @@ class KitServer:
         parties = {role: Party(role, org, client, self.key_file)
                    for role, (client, org) in PARTIES.items()}
         return RunConfig(base=base, actor=actor, auth="backend", parties=parties,
-                         tests=tuple(tests), wait=kw.pop("wait", 10.0),
+                         tests=tuple(tests), wait=kw.pop("wait", 30.0),
                          token_url=base.rsplit("/fhir", 1)[0] + "/auth/token", quiet=True,
                          **kw)
 
     def cli_auth(self, role: str = "source") -> list[str]:
-        client, org = PARTIES[role]
+        client, org = SIM_RECIPIENT if role == "sim-recipient" else PARTIES[role]
         return ["--auth", "backend", "--client-id", client, "--key-file", str(self.key_file),
                 "--organization", org]
 
@@ -79,7 +81,7 @@ def start_kit_server(database: Any, tmp: Path) -> KitServer:
     key = RSAKey.generate_key(2048, parameters={"kid": "kit-1", "alg": "RS384"}, private=True)
     key_file = tmp / "kit-client.jwk"
     key_file.write_text(json.dumps(key.as_dict(private=True)))
-    for client, org in PARTIES.values():
+    for client, org in [*PARTIES.values(), SIM_RECIPIENT]:
         add_client(database, client, org, "system/*.cruds",
                    jwks={"keys": [key.as_dict(private=False)]})
     live = LiveServer(app)
@@ -88,7 +90,7 @@ def start_kit_server(database: Any, tmp: Path) -> KitServer:
     stop = threading.Event()
     worker_settings = Settings.from_env(database_url=url, base_url=live.base, auth_mode="on",
                                         platform_organization=PLATFORM_ORG)
-    overrides = {"poll_interval": 0.2, "threads": 2, "lease_margin": 0.5,
+    overrides = {"poll_interval": 0.05, "threads": 2, "lease_margin": 0.5,
                  "backoff_base": 0.05, "backoff_max": 0.1}
     thread = threading.Thread(target=run_worker, args=(worker_settings,), daemon=True,
                               kwargs={"sweep_interval": 3600.0, "stop": stop,

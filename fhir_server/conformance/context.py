@@ -8,7 +8,7 @@ from typing import Any
 
 from fhir_server.conformance.config import RunConfig
 from fhir_server.conformance.http import FhirClient, Response
-from fhir_server.conformance.model import NA, SKIP, CheckFailed, Finding, Stop
+from fhir_server.conformance.model import NA, SKIP, CheckFailed, Exchange, Finding, Stop
 from fhir_server.conformance.receiver import Receiver
 from fhir_server.conformance.requirements import ActorSpec
 from fhir_server.conformance.scenario import Scenario
@@ -25,6 +25,7 @@ class Session:
     receiver: Receiver | None = None
     capability: dict[str, Any] | None = None  # the server's CapabilityStatement (JSON)
     capability_error: str = ""
+    capability_exchange: Exchange | None = None  # shown with the capability tests' results
     returned: list[dict[str, Any]] = field(default_factory=list)  # resources the server sent
     subscriptions: list[tuple[str, str]] = field(default_factory=list)  # (role, ref)
     validation: str = ""
@@ -55,6 +56,7 @@ class TestContext:
         self.level = level
         self.findings: list[Finding] = []
         self.notes: list[str] = []
+        self.extra_exchanges: list[Exchange] = []  # made before the test, shown with it
 
     @property
     def config(self) -> RunConfig:
@@ -95,6 +97,9 @@ class TestContext:
                       "(--auth backend with --party ROLE=CLIENT_ID,KEY_FILE,ORGANIZATION)")
 
     def need_capability(self) -> dict[str, Any]:
+        exchange = self.session.capability_exchange
+        if exchange is not None and exchange not in self.extra_exchanges:
+            self.extra_exchanges.append(exchange)
         if self.session.capability is None:
             self.skip(f"no CapabilityStatement: {self.session.capability_error}")
         return self.session.capability  # type: ignore[return-value]

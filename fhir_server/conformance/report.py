@@ -103,7 +103,12 @@ def html(report: RunReport) -> str:
     for r in report.results:
         groups.setdefault(r.test.group, []).append(r)
     counts = Counter(r.outcome for r in report.results)
+    attention = [r for r in report.results if r.outcome in (FAIL, ERROR, WARN) or (
+        r.outcome == SKIP and r.test.level == "SHALL")]
     return template.render(report=report, groups=groups, counts=counts, outcomes=OUTCOMES,
+                           attention=attention,
+                           shall_na=sum(r.test.level == "SHALL" and r.outcome == NA
+                                        for r in report.results),
                            exit_meaning=EXIT_MEANING[report.exit_code],
                            shall_total=sum(r.test.level == "SHALL" for r in report.results),
                            shall_passed=sum(r.test.level == "SHALL" and r.outcome == PASS

@@ -33,7 +33,9 @@ PROCEDURE_CODE = {"system": SNOMED, "code": "385721005", "display": "Counseling"
 
 
 def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Now as an instant with milliseconds (a second-precision value compared with a server's
+    millisecond lastModified can make Task inv-1 fail in some validators)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def identifier(run_id: str, what: str) -> dict[str, str]:

@@ -140,7 +140,8 @@ def run_test(test: TestCase, session: Session) -> TestResult:
         for client in session.clients.values():
             client.recorders.remove(exchanges.append)
     result.elapsed_ms = (time.perf_counter() - started) * 1000
-    result.findings, result.notes, result.exchanges = ctx.findings, ctx.notes, exchanges
+    result.findings, result.notes = ctx.findings, ctx.notes
+    result.exchanges = ctx.extra_exchanges + exchanges
     return result
 
 
@@ -159,6 +160,7 @@ def run(config: RunConfig, out: TextIO | None = None) -> RunReport:
     for client in clients.values():
         client.listeners.append(listener)
     resp = clients["source"].get("metadata")
+    session.capability_exchange = resp.exchange
     if resp.status == 200 and isinstance(resp.json(), dict):
         session.capability = resp.json()
     else:

@@ -58,9 +58,12 @@ class Partner:
 class SimulatedRecipient(Partner):
     """Finds Tasks owned by its organization (polling or a Subscription) and works them."""
 
+    caught_up = False  # subscribe mode: the first pass polls for what is already waiting
+
     def find_new(self, seen: set[str], receiver: Receiver | None) -> list[dict[str, Any]]:
-        params: dict[str, str] = {"owner": self.org, "status": "requested"}
-        if receiver is not None:
+        params: dict[str, str] = {"owner": self.org, "status": "requested",
+                                  "_sort": "-_lastUpdated"}
+        if receiver is not None and self.caught_up:
             ids = {str(part.get("valueReference", {}).get("reference", "")).rsplit("/", 1)[-1]
                    for n in receiver.received if n.kind == "event-notification"
                    for ev in n.params("notification-event") for part in ev.get("part") or []
@@ -68,6 +71,7 @@ class SimulatedRecipient(Partner):
             if not ids:
                 return []
             params["_id"] = ",".join(sorted(ids))
+        self.caught_up = True
         resp = self.client.get("Task", params=params)
         return [t for t in bundle_resources(resp.json()) if t.get("id") not in seen]
 

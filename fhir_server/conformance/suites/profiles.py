@@ -14,7 +14,7 @@ from fhir_server.conformance.requirements import actor_spec, ig
 from fhir_server.conformance.resources import PROFILE
 
 GROUP = "profiles"
-MAX_VALIDATE = 6  # $validate calls per type (the built-in checker sees every instance)
+MAX_VALIDATE = 3  # $validate calls per type (the built-in checker sees every instance)
 
 
 def returned(t: TestContext, res_type: str) -> list[dict[str, Any]]:
@@ -28,15 +28,13 @@ def returned(t: TestContext, res_type: str) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def _ensure_some(t: TestContext, res_type: str) -> None:
-    """When the run selected only profile tests, fetch the kit's data first."""
-    if returned(t, res_type):
-        return
+def _read_own(t: TestContext, res_type: str) -> None:
+    """Read the kit's own instance of `res_type` (so what the server holds is checked, not
+    only what it answered to writes)."""
     s = t.data
     if res_type in ("Task", "ServiceRequest"):
         sr, task = s.referral()
-        s.read("source", ref_of(task))
-        s.read("source", ref_of(sr))
+        s.read("source", ref_of(task) if res_type == "Task" else ref_of(sr))
     elif res_type == "Procedure":
         s.read("recipient", ref_of(s.completed()[2]))
     elif res_type == "Consent":
@@ -66,7 +64,7 @@ def _validate_remote(t: TestContext, res: dict[str, Any], profile: str) -> list[
 
 def _profile_test(res_type: str) -> Any:
     def run(t: TestContext) -> None:
-        _ensure_some(t, res_type)
+        _read_own(t, res_type)
         instances = returned(t, res_type)
         if res_type == "Task":
             instances = [x for x in instances if _is_referral_task(x)]

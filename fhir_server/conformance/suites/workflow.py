@@ -68,7 +68,9 @@ def _legal(t: TestContext) -> None:
             if not t.check(resp.status == 200, f"{label}: {role} moving {before} -> {status} "
                                                f"was refused: {describe(resp)}"):
                 break
-            task = _reread(t, task, role)
+            body = resp.json()
+            task = body if isinstance(body, dict) and body.get("meta") else \
+                _reread(t, task, role)
             if not t.check(task.get("status") == status, f"{label}: after {before} -> "
                            f"{status} the Task reads {task.get('status')!r}"):
                 break
