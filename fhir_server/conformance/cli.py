@@ -94,26 +94,29 @@ def config_from(args: argparse.Namespace) -> RunConfig:
                      listen=args.listen, callback_url=args.callback_url)
 
 
-def _run(_settings: Any, args: argparse.Namespace) -> int:
+def _with_config(action: Any) -> Any:
+    """A subcommand handler: parse the flags into a RunConfig, run `action(config, args)`;
+    bad flags and set-up errors (key file, token refused) are exit code 2."""
+    def handler(_settings: Any, args: argparse.Namespace) -> int:
+        try:
+            return int(action(config_from(args), args))
+        except (ValueError, KitError) as exc:
+            print(f"conformance: {exc}", file=sys.stderr)
+            return 2
+    return handler
+
+
+def _run_tests(config: RunConfig, args: argparse.Namespace) -> int:
     from fhir_server.conformance.report import summary_table, write_reports
     from fhir_server.conformance.runner import run
     from fhir_server.conformance.suites import build_suite
 
-    try:
-        config = config_from(args)
-    except ValueError as exc:
-        print(f"conformance: {exc}", file=sys.stderr)
-        return 2
     if args.list:
         for test in build_suite(config.actor):
             if config.selected(test.id):
                 print(f"{test.id:<45} {test.level:<6} {test.title}")
         return 0
-    try:
-        report = run(config)
-    except KitError as exc:
-        print(f"conformance: {exc}", file=sys.stderr)
-        return 2
+    report = run(config)
     print(summary_table(report), end="")
     if config.report_dir is not None:
         for path in write_reports(report, config.report_dir):
@@ -121,16 +124,11 @@ def _run(_settings: Any, args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def _simulate(_settings: Any, args: argparse.Namespace) -> int:
+def _run_simulation(config: RunConfig, args: argparse.Namespace) -> int:
     from fhir_server.conformance.simulate import simulate
 
-    try:
-        config = config_from(args)
-    except ValueError as exc:
-        print(f"conformance: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return simulate(config, args)
-    except KitError as exc:
-        print(f"simulate: {exc}", file=sys.stderr)
-        return 2
+    return simulate(config, args)
+
+
+_run = _with_config(_run_tests)
+_simulate = _with_config(_run_simulation)

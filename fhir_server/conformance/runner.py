@@ -159,7 +159,10 @@ def run(config: RunConfig, out: TextIO | None = None) -> RunReport:
     listener = _collect(session)
     for client in clients.values():
         client.listeners.append(listener)
-    resp = clients["source"].get("metadata")
+    try:
+        resp = clients["source"].get("metadata")
+    except ConnectionError as exc:
+        raise KitError(f"cannot reach the server: {exc}") from exc
     session.capability_exchange = resp.exchange
     if resp.status == 200 and isinstance(resp.json(), dict):
         session.capability = resp.json()
