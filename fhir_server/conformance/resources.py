@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 SD = "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/"
@@ -129,12 +129,15 @@ def resulting_activity(procedure_ref: str) -> dict[str, Any]:
 
 
 def subscription(endpoint: str, filter_criteria: str, content: str = "id-only",
-                 channel: str = "rest-hook") -> dict[str, Any]:
-    """A backport Subscription to the Gravity Task topic."""
+                 channel: str = "rest-hook", lifetime: float = 300.0) -> dict[str, Any]:
+    """A backport Subscription to the Gravity Task topic that ends after `lifetime` seconds
+    (so a server that will not let the kit delete it stops sending soon anyway)."""
+    end = (datetime.now(UTC) + timedelta(seconds=lifetime)).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
     return {
         "resourceType": "Subscription", "meta": {"profile": [BACKPORT + "backport-subscription"]},
         "status": "requested", "reason": "Gravity conformance kit: referral Task updates",
-        "criteria": TASK_TOPIC,
+        "end": end, "criteria": TASK_TOPIC,
         "_criteria": {"extension": [{"url": BACKPORT + "backport-filter-criteria",
                                      "valueString": filter_criteria}]},
         "channel": {"type": channel, "endpoint": endpoint, "payload": "application/fhir+json",

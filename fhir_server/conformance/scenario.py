@@ -198,7 +198,7 @@ class Scenario:
                 continue
             client = self.clients[role]
             resp = client.delete(ref)
-            if resp.status in (200, 202, 204, 404, 410):
+            if resp.status in (200, 202, 204, 410):
                 lines.append(f"deleted {ref}")
                 continue
             if ref.startswith("Task/"):

@@ -78,7 +78,8 @@ def subscribed(t: TestContext, content: str = "id-only") -> dict[str, Any]:
         s = t.data
         receiver = t.session.receiver
         assert receiver is not None
-        body = fx.subscription(receiver.url, f"Task?requester={s.orgs()['source']}", content)
+        body = fx.subscription(receiver.url, f"Task?requester={s.orgs()['source']}", content,
+                               lifetime=max(300.0, 4 * t.config.wait))
         resp = t.client("source").post("Subscription", body,
                                        headers={"Prefer": "return=representation"})
         if resp.status not in (200, 201) or not isinstance(resp.json(), dict):
@@ -86,17 +87,22 @@ def subscribed(t: TestContext, content: str = "id-only") -> dict[str, Any]:
         created = resp.json()
         sub_id = created["id"]
         s.created.append(("source", f"Subscription/{sub_id}"))
+        started = time.monotonic()
         handshake = receiver.wait_for(lambda _n: [
             x for x in receiver.for_subscription(sub_id) if x.kind == "handshake"],
             t.config.wait if created.get("status") == "requested" else 2.0)
+        handshake_s = time.monotonic() - started
         active = _wait_status(t, sub_id, "active")
         _sr, task = s.new_referral()
         task = s.advance("recipient", task, "accepted")
+        changed = time.monotonic()
         events = receiver.wait_for(
             lambda _n: _events_for(receiver.for_subscription(sub_id), ref_of(task)),
             t.config.wait)
         return {"id": sub_id, "created": created, "handshake": handshake or [],
-                "active": active, "task": task, "events": events or []}
+                "active": active, "task": task, "events": events or [],
+                "timing": f"handshake {handshake_s:.1f} s after the create; the event "
+                          f"{time.monotonic() - changed:.1f} s after the change"}
     return t.data._once(f"subscription-{content}", build)
 
 
@@ -127,6 +133,7 @@ def _discovery(t: TestContext) -> None:
 def _create(t: TestContext) -> None:
     _need_support(t)
     state = subscribed(t)
+    t.note(state["timing"])
     t.check(state["created"].get("status") in ("requested", "active"),
             f"the created Subscription has status {state['created'].get('status')!r}")
     if state["active"] == "":
