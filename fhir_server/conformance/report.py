@@ -103,8 +103,9 @@ def html(report: RunReport) -> str:
     for r in report.results:
         groups.setdefault(r.test.group, []).append(r)
     counts = Counter(r.outcome for r in report.results)
-    attention = [r for r in report.results if r.outcome in (FAIL, ERROR, WARN) or (
-        r.outcome == SKIP and r.test.level == "SHALL")]
+    severity = {FAIL: 0, ERROR: 0, SKIP: 1, WARN: 2}
+    attention = sorted((r for r in report.results if r.outcome in (FAIL, ERROR, WARN) or (
+        r.outcome == SKIP and r.test.level == "SHALL")), key=lambda r: severity[r.outcome])
     return template.render(report=report, groups=groups, counts=counts, outcomes=OUTCOMES,
                            attention=attention,
                            shall_na=sum(r.test.level == "SHALL" and r.outcome == NA

@@ -34,7 +34,7 @@ def test_the_html_report_shows_the_failure_with_what_was_sent(browser_page, repo
     page = browser_page
     page.goto(report_file.as_uri())
     assert "a SHALL test failed (exit code 1)" in page.inner_text(".verdict")
-    attention = page.locator("#attention ~ article").first
+    attention = page.locator("#attention ~ article").first  # failures come first
     assert "workflow.owner-limits" in attention.inner_text()
     assert "the owner changing Task.focus was accepted" in attention.inner_text()
     assert "task-update-permissions (SHALL)" in attention.inner_text()
@@ -42,4 +42,6 @@ def test_the_html_report_shows_the_failure_with_what_was_sent(browser_page, repo
     assert "PUT http" in attention.inner_text()
     assert page.locator("tr#cap\\.formats .badge").inner_text() == "PASS"
     assert "Bearer " not in page.content()  # tokens are never written
-    PageChecks("conformance")(page, "report")
+    checks = PageChecks("conformance")
+    page.screenshot(path=str(checks.folder / "report-top.png"))  # the README's picture
+    checks(page, "report")
