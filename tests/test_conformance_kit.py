@@ -252,7 +252,7 @@ def test_data_files_are_shipped():
         task = spec.resource("Task")
         assert task is not None and task.level_of("searchParam", "focus") == "SHALL"
     assert (KIT / "data" / "SOURCES.md").exists()
-    assert Path(KIT / "templates" / "report.html.j2").exists()
+    assert Path(KIT / "templates" / "report.html").exists()
 
 
 # -- simulated partners ---------------------------------------------------------------------

@@ -97,8 +97,8 @@ def junit_xml(report: RunReport) -> str:
 
 def html(report: RunReport) -> str:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)),
-                      autoescape=select_autoescape(["html", "j2"]))
-    template = env.get_template("report.html.j2")
+                      autoescape=select_autoescape(["html"]))
+    template = env.get_template("report.html")
     groups: dict[str, list] = {}
     for r in report.results:
         groups.setdefault(r.test.group, []).append(r)
