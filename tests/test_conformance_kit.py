@@ -107,7 +107,7 @@ def test_command_line_prints_progress_and_writes_the_reports(kit_server, tmp_pat
         [sys.executable, "-m", "fhir_server", "conformance", "run", "--base", kit_server.base,
          "--actor", "referral-source", *kit_server.cli_auth(), *kit_server.cli_parties(),
          "--tests", "cap.fetch,workflow.*,search.Task.*", "--report", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = [x for x in done.stdout.splitlines() if x.startswith("[")]
     assert any("PASS SHALL  workflow.legal-transitions" in x for x in lines), done.stdout
@@ -134,7 +134,7 @@ def test_a_failing_shall_test_gives_exit_code_1_with_request_and_response(kit_se
              *kit_server.cli_parties(), "--token-url",
              kit_server.broken_base.rsplit("/fhir", 1)[0] + "/auth/token",
              "--tests", "workflow.owner-limits", "--report", str(tmp_path)],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     finally:
         kit_server.breaker.mode = None
     assert done.returncode == 1, done.stdout + done.stderr
@@ -296,8 +296,8 @@ def test_simulated_recipient_completes_a_referral_created_on_our_server(kit_serv
     done = subprocess.run(
         [sys.executable, "-m", "fhir_server", "conformance", "simulate", "--actor",
          "referral-recipient", "--base", kit_server.base, *kit_server.cli_auth("sim-recipient"),
-         "--mode", "subscribe", "--count", "1", "--timeout", "120"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+         "--mode", "subscribe", "--count", "1", "--timeout", "300"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"accepted Task/{task['id']}" in done.stdout
     assert f"completed Task/{task['id']} with output Procedure/" in done.stdout
@@ -320,7 +320,7 @@ def test_simulated_source_gets_its_referral_completed_by_the_workspace_calls(kit
     proc = subprocess.Popen(
         [sys.executable, "-m", "fhir_server", "conformance", "simulate", "--actor",
          "referral-source", "--base", kit_server.base, *kit_server.cli_auth("source"),
-         "--recipient", SIM_RECIPIENT[1], "--interval", "0.3", "--timeout", "120"],
+         "--recipient", SIM_RECIPIENT[1], "--interval", "0.3", "--timeout", "300"],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -344,7 +344,7 @@ def test_simulated_source_gets_its_referral_completed_by_the_workspace_calls(kit
             **task, "status": "completed",
             "output": [fx.resulting_activity(ref_of(outcome))]}, headers=etag_of(task))
         assert resp.status == 200, resp.text
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
