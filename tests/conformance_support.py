@@ -47,8 +47,10 @@ class KitServer:
         base = self.broken_base if broken else self.base
         parties = {role: Party(role, org, client, self.key_file)
                    for role, (client, org) in PARTIES.items()}
+        # generous time-outs: on a loaded 2-core machine one search once took over 30 s
         return RunConfig(base=base, actor=actor, auth="backend", parties=parties,
                          tests=tuple(tests), wait=kw.pop("wait", 30.0),
+                         timeout=kw.pop("timeout", 120.0),
                          token_url=base.rsplit("/fhir", 1)[0] + "/auth/token", quiet=True,
                          **kw)
 
