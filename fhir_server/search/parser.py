@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fhir_server.errors import FhirError
+from fhir_server.resource_types import is_resource_id
 from fhir_server.search import values as V
 from fhir_server.search.registry import (
     COLUMN_PARAMS,
@@ -170,6 +171,10 @@ def parse_search(res_type: str | None, params: list[tuple[str, str]], *, strict:
                                 expression=name) from None
             out.ignored.append((name, value, str(exc)))
             continue
+        except FhirError as exc:  # a chain or _has names its inner part: name the whole one
+            for issue in exc.issues:
+                issue.expression = [name]
+            raise
         out.filters.append(flt)
         out.self_params.append((name, value))
     return out
@@ -263,15 +268,15 @@ def _parse_sort(types: tuple[str, ...] | None, name: str, value: str, out: Parse
 
 def _parse_include(types: tuple[str, ...] | None, name: str, value: str,
                    strict: bool) -> Include | None:
-    base, _, mod = name.partition(":")
-    if base not in ("_include", "_revinclude") or mod not in ("", "iterate", "recurse"):
+    base, colon, mod = name.partition(":")
+    if base not in ("_include", "_revinclude") or (colon and mod not in ("iterate", "recurse")):
         raise _bad(name, value, "unknown include modifier")
     reverse = base == "_revinclude"
     iterate = mod in ("iterate", "recurse")
     if value == "*":
         return Include(None, None, None, iterate, reverse)
     parts = value.split(":")
-    if len(parts) not in (2, 3):
+    if len(parts) not in (2, 3) or not all(parts):
         raise _bad(name, value, "expected SourceType:param[:TargetType]")
     src, code = parts[0], parts[1]
     target = parts[2] if len(parts) == 3 else None
@@ -302,16 +307,18 @@ class _Context:
                depth: int) -> Filter:
         if depth > MAX_CHAIN_DEPTH:
             raise _bad(name, value, "chain too deep")
-        if name.startswith("_has:"):
+        if name == "_has" or name.startswith("_has:"):
             return self._has(types, name, value, depth)
         head, dot, rest = name.partition(".")
         code, _, modifier = head.partition(":")
         if code in COLUMN_PARAMS:
-            if modifier or dot:
-                raise _Unknown(f"modifier or chain not supported on {code}")
+            if dot:
+                raise _Unknown(f"chain not supported on {code}")
+            if modifier and (code, modifier) != ("_id", "not"):
+                raise _bad(name, value, f"modifier :{modifier} is not supported on {code}")
             p = get_param(types[0] if types else "Patient", code)
             assert p is not None
-            return ParamFilter(p, None, self._values(p, None, name, value), name)
+            return ParamFilter(p, modifier or None, self._values(p, None, name, value), name)
         p = _common_param(types, code)
         if p is None or p.type == "special" and code != "near":
             raise _Unknown(f"unknown parameter {code}")
@@ -425,12 +432,12 @@ class _Context:
         if "://" in text or text.startswith("urn:"):
             return ReferenceValue(None, None, text.split("|")[0], None, None)
         parts = text.split("/")
-        if len(parts) >= 4 and parts[-2] == "_history":
-            parts = parts[:-2]
+        if len(parts) == 4 and parts[2] == "_history" and is_resource_id(parts[3]):
+            parts = parts[:2]
+        if not is_resource_id(parts[-1]):
+            raise ValueError(f"{parts[-1]!r} is not a resource id (1-64 of A-Z a-z 0-9 - .)")
         if len(parts) == 1:
             rtype = modifier if modifier else None
-            if not parts[0]:
-                raise ValueError("empty reference")
             return ReferenceValue(rtype, parts[0], None, None, None)
         if len(parts) == 2 and parts[0] in all_resource_types():
             if modifier and modifier != parts[0]:

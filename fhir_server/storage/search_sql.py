@@ -23,6 +23,7 @@ from sqlalchemy import (
     and_,
     false,
     func,
+    not_,
     or_,
     select,
     true,
@@ -204,7 +205,8 @@ class _SqlBuilder:
                drive: bool) -> ColumnElement[bool]:
         p = flt.param
         if p.code == "_id":
-            return r.c.res_id.in_([v.code for v in flt.values])  # type: ignore[attr-defined]
+            ids = r.c.res_id.in_([v.code for v in flt.values])  # type: ignore[attr-defined]
+            return not_(ids) if flt.modifier == "not" else ids
         if p.code == "_lastUpdated":
             return or_(*(_point_cond(v, r.c.last_updated, self.now_us) for v in flt.values))
         if p.type == "composite":
@@ -371,17 +373,17 @@ _NO_DRIVE = 5
 
 
 def _is_id_filter(flt: Filter) -> bool:
-    return isinstance(flt, ParamFilter) and flt.param.code == "_id"
+    return isinstance(flt, ParamFilter) and flt.param.code == "_id" and flt.modifier is None
 
 
 def _selectivity_rank(flt: Filter) -> int:
     """A static guess of how selective a filter is (lower: fewer rows), to pick the driver."""
     if isinstance(flt, ParamFilter):
         p = flt.param
+        if flt.modifier in ("not", "not-in") or p.code == "_lastUpdated":
+            return _NO_DRIVE
         if p.code == "_id":
             return 0
-        if p.code == "_lastUpdated" or flt.modifier in ("not", "not-in"):
-            return _NO_DRIVE
         if p.type == "reference" or "identifier" in p.code:
             return 1
         if p.type in ("string", "uri", "composite"):
