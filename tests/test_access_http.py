@@ -13,6 +13,8 @@ from fhir_server.auth.cli import add_client
 from fhir_server.auth.context import SYSTEM
 from fhir_server.interactions.bundles import process_bundle
 from fhir_server.interactions.context import Call
+from fhir_server.storage.repository import Repository
+from fhir_server.storage.search_sql import find_ids
 from tests.auth_support import Keys, assertion
 from tests.live import FhirHttp, LiveServer
 from tests.samples import sample
@@ -192,8 +194,16 @@ def test_writes_are_audited_with_provenance(secured):
     assert resp.status_code == 200, resp.text
     events = list_audit_events(secured.database, client_id="cbo-b", limit=100000)
     assert any(e["outcome"] == "0" and "Task/T1" in str(e.get("entity")) for e in events)
-    provenance = secured("ehr-a").get("Provenance", params={"target": "Task/T1"})
-    assert provenance.status_code in (200, 403)
+    version = resp.json()["meta"]["versionId"]
+    with secured.database.read() as conn:
+        repo = Repository(conn)
+        found = [repo.read("Provenance", pid).resource()
+                 for pid in find_ids(conn, "Provenance", [("target", "Task/T1")], limit=10)]
+    assert [(p["target"], p["activity"]["coding"][0]["code"]) for p in found] == [
+        ([{"reference": f"Task/T1/_history/{version}"}], "UPDATE")]
+    agent = found[0]["agent"][0]
+    assert agent["who"]["identifier"]["value"] == "cbo-b"
+    assert agent["type"]["coding"][0]["code"] == "author"
 
 
 def test_directory_entries_are_read_by_all_changed_only_by_their_organization(secured):

@@ -96,6 +96,19 @@ def test_backend_services(h, client_id):
     assert info["scope"] == expected[client_id] and info["exp"] > time.time()
 
 
+@pytest.mark.parametrize("scope", ["system/Task.c", "system/Observation.rs", "system/Task.d"])
+def test_backend_scope_without_overlap_is_refused_not_emptied(h, scope):
+    """backend-rs is registered for system/Task.rsu (and ServiceRequest, Patient .rs): a
+    request sharing no permission with that gets invalid_scope, never an empty scope such as
+    'system/Task.'."""
+    r = h.backend_token("backend-rs", scope)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_scope"
+    partial = h.backend_token("backend-rs", f"{scope} system/Task.r")
+    assert partial.status_code == 200, partial.text
+    assert partial.json()["scope"] == "system/Task.r"
+
+
 def test_wildcard_registration_clamps_requested_wildcard(h):
     r = h.backend_token("backend-es", "system/*.rs")
     assert r.status_code == 200, r.text

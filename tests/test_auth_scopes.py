@@ -164,6 +164,29 @@ def test_negotiate_ands_granular_parameters():
         Scope("patient", "Observation", "r", (("code", "x"), ("category", "survey"))),)
 
 
+@pytest.mark.parametrize("requested, allowed", [
+    ("system/Task.c", "system/Task.rs"),
+    ("system/Task.read", "system/Task.write"),
+    ("system/*.read", "system/Task.cud"),
+    ("user/Task.rs?status=x", "user/Task.c?status=y"),
+    ("system/Task.rs", "patient/Task.rs"),
+    ("system/Task.rs", "system/Patient.rs"),
+])
+def test_negotiate_without_overlap_grants_nothing(requested, allowed):
+    granted = negotiate(parse_scopes(f"openid {requested}"), parse_scopes(allowed))
+    assert granted.resource == () and granted.render() == ""
+
+
+def test_negotiate_keeps_v1_form_and_wildcards():
+    granted = negotiate(parse_scopes("system/*.read launch"), parse_scopes("system/*.* launch"))
+    assert granted.render() == "launch system/*.read"
+    narrowed = negotiate(parse_scopes("system/*.*"), parse_scopes("system/Task.read"))
+    assert narrowed.render() == "system/Task.read"
+    merged = negotiate(parse_scopes("system/Task.r system/Task.s"),
+                       parse_scopes("system/Task.rs"))
+    assert merged.resource == (Scope("system", "Task", "rs"),)
+
+
 def test_is_subset_for_refresh():
     original = parse_scopes("offline_access patient/*.rs user/Task.cu")
     assert is_subset(parse_scopes("patient/Observation.r"), original)
@@ -195,6 +218,8 @@ _scope_set = st.lists(_scope_text, max_size=4).map(" ".join)
        res_type=st.sampled_from(_TYPES[:-1]))
 def test_negotiation_never_widens(requested, allowed, interaction, res_type):
     granted = negotiate(parse_scopes(requested), parse_scopes(allowed))
+    for scope in granted.resource:  # never an empty scope such as 'system/Task.'
+        assert scope.letters and parse_scope(scope.render()) is not None
     assert is_subset(granted, parse_scopes(allowed))
     assert is_subset(granted, parse_scopes(requested)) or "*" in requested
     for resource in (LAB_OBS, {**SURVEY_OBS, "status": "amended"}, None):

@@ -104,6 +104,7 @@ def test_conditional_reference_resolution(server):
     none = server.post("", bundle(entry(sample("Basic")), entry(task)))
     assert none.status_code == 404
     assert none.json()["issue"][0]["expression"][0].startswith("Bundle.entry[1]")
+    assert db_snapshot(server.database) == before  # the Basic of entry 0 is not kept
     server.post("Patient", mrn_patient("TWIN"))
     server.post("Patient", mrn_patient("TWIN"))
     before = db_snapshot(server.database)

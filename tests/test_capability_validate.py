@@ -76,12 +76,13 @@ def test_validate_operation(server):
     assert stored.status_code == 200
 
 
-def test_profile_violation_on_write_is_422(server):
+def test_missing_required_element_on_write_is_400(server):
     sr = sample("ServiceRequest")
     del sr["subject"]
     resp = server.post("ServiceRequest", sr)
-    assert resp.status_code in (400, 422)
-    assert any("subject" in " ".join(i.get("expression", [])) for i in resp.json()["issue"])
+    assert resp.status_code == 400, resp.text  # base R4 cardinality (1..1): structure
+    issue = resp.json()["issue"][0]
+    assert (issue["code"], issue["expression"]) == ("required", ["ServiceRequest.subject"])
 
 
 def test_structure_definitions_are_published(server):

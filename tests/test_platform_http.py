@@ -59,7 +59,7 @@ def world(platform_server):
     resp = platform_server.put(PLATFORM, {"resourceType": "Organization", "active": True,
                                           "id": PLATFORM.split("/")[1],
                                           "name": "Coordination Platform"})
-    assert resp.status_code in (200, 201), resp.text
+    assert resp.status_code == 201, resp.text
     w.ehr, w.cbo, w.other = w.org("Harbor Clinic"), w.org("Bay Counseling"), w.org("Other CBO")
     w.patient_ref = w.patient()
     w.sr = w.service_request(w.patient_ref, w.ehr)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from tests.samples import sample
 
 
@@ -19,36 +17,41 @@ def _follow(server, bundle):
 
 
 def test_type_history_paging_and_since(server):
-    marker = sample("Goal")
-    rid = server.post("Goal", marker).json()["id"]
-    time.sleep(0.01)
-    since = server.get(f"Goal/{rid}").json()["meta"]["lastUpdated"]
+    older = server.post("Goal", sample("Goal")).json()
+    marker = server.post("Goal", sample("Goal")).json()
+    rid, since = marker["id"], marker["meta"]["lastUpdated"]
+    assert older["meta"]["lastUpdated"] < since
     ids = [server.post("Goal", sample("Goal")).json()["id"] for _ in range(7)]
     first = server.get("Goal/_history", params={"_count": 3}).json()
     assert first["type"] == "history" and len(first["entry"]) == 3
-    assert first["total"] >= 8
+    assert first["total"] == 9
     everything = _follow(server, first)
     seen_ids = [e["resource"]["id"] for e in everything]
-    assert len(seen_ids) == len(set(seen_ids)) == first["total"]
-    assert set(ids) <= set(seen_ids)
+    assert seen_ids == [*reversed(ids), rid, older["id"]]  # newest first, each once
     recent = server.get("Goal/_history", params={"_since": since, "_count": 50}).json()
-    recent_ids = {e["resource"]["id"] for e in recent["entry"]}
-    assert set(ids) <= recent_ids
+    recent_ids = [e["resource"]["id"] for e in recent["entry"]]
+    assert recent_ids == [*reversed(ids), rid]  # at or after _since; the older one is out
+    assert recent["total"] == 8
     for entry in recent["entry"]:
         assert entry["response"]["lastModified"] >= since
+    later = server.get("Goal/_history", params={"_since": "2999-01-01T00:00:00Z"}).json()
+    assert later.get("entry", []) == [] and later["total"] == 0
 
 
 def test_paging_stays_correct_while_others_write(server):
-    for _ in range(5):
-        server.post("Basic", sample("Basic"))
+    created = [server.post("Basic", sample("Basic")).json()["id"] for _ in range(5)]
     first = server.get("Basic/_history", params={"_count": 2}).json()
-    before = {e["resource"]["id"] for e in first["entry"]}
-    for _ in range(3):  # newer versions must not shift the next pages
-        server.post("Basic", sample("Basic"))
-    rest = _follow(server, first)[2:]
-    rest_ids = [e["resource"]["id"] for e in rest]
-    assert not before & set(rest_ids)
-    assert len(rest_ids) == len(set(rest_ids))
+    assert [e["resource"]["id"] for e in first["entry"]] == created[::-1][:2]
+    newer = [server.post("Basic", sample("Basic")).json()["id"] for _ in range(3)]
+    ours = set(created) | set(newer)  # the server seeds Basic resources of its own (older)
+    rest_ids = [e["resource"]["id"] for e in _follow(server, first)[2:]]
+    # The next pages continue where the first stopped: newer versions neither shift them
+    # nor appear in them.
+    assert [i for i in rest_ids if i in ours] == created[::-1][2:]
+    assert len(rest_ids) == len(set(rest_ids)) == first["total"] - 2
+    fresh = _follow(server, server.get("Basic/_history", params={"_count": 2}).json())
+    assert [e["resource"]["id"] for e in fresh if e["resource"]["id"] in ours] == [
+        *reversed(newer), *reversed(created)]
 
 
 def test_system_history_and_instance_history(server):

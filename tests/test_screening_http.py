@@ -3,6 +3,10 @@ the item-9 safety Flag and Task, amendments, $extract, $recommend-care, priority
 
 from __future__ import annotations
 
+import copy
+
+import pytest
+
 from profiles.questionnaires import get_questionnaire
 from tests.samples import sample
 from tests.snapshot import db_snapshot
@@ -54,15 +58,23 @@ def test_phq9_scored_into_observations_without_flag(server):
                                                        patient),
                        headers={"Prefer": "return=OperationOutcome"})
     assert resp.status_code == 201, resp.text
-    assert "10" in " ".join(i["diagnostics"] for i in resp.json()["issue"])
+    summary = resp.json()["issue"][-1]
+    assert (summary["severity"], summary["code"]) == ("information", "informational")
+    assert summary["diagnostics"].startswith("Patient Health Questionnaire-9 (PHQ-9) total 10/27")
+    assert "safety flag" not in summary["diagnostics"]
     qr_id = resp.headers["Location"].split("/")[-3]
     observations = _observations(server, qr_id)
     total = _total(observations, "44261-6")
     assert score(total) == 10
     panel = _total(observations, "44249-1")
-    assert len(panel["hasMember"]) >= 9
+    members = {m["reference"] for m in panel["hasMember"]}
+    assert members == {f"Observation/{o['id']}" for o in observations if o is not panel}
+    assert len(observations) == 11  # panel, nine items, total
+    item9 = _total(observations, "44260-8")
+    assert item9["valueCodeableConcept"]["coding"][0]["code"] == "LA6568-5"
     flags = server.get("Flag", params={"patient": patient}).json()
     assert flags.get("entry", []) == []
+    assert server.get("Task", params={"patient": patient}).json().get("entry", []) == []
 
 
 def test_item9_positive_creates_flag_and_risk_task_and_raises_priority(server):
@@ -72,8 +84,12 @@ def test_item9_positive_creates_flag_and_risk_task_and_raises_priority(server):
     assert resp.status_code == 201, resp.text
     flags = server.get("Flag", params={"patient": patient}).json()["entry"]
     assert len(flags) == 1 and flags[0]["resource"]["status"] == "active"
-    tasks = server.get("Task", params={"patient": patient, "priority": "stat"}).json()
-    assert tasks.get("entry"), "a same-day risk assessment Task is created"
+    flag = flags[0]["resource"]
+    assert flag["subject"] == {"reference": patient}
+    assert flag["code"]["coding"][0]["code"] == "6471006"
+    task = _risk_task(server, patient)
+    assert task["priority"] == "stat"  # item 9 = 3
+    assert task["focus"] == {"reference": f"Flag/{flag['id']}"}
     sr = sample("ServiceRequest", subject={"reference": patient}, priority="routine")
     created = server.post("ServiceRequest", sr).json()
     assert created["priority"] == "stat"
@@ -89,6 +105,137 @@ def test_item9_positive_creates_flag_and_risk_task_and_raises_priority(server):
         "url": "http://mh-referral.example.org/fhir/StructureDefinition/"
                "safety-priority-override-reason", "valueString": "Assessed today: low risk"}])
     assert server.post("Task", override).json()["priority"] == "routine"
+    override_sr = sample("ServiceRequest", subject={"reference": patient}, priority="routine",
+                         extension=[{"url": "http://mh-referral.example.org/fhir/"
+                                     "StructureDefinition/safety-priority-override-reason",
+                                     "valueString": "assessed today, safe"}])
+    assert server.post("ServiceRequest", override_sr).json()["priority"] == "routine"
+    other = _patient(server)
+    unflagged = sample("ServiceRequest", subject={"reference": other}, priority="routine")
+    assert server.post("ServiceRequest", unflagged).json()["priority"] == "routine"
+
+
+def _risk_task(server, patient: str) -> dict:
+    """The one risk-assessment Task of the patient, checked field by field."""
+    tasks = [e["resource"] for e in server.get("Task", params={"patient": patient}).json()
+             .get("entry", [])]
+    assert len(tasks) == 1, tasks
+    task = tasks[0]
+    assert task["code"]["coding"] == [{"system": "http://snomed.info/sct", "code": "225337009",
+                                       "display": "Suicide risk assessment (procedure)"}]
+    assert task["for"] == {"reference": patient}
+    assert (task["status"], task["intent"]) == ("requested", "order")
+    assert task["authoredOn"] == "2026-11-20T10:00:00Z"
+    assert task["restriction"]["period"]["end"] == "2026-11-21T10:00:00Z"
+    return task
+
+
+@pytest.mark.parametrize("item9, priority", [(1, "urgent"), (2, "asap")])
+def test_risk_task_priority_follows_item9(server, item9, priority):
+    patient = _patient(server)
+    resp = server.post("QuestionnaireResponse",
+                       qr_for("phq-9", [0, 0, 0, 0, 0, 0, 0, 0, item9], patient))
+    assert resp.status_code == 201, resp.text
+    assert _risk_task(server, patient)["priority"] == priority
+    sr = sample("ServiceRequest", subject={"reference": patient}, priority="routine")
+    assert server.post("ServiceRequest", sr).json()["priority"] == "urgent"
+
+
+def _grouped(structure: str) -> tuple[dict, list[dict]]:
+    """The shipped PHQ-9 regrouped as `structure`, and a function placing answer items."""
+    q = copy.deepcopy(get_questionnaire(f"{BASE}/phq-9|1.0.0"))
+    q.pop("id", None)
+    q["url"] = f"http://example.org/Questionnaire/phq-9-{structure}"
+    items = q["item"]
+    if structure == "group":
+        q["item"] = [{"linkId": "g", "type": "group", "text": "Over the last 2 weeks",
+                      "item": items}]
+    elif structure == "two-groups":
+        q["item"] = [{"linkId": "g1", "type": "group", "item": items[:4]},
+                     {"linkId": "g2", "type": "group",
+                      "item": [{"linkId": "g3", "type": "group", "item": items[4:]}]}]
+    elif structure == "child-of-answer":
+        q["item"] = items[:7] + [dict(items[7], item=[items[8]])] + items[9:]
+    return q, items
+
+
+def _place(structure: str, answers: list[dict]) -> list[dict]:
+    if structure == "group":
+        return [{"linkId": "g", "item": answers}]
+    if structure == "two-groups":
+        return [{"linkId": "g1", "item": answers[:4]},
+                {"linkId": "g2", "item": [{"linkId": "g3", "item": answers[4:]}]}]
+    item8 = copy.deepcopy(answers[7])
+    item8["answer"][0]["item"] = [answers[8]]
+    return answers[:7] + [item8]
+
+
+@pytest.mark.parametrize("structure", ["group", "two-groups", "child-of-answer"])
+@pytest.mark.parametrize("complete", [True, False])
+def test_safety_rule_holds_for_nested_questionnaires(server, structure, complete):
+    q, items = _grouped(structure)
+    assert server.post("Questionnaire", q).status_code == 201
+    patient = _patient(server)
+    scores = [0, 0, 0, 0, 0, 0, 0, 0, 2] if complete else [1, None, 0, 0, 0, 0, 0, 0, 2]
+    answers = [{"linkId": item["linkId"], "answer": [
+        {"valueCoding": dict(item["answerOption"][score]["valueCoding"])}]}
+        for item, score in zip(items[:9], scores, strict=True) if score is not None]
+    if not complete:
+        answers.insert(1, {"linkId": items[1]["linkId"]})
+    qr = {"resourceType": "QuestionnaireResponse", "questionnaire": q["url"],
+          "status": "completed", "subject": {"reference": patient},
+          "authored": "2026-11-20T10:00:00Z", "item": _place(structure, answers)}
+    resp = server.post("QuestionnaireResponse", qr, headers={"Prefer": "return=OperationOutcome"})
+    assert resp.status_code == 201, resp.text
+    summary = resp.json()["issue"][-1]["diagnostics"]
+    if complete:
+        assert summary.endswith("item 9 (self-harm) answered 2: safety flag raised")
+    else:
+        assert "incomplete, no total (unanswered: 44255-8)" in summary
+    flags = server.get("Flag", params={"patient": patient}).json()["entry"]
+    assert [f["resource"]["status"] for f in flags] == ["active"]
+    assert _risk_task(server, patient)["priority"] == "asap"
+
+
+@pytest.mark.parametrize("breakage, fragment", [
+    ("drop-option", "does not offer every score 0-3"),
+    ("unscored-option", "which has no defined score"),
+    ("foreign-option", "is not a LOINC answer code"),
+    ("wrong-weight", "the instrument defines 3"),
+    ("not-choice", "must be a choice item with answer options"),
+    ("no-item-9", "looks like a PHQ-8"),
+    ("duplicate-item", "has 2 items coded 44250-9"),
+])
+def test_questionnaire_that_is_not_the_instrument_is_refused(server, breakage, fragment):
+    q = copy.deepcopy(get_questionnaire(f"{BASE}/phq-9|1.0.0"))
+    q.pop("id", None)
+    q["url"] = f"http://example.org/Questionnaire/phq-9-{breakage}"
+    first = q["item"][0]
+    if breakage == "drop-option":
+        first["answerOption"] = first["answerOption"][:3]
+    elif breakage == "unscored-option":
+        first["answerOption"].append({"valueCoding": {"system": LOINC, "code": "LA6572-7"}})
+    elif breakage == "foreign-option":
+        first["answerOption"].append({"valueCoding": {"system": "http://x", "code": "0"}})
+    elif breakage == "wrong-weight":
+        first["answerOption"][3]["extension"][0]["valueDecimal"] = 2
+    elif breakage == "not-choice":
+        q["item"][0] = {k: v for k, v in first.items() if k != "answerOption"}
+        q["item"][0]["type"] = "integer"
+    elif breakage == "no-item-9":
+        del q["item"][8]
+    elif breakage == "duplicate-item":
+        q["item"].append(dict(copy.deepcopy(first), linkId="again"))
+    assert server.post("Questionnaire", q).status_code == 201
+    patient = _patient(server)
+    qr = {"resourceType": "QuestionnaireResponse", "questionnaire": q["url"],
+          "status": "completed", "subject": {"reference": patient}, "item": []}
+    resp = server.post("QuestionnaireResponse", qr)
+    assert resp.status_code == 422, resp.text
+    issues = resp.json()["issue"]
+    assert [(i["code"], i["expression"]) for i in issues if i["severity"] == "error"][0] == (
+        "business-rule", ["Questionnaire.item"])
+    assert any(fragment in i["diagnostics"] for i in issues)
 
 
 def test_amended_response_supersedes_observations(server):

@@ -48,6 +48,21 @@ class Running:
         self.thread.join(10)
 
 
+def wait_until(condition, timeout: float = 10.0) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def sub_state(database, sid):
+    with database.read() as conn:
+        return load_state(conn, sid)
+
+
 @pytest.fixture
 def receiver():
     r = HookReceiver()
@@ -145,9 +160,7 @@ def test_email_channel_via_smtp(database, make_sub):
         write_task(database, f"te-{org}", org)
         cfg = fast_config(smtp=SmtpSettings("127.0.0.1", controller.port, "fhir@example.org"))
         with Running(database, cfg):
-            deadline = time.time() + 10
-            while len(messages) < 2 and time.time() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: len(messages) >= 2)
     finally:
         controller.stop()
     assert len(messages) == 2
@@ -166,9 +179,7 @@ def test_receiver_down_then_back_gets_everything_in_order(database, receiver, ma
         receiver.stop()
         for i in range(6):
             write_task(database, f"td-{org}-{i}", org)
-        time.sleep(0.5)
-        with database.read() as conn:
-            assert load_state(conn, sid).attempts >= 1
+        assert wait_until(lambda: sub_state(database, sid).attempts >= 1)
         receiver.start()
         assert receiver.wait_for(lambda r: len(dedup(delivered_numbers(r, sid))) == 6)
     nums = delivered_numbers(receiver, sid)
@@ -182,10 +193,8 @@ def test_slow_receiver_beyond_timeout_is_retried(database, receiver, make_sub):
         assert receiver.wait_for(lambda r: r.of_kind("handshake"))
         receiver.delay = 1.5
         write_task(database, f"ts-{org}", org)
-        time.sleep(1.3)
-        with database.read() as conn:
-            st = load_state(conn, sid)
-            assert st.delivered_through == 0 and "within 1s" in (st.last_error or "")
+        assert wait_until(lambda: "within 1s" in (sub_state(database, sid).last_error or ""))
+        assert sub_state(database, sid).delivered_through == 0
         receiver.delay = 0
         assert receiver.wait_for(lambda r: 1 in delivered_numbers(r, sid), timeout=6)
     assert status_of(database, sid) == "active"
@@ -202,10 +211,7 @@ def test_500s_until_error_then_reactivation_and_catch_up(database, receiver, mak
         assert receiver.wait_for(lambda r: r.of_kind("handshake"))
         receiver.status = 500
         write_task(database, f"tx-{org}", org)
-        deadline = time.time() + 5
-        while status_of(database, sid) != "error" and time.time() < deadline:
-            time.sleep(0.05)
-        assert status_of(database, sid) == "error"
+        assert wait_until(lambda: status_of(database, sid) == "error", timeout=5)
         write_task(database, f"tx-{org}", org, "accepted")  # still counted while in error
         receiver.status = 200
         assert receiver.wait_for(  # heartbeats continue, carrying status=error
