@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 EXAMPLES := $(wildcard examples/directory/directory-bundle.json) $(sort $(wildcard examples/referral-bundle-*.json))
 
-.PHONY: install run serve test lint bench clean
+.PHONY: install run serve test lint bench mutation clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -37,6 +37,12 @@ lint: install
 ## make bench: the benchmarks in bench/ (figures go to the README by hand)
 bench: install
 	tools/test-postgres.sh $(PY) -m bench.run_all
+
+## make mutation: mutation testing of the rule modules (tools/mutation.py; not in CI, slow)
+## MUTATION_ARGS="parser --sample 50" picks targets and the sample size
+mutation: install
+	$(PY) -m pip install -q -e '.[test,mutation]'
+	nice $(PY) tools/mutation.py $(MUTATION_ARGS)
 
 clean:
 	rm -rf var .pytest_cache

@@ -242,7 +242,7 @@ def referral_priority_floor(requested: str | None, *, flags: list[dict],
     active = active_safety_flags(flags)
     if not active:
         return PriorityDecision(requested, None, False, False, True, "No active safety flag")
-    worst = max((_flag_item9(f) or 1 for f in active), default=1)
+    worst = max(_flag_item9(f) or 1 for f in active)
     floor = "stat" if worst >= 3 else "urgent"
     if override_reason and override_reason.strip():
         return PriorityDecision(requested, floor, False, True, False,

@@ -70,6 +70,34 @@ def test_render_keeps_v1_form_and_orders_context_first():
     assert s.render() == "launch openid patient/*.read user/Task.cu"
 
 
+def test_context_scopes_render_in_launch_order_then_alphabetically():
+    s = parse_scopes("profile fhirUser openid launch/encounter launch/patient launch "
+                     "online_access offline_access launch/other")
+    assert s.render() == ("launch launch/patient launch/encounter openid fhirUser profile "
+                          "launch/other offline_access online_access")
+    assert s.has("openid") and not s.has("patient/*.rs")
+    assert parse_scopes("user/Task.r patient/Patient.r").contexts() == {"user", "patient"}
+
+
+def test_scope_render_and_type_cover():
+    assert Scope("user", "Task", "rs", (), True).render() == "user/Task.read"
+    assert Scope("user", "Task", "r", (), True).render() == "user/Task.r"
+    assert Scope("user", "Task", "rs", (("status", "x"),), True).render() == (
+        "user/Task.rs?status=x")
+    granular = Scope("user", "Task", "rs", (("status", "x"), ("owner", "Organization/1")))
+    assert granular.render() == "user/Task.rs?status=x&owner=Organization/1"
+    assert Scope("user", "*", "r").covers_type("Task")
+    assert Scope("user", "Task", "r").covers_type(None)
+    assert not Scope("user", "Task", "r").covers_type("Patient")
+
+
+@pytest.mark.parametrize("raw", ["user/Task.rr", "user/Task.rs?", "user/Task.rs?status",
+                                 "user/Task.rs?=x", "user/Task.rs?status=", "user/task.rs",
+                                 "user/Task.x", "other/Task.rs", "user/Task.read?status=x"])
+def test_scope_grammar_rejects(raw):
+    assert parse_scope(raw) is None
+
+
 def test_interaction_table_matches_smart():
     assert {k for k, v in INTERACTION_LETTER.items() if v == "r"} == {
         "read", "vread", "history-instance"}

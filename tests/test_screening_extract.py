@@ -419,3 +419,90 @@ def test_missing_subject_is_reported():
     result = score_response(q("gad-2"), qr)
     assert result.total == 2
     assert any(i.expression == ["QuestionnaireResponse.subject"] for i in result.issues)
+
+
+def test_priority_decisions_in_full():
+    from mappers.care_recommendation import PriorityDecision
+    assert referral_priority_floor("routine", flags=[_flag(1)]) == PriorityDecision(
+        "urgent", "urgent", True, False, False,
+        "Active safety flag (PHQ-9 item 9 = 1): priority at least 'urgent', raised from "
+        "'routine'")
+    assert referral_priority_floor("stat", flags=[_flag(3)]) == PriorityDecision(
+        "stat", "stat", False, False, False,
+        "Active safety flag (PHQ-9 item 9 = 3): priority at least 'stat'")
+    assert referral_priority_floor("routine", flags=[_flag(2)], override_reason=" seen ") == (
+        PriorityDecision("routine", "urgent", False, True, False,
+                         "Clinician override of the safety floor 'urgent': seen"))
+    assert referral_priority_floor(None, flags=[]) == PriorityDecision(
+        "routine", None, False, False, True, "No active safety flag")
+
+
+def test_item9_score_is_read_from_its_own_extension_only():
+    from mappers.screening_extract import ITEM9_SCORE_URL
+    flag = _flag(1)
+    flag["extension"].insert(0, {"url": "http://example.org/other", "valueInteger": 3})
+    assert referral_priority_floor("routine", flags=[flag]).floor == "urgent"
+    flag["extension"] = [e for e in flag["extension"] if e["url"] != ITEM9_SCORE_URL]
+    flag["extension"].append({"url": ITEM9_SCORE_URL, "valueString": "3"})
+    assert referral_priority_floor("routine", flags=[flag]).floor == "urgent"  # unknown: 1
+
+
+def test_item9_reference_forms():
+    obs = {"resourceType": "Observation", "code": {"coding": [{"code": "44260-8"}]}}
+    assert item9_reference([{"fullUrl": "urn:uuid:9", "resource": obs}]) == "urn:uuid:9"
+    stored = {"fullUrl": "http://x/fhir/Observation/o9", "resource": {**obs, "id": "o9"}}
+    assert item9_reference([stored]) == "Observation/o9"
+    assert item9_reference([{"fullUrl": "http://x/fhir/Observation/o9",
+                             "resource": obs}]) == "http://x/fhir/Observation/o9"
+    assert item9_reference([{"resource": {**obs, "code": {"coding": [{"code": "1-8"}]}}}]) is None
+
+
+def test_safety_resources_in_detail():
+    from mappers.screening_extract import FLAG_DETAIL_URL, FLAG_PRIORITY_URL, ITEM9_SCORE_URL
+    qr, result = scored("phq-9", [0] * 8 + [2], authored="2026-11-20T10:00:00.250Z",
+                        author={"reference": "PractitionerRole/r1"})
+    flag_entry, task_entry = safety_resources(qr, result, "Observation/o9",
+                                              "Organization/clinic", id_factory=counter())
+    flag, task = flag_entry["resource"], task_entry["resource"]
+    assert flag_entry["fullUrl"] == "urn:uuid:00000000-0000-4000-8000-000000000001"
+    assert flag["extension"] == [
+        {"url": FLAG_DETAIL_URL, "valueReference": {"reference": "Observation/o9"}},
+        {"url": FLAG_PRIORITY_URL, "valueCodeableConcept": {"coding": [{
+            "system": "http://hl7.org/fhir/flag-priority-code", "code": "PH",
+            "display": "High priority"}]}},
+        {"url": ITEM9_SCORE_URL, "valueInteger": 2}]
+    assert flag["period"] == {"start": "2026-11-20T10:00:00.250Z"}
+    assert flag["author"] == {"reference": "PractitionerRole/r1"}
+    assert flag["code"]["text"].startswith("PHQ-9 item 9 positive (More than half the days)")
+    assert (flag["subject"], flag["encounter"]) == (qr["subject"], qr["encounter"])
+    assert task["restriction"] == {"period": {"end": "2026-11-21T10:00:00.250Z"}}
+    assert task["focus"] == {"reference": flag_entry["fullUrl"]}
+    assert task["reasonReference"] == {"reference": "Observation/o9"}
+    assert task["owner"] == {"reference": "Organization/clinic"}
+    assert task["requester"] == {"reference": "PractitionerRole/r1"}
+    assert (task["for"], task["encounter"]) == (qr["subject"], qr["encounter"])
+    plain, _ = scored("phq-9", [0] * 8 + [1], authored="2026-11-20",
+                      author={"reference": "RelatedPerson/rp1"})
+    flag2, task2 = (e["resource"] for e in safety_resources(
+        plain, score_response(q("phq-9"), plain), "Observation/o9", None,
+        id_factory=counter(), now="2026-11-20T08:00:00+02:00"))
+    assert "author" not in flag2 and "owner" not in task2  # Flag.author takes no RelatedPerson
+    assert task2["requester"] == {"reference": "RelatedPerson/rp1"}
+    assert flag2["period"] == {"start": "2026-11-20"}
+    assert task2["authoredOn"] == "2026-11-20T08:00:00+02:00"
+    assert task2["restriction"] == {"period": {"end": "2026-11-21T08:00:00+02:00"}}
+    undated = qr_for("phq-9", [0] * 8 + [1])
+    del undated["authored"]
+    flag3, task3 = (e["resource"] for e in safety_resources(
+        undated, score_response(q("phq-9"), undated), "Observation/o9", None,
+        id_factory=counter()))
+    assert "period" not in flag3 and "authoredOn" not in task3 and "restriction" not in task3
+    assert "score 1" not in flag3["code"]["text"]  # the answer's display is used
+
+
+def test_safety_resources_without_display_use_the_score():
+    qr, result = scored("phq-9", [0] * 8 + [3])
+    for ans in result.answers:
+        ans.value = {k: v for k, v in ans.value.items() if k != "display"}
+    flag = safety_resources(qr, result, "Observation/o9", None, id_factory=counter())[0]
+    assert flag["resource"]["code"]["text"].startswith("PHQ-9 item 9 positive (score 3)")

@@ -293,3 +293,57 @@ def test_extract_and_recommend_care(server):
     assert rec.status_code == 200, rec.text
     names = [p["name"] for p in rec.json()["parameter"]]
     assert "requires-clinical-sign-off" in names
+
+
+def test_risk_task_owner_is_the_authors_organization(server):
+    org = server.post("Organization", sample("Organization")).json()["id"]
+    role = sample("PractitionerRole", organization={"reference": f"Organization/{org}"})
+    role_id = server.post("PractitionerRole", role).json()["id"]
+    for author, owner in ((f"PractitionerRole/{role_id}", f"Organization/{org}"),
+                          (f"Organization/{org}", f"Organization/{org}")):
+        patient = _patient(server)
+        qr = qr_for("phq-9", [0] * 8 + [1], patient, author=author)
+        assert server.post("QuestionnaireResponse", qr).status_code == 201
+        task = _risk_task(server, patient)
+        assert task["owner"] == {"reference": owner}
+    loose = server.post("PractitionerRole", sample("PractitionerRole")).json()["id"]
+    patient = _patient(server)
+    qr = qr_for("phq-9", [0] * 8 + [1], patient, author=f"PractitionerRole/{loose}")
+    assert server.post("QuestionnaireResponse", qr).status_code == 201
+    assert "owner" not in _risk_task(server, patient)
+
+
+def test_priority_floor_is_reported_on_the_service_request(server):
+    patient = _patient(server)
+    server.post("QuestionnaireResponse", qr_for("phq-9", [0] * 8 + [1], patient))
+    sr = sample("ServiceRequest", subject={"reference": patient}, priority="routine")
+    resp = server.post("ServiceRequest", sr, headers={"Prefer": "return=OperationOutcome"})
+    assert resp.status_code == 201
+    issue = next(i for i in resp.json()["issue"] if i.get("expression") == [
+        "ServiceRequest.priority"])
+    assert (issue["severity"], issue["code"]) == ("information", "informational")
+    assert issue["diagnostics"] == ("Active safety flag (PHQ-9 item 9 = 1): priority at least "
+                                    "'urgent', raised from 'routine'")
+
+
+def test_deleted_or_resolved_flag_is_raised_again_by_a_new_positive_response(server):
+    patient = _patient(server)
+    first = server.post("QuestionnaireResponse", qr_for("phq-9", [0] * 8 + [2], patient)).json()
+    flag = server.get("Flag", params={"patient": patient}).json()["entry"][0]["resource"]
+    assert server.delete(f"Flag/{flag['id']}").status_code == 200
+    server.post("QuestionnaireResponse", qr_for("phq-9", [0] * 8 + [2], patient))
+    flags = server.get("Flag", params={"patient": patient}).json()["entry"]
+    assert [f["resource"]["status"] for f in flags] == ["active"]
+    # Resolved by a clinician, then the first response is amended (item 9 unchanged): the
+    # flag is raised again and points at the item-9 Observation already stored.
+    again = flags[0]["resource"]
+    assert server.put(f"Flag/{again['id']}", dict(again, status="inactive")).status_code == 200
+    amended = qr_for("phq-9", [1] + [0] * 7 + [2], patient, status="amended")
+    amended["id"] = first["id"]
+    assert server.put(f"QuestionnaireResponse/{first['id']}", amended).status_code == 200
+    item9 = _total(_observations(server, first["id"]), "44260-8")
+    active = [f["resource"] for f in server.get("Flag", params={"patient": patient}).json()[
+        "entry"] if f["resource"]["status"] == "active"]
+    assert len(active) == 1
+    detail = active[0]["extension"][0]["valueReference"]
+    assert detail == {"reference": f"Observation/{item9['id']}"}

@@ -485,3 +485,131 @@ def test_raise_if_invalid_gives_a_422_with_every_issue():
     outcome = info.value.outcome()
     assert len([i for i in outcome["issue"] if i["severity"] == "error"]) == 2
     raise_if_invalid([])  # nothing to raise
+
+
+def triples(issues) -> list[tuple[str, str, list[str]]]:
+    """(severity, code, expression) of each issue: what a client acts on."""
+    return [(i.severity, i.code, i.expression) for i in issues]
+
+
+def test_complete_result_fields_and_answer_paths():
+    q = questionnaire("phq-9")
+    qr = make_qr(q, answers_for(q, (0, 1, 2, 3, 0, 1, 2, 3, 1)))
+    qr["item"][0]["text"] = "client text, not used when the Questionnaire has one"
+    result = score_response(q, qr)
+    assert (result.status, result.total, result.item9, result.safety_flag) == (
+        "complete", 13, 1, True)
+    assert result.questionnaire == f"{BASE}/phq-9|1.0.0"
+    assert result.max_total == 27 and result.issues == []
+    first = result.answers[0]
+    assert first.path == "QuestionnaireResponse.item[0].answer[0].valueCoding"
+    assert first.text == q["item"][0]["text"] and first.score == 0
+    assert [a.score for a in result.answers] == [0, 1, 2, 3, 0, 1, 2, 3, 1]
+    assert result.summary() == ("Patient Health Questionnaire-9 (PHQ-9) total 13/27: Moderate "
+                                "depression (PHQ-9 10-14); item 9 (self-harm) answered 1: "
+                                "safety flag raised")
+    assert triples(result.outcome_issues()) == [("information", "informational", [])]
+
+
+def test_incomplete_and_unasked_issues():
+    q = questionnaire("phq-9")
+    codings = answers_for(q, (1,) * 9)
+    del codings["/44260-8"]
+    result = score_response(q, make_qr(q, codings))
+    assert (result.status, result.item9, result.self_harm_asked) == ("incomplete", None, False)
+    assert triples(result.issues) == [
+        ("warning", "required", ["QuestionnaireResponse.item"]),
+        ("warning", "incomplete", ["QuestionnaireResponse.item"]),
+        ("warning", "incomplete", ["QuestionnaireResponse.item"])]
+    q2 = questionnaire("phq-2")
+    screen = score_response(q2, make_qr(q2, answers_for(q2, (1, 1))))
+    assert triples(screen.issues) == [("information", "informational", ["QuestionnaireResponse"])]
+    no_subject = make_qr(q2, answers_for(q2, (1, 1)))
+    del no_subject["subject"]
+    assert triples(score_response(q2, no_subject).issues)[-1] == (
+        "warning", "required", ["QuestionnaireResponse.subject"])
+
+
+def test_not_scored_results_name_the_questionnaire():
+    qr = {"resourceType": "QuestionnaireResponse", "status": "completed",
+          "questionnaire": "http://example.org/Questionnaire/unknown"}
+    unknown = score_response(None, qr)
+    assert unknown.questionnaire == "http://example.org/Questionnaire/unknown"
+    assert triples(unknown.issues) == [
+        ("warning", "not-found", ["QuestionnaireResponse.questionnaire"])]
+    other = {"resourceType": "Questionnaire", "url": "http://example.org/Questionnaire/intake",
+             "status": "active", "item": []}
+    result = score_response(other, qr)
+    assert result.questionnaire == "http://example.org/Questionnaire/intake"
+    assert triples(result.issues) == [
+        ("warning", "informational", ["QuestionnaireResponse.questionnaire"])]
+    assert "'http://example.org/Questionnaire/intake'" in result.issues[0].diagnostics
+    assert result.summary() == "Response stored without scoring"
+
+
+def test_questionnaire_check_issues_are_exact():
+    q = questionnaire("phq-9")
+    del q["url"]
+    q["id"] = "my-phq9"
+    first = q["item"][0]
+    first["answerOption"].append({"valueCoding": {"system": "http://x", "code": "0"}})
+    first["answerOption"][3]["valueCoding"]["extension"] = [
+        {"url": ORDINAL, "valueInteger": 2}]
+    del first["answerOption"][3]["extension"]
+    issues = check_questionnaire(q, PHQ9)
+    assert triples(issues) == [("error", "business-rule", ["Questionnaire.item"])] * 2
+    assert [i.diagnostics for i in issues] == [
+        "Questionnaire my-phq9 item '/44250-9' gives LA6571-9 the weight 2; the instrument "
+        "defines 3",
+        "Questionnaire my-phq9 item '/44250-9' offers '0', which is not a LOINC answer code "
+        "(system 'http://x')"]
+    twice = questionnaire("phq-9")
+    twice["item"].append(dict(copy.deepcopy(twice["item"][0]), linkId="again"))
+    assert [i.diagnostics for i in check_questionnaire(twice, PHQ9)] == [
+        f"Questionnaire {BASE}/phq-9 has 2 items coded 44250-9"]
+    typed = questionnaire("phq-9")
+    typed["item"][1]["type"] = "open-choice"
+    assert [i.diagnostics for i in check_questionnaire(typed, PHQ9)] == [
+        f"Questionnaire {BASE}/phq-9 item '/44255-8' must be a choice item with answer options"]
+
+
+def test_client_total_issues_are_exact():
+    q = questionnaire("phq-9")
+    qr = make_qr(q, answers_for(q, (1,) * 9))
+    qr["item"].append({"linkId": "/44261-6", "answer": [{"valueInteger": 13}]})
+    result = score_response(q, qr)
+    assert triples(result.errors) == [("error", "value", [
+        "QuestionnaireResponse.item[9].answer[0].valueInteger"])]
+    assert result.errors[0].diagnostics == (
+        "The response states a total of 13 but its answers add up to 9")
+    del qr["item"][0]
+    qr["item"][-1]["answer"] = [{"valueInteger": 8}]
+    missing = score_response(q, qr)
+    assert missing.errors[0].diagnostics == (
+        "A total of 8 was sent but items 44250-9 are unanswered; a Patient Health "
+        "Questionnaire-9 (PHQ-9) total needs every item")
+    assert missing.status == "invalid" and missing.total is None
+
+
+def test_answer_weight_issues_are_exact():
+    q = questionnaire("phq-9")
+    qr = make_qr(q, answers_for(q, (1,) * 9))
+    qr["item"][2]["answer"][0]["valueCoding"]["extension"] = [{"url": ORDINAL,
+                                                               "valueInteger": 3}]
+    result = score_response(q, qr)
+    path = "QuestionnaireResponse.item[2].answer[0].valueCoding"
+    assert triples(result.errors) == [("error", "value", [path])]
+    assert result.errors[0].diagnostics == (
+        "The answer to '/44259-0' carries score 3; its code scores 1")
+    assert (result.total, result.item_scores, result.item9) == (None, {}, None)
+    qr["item"][2]["answer"][0]["valueCoding"]["extension"] = [{"url": ORDINAL,
+                                                               "valueDecimal": 0.5}]
+    assert triples(score_response(q, qr).errors) == [("error", "value", [path])]
+
+
+def test_only_fatal_issue_still_raises():
+    from fhir_server.errors import Issue
+    with pytest.raises(FhirError) as info:
+        raise_if_invalid([Issue("warning", "incomplete", "w"), Issue("fatal", "exception", "f")])
+    assert info.value.status == 422
+    assert [i.severity for i in info.value.issues] == ["warning", "fatal"]

@@ -10,17 +10,19 @@ import copy
 import pytest
 
 from tests.snapshot import db_snapshot
-from tests.test_workflow_http import Referrals, _TestPartyRequest, as_org, etag, moved
+from tests.test_workflow_http import (  # noqa: F401 (parties, world: fixtures)
+    Referrals,
+    as_org,
+    etag,
+    moved,
+    parties,
+    world,
+)
 
 
 @pytest.fixture(scope="module")
-def w(server):
-    server.app.request_class = _TestPartyRequest
-    world = Referrals(server)
-    world.requester, world.owner = world.org("Harbor Clinic"), world.org("Bay Counseling")
-    world.patient_ref = world.patient()
-    world.sr = world.service_request(world.patient_ref, world.requester)
-    world.proc = world.procedure(world.patient_ref, f"ServiceRequest/{world.sr['id']}")
+def w(world):  # noqa: F811 (the imported fixture, under a short name)
+    """The referral world of test_workflow_http (requester, owner, patient, SR, Procedure)."""
     return world
 
 
@@ -107,7 +109,7 @@ def test_draft_may_still_be_edited_by_its_requester(w):
 
 def test_owner_cannot_be_swapped_once_accepted(w):
     task = w.task(w.sr, w.requester, w.owner, "accepted")
-    other = w.org("Other CBO")
+    other = w.third
     for org in (w.requester, None):
         changed = copy.deepcopy(task)
         changed["owner"] = {"reference": other}

@@ -462,3 +462,93 @@ def test_only_draft_tasks_are_deleted_by_their_requester():
     with pytest.raises(FhirError):
         check_task_delete(make_task("completed"), SYSTEM)
     check_task_delete({"resourceType": "Task", "status": "completed"}, OWNER)  # not a referral
+
+
+def test_delete_rules_name_code_and_expression():
+    role = "PractitionerRole/dr-at-clinic"
+    draft = make_task("draft", requester=role)
+    check_task_delete(draft, REQUESTER, party_organizations={role: REQUESTER_ORG})
+    with pytest.raises(FhirError) as info:
+        check_task_delete(draft, REQUESTER)  # the role is not known to be the clinic's
+    assert (info.value.status, info.value.code, info.value.issues[0].expression) == (
+        403, "forbidden", ["Task"])
+    with pytest.raises(FhirError) as info:
+        check_task_delete(make_task("requested"), REQUESTER)
+    assert (info.value.status, info.value.code, info.value.issues[0].expression) == (
+        422, "business-rule", ["Task.status"])
+
+
+def test_version_errors_carry_their_codes():
+    with pytest.raises(FhirError) as info:
+        check_task_version("3", None)
+    assert (info.value.status, info.value.code) == (428, "required")
+    with pytest.raises(FhirError) as info:
+        check_task_version("3", 'W/"2"')
+    assert (info.value.status, info.value.code) == (412, "conflict")
+    check_task_version(None, 'W/"2"')  # nothing stored to compare with
+
+
+def test_status_role_refusal_says_who_may_set_what():
+    err = expect(make_task("requested"), moved(make_task("requested"), "accepted"), REQUESTER,
+                 403, "forbidden")
+    assert err.diagnostics == ("The Task requester may not set status accepted; the requester "
+                               "may set: cancelled, entered-in-error, requested")
+    assert err.issues[0].expression == ["Task.status"]
+    err = expect(make_task("requested"), moved(make_task("requested"), "entered-in-error"),
+                 OWNER, 403, "forbidden")
+    assert err.diagnostics == (
+        "The Task owner may not set status entered-in-error; the owner may set: accepted, "
+        "cancelled, completed, failed, in-progress, on-hold, rejected")
+
+
+def test_owner_swap_message_names_the_status():
+    prev = make_task("in-progress")
+    err = expect(prev, {**prev, "owner": {"reference": "Organization/other"}}, REQUESTER, 422,
+                 "business-rule")
+    assert err.diagnostics == ("Task.owner cannot change once the Task is in-progress; cancel it "
+                               "or use $redirect while it is requested")
+    assert err.issues[0].expression == ["Task.owner"]
+
+
+def test_stalled_mark_is_ignored_but_other_business_status_counts():
+    other = {"system": "http://example.org/cbo-status", "code": "waitlisted"}
+    stalled = {"system": STALLED_SYSTEM, "code": "stalled-not-accepted"}
+    prev = make_task("accepted", businessStatus={"coding": [stalled, other]})
+    changed = {**prev, "businessStatus": {"coding": [stalled, {**other, "code": "seen"}]}}
+    err = expect(prev, changed, OWNER, 403, "forbidden")
+    assert err.issues[0].expression == ["Task.businessStatus"]
+    expect(prev, {**prev, "businessStatus": {"coding": [other]}}, OWNER, None)
+    texted = make_task("accepted", businessStatus={"coding": [other], "text": "Waitlisted"})
+    retexted = {**texted, "businessStatus": {"coding": [other], "text": "On the list"}}
+    assert expect(texted, retexted, OWNER, 403).issues[0].expression == ["Task.businessStatus"]
+    only_text = make_task("accepted", businessStatus={"text": "Waiting"})
+    assert expect(only_text, {**only_text, "businessStatus": {"text": "Seen"}}, OWNER,
+                  403).issues[0].expression == ["Task.businessStatus"]
+
+
+def test_output_edit_while_service_request_on_hold_is_not_a_start():
+    on_hold_sr = {**SR, "status": "on-hold"}
+    prev = make_task("in-progress")
+    new = {**prev, "output": [resulting({"valueReference": {"reference": "Procedure/proc1"}})]}
+    expect(prev, new, OWNER, None, sr=on_hold_sr)
+    err = expect(make_task("accepted"), moved(make_task("accepted"), "in-progress"), OWNER,
+                 422, "business-rule", sr=on_hold_sr)
+    assert err.issues[0].expression == ["Task.focus"]
+
+
+def test_create_without_requester_and_unknown_status_messages():
+    body = make_task("requested")
+    del body["requester"]
+    err = expect(None, body, OWNER, 403, "forbidden")
+    assert err.diagnostics == "Only the requester (none given) may create this referral Task"
+    assert err.issues[0].expression == ["Task.requester"]
+    err = expect(None, make_task("bogus"), REQUESTER, 422, "code-invalid")
+    assert err.issues[0].expression == ["Task.status"]
+
+
+def test_open_task_claimed_through_a_service_of_the_organization():
+    prev = make_task("requested", owner=None)
+    claim = moved(prev, "accepted", owner={"reference": "HealthcareService/hs1"})
+    services = {"HealthcareService/hs1": OWNER_ORG}
+    expect(prev, claim, OWNER, None, party_organizations=services)
+    expect(prev, claim, OWNER, 403, "forbidden")

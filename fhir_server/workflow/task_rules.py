@@ -22,7 +22,7 @@ from fhir_server.workflow.canonical import (
     TASK_CODE_SYSTEM,
 )
 from fhir_server.workflow.outputs import output_issues
-from fhir_server.workflow.refs import normalize_ref, ref_type, reference_of, same_ref
+from fhir_server.workflow.refs import ref_type, reference_of, same_ref
 
 REFERRAL_STATUSES: tuple[str, ...] = (
     "draft", "requested", "accepted", "rejected", "cancelled",
@@ -335,8 +335,7 @@ def _check_content(previous: dict | None, new: dict, focus_sr: dict | None,
 def _check_subject(task: dict, focus_sr: dict) -> None:
     task_for = reference_of(task.get("for"))
     subject = reference_of(focus_sr.get("subject"))
-    if subject and task_for and normalize_ref(task_for) != normalize_ref(subject) \
-            and not same_ref(task_for, subject):
+    if subject and task_for and not same_ref(task_for, subject):
         raise FhirError(422, "business-rule",
                         f"Task.for ({task_for}) must be the focus ServiceRequest's subject "
                         f"({subject})", "Task.for")
