@@ -139,8 +139,6 @@ def prepare(target: str, spec: Target) -> Path:
         dst = work / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
-    if (REPO.parent / "shared").is_dir():  # tests that still read ../shared find it there
-        (work / "shared").symlink_to(REPO.parent / "shared")
     tests = [t for t in spec.tests if (work / t).exists()]
     extra = sorted({p.split("/")[0] for p in listed if p and "/" in p}
                    - set(SOURCE_DIRS) - {"tests", "var"})
