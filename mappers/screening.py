@@ -126,7 +126,7 @@ def check_questionnaire(questionnaire: dict, instrument: Instrument) -> list[Iss
             by_code.setdefault(code, []).append(qitem)
     name = f"Questionnaire {questionnaire.get('url') or questionnaire.get('id')}"
     for spec in instrument.items:
-        found = by_code.get(spec.code, [])
+        found = by_code.get(spec.code)
         if not found:
             msg = f"{name} claims to be {instrument.title} but has no item {spec.code}"
             if spec.code == SELF_HARM_ITEM:

@@ -74,6 +74,12 @@ def test_stored_resource_outside_the_scope_is_hidden_new_content_refused():
     assert refusal(ctx("user/Observation.r?status=final"), "vread", "Observation",
                    {"resourceType": "Observation", "status": "amended"})[:3] == (
         404, "not-found", "Resource Observation/? is not known")
+    untyped = {"id": "o7", "status": "amended"}
+    assert refusal(c, "read", "Observation", untyped)[2] == "Resource Observation/o7 is not known"
+    assert refusal(c, "read", None, untyped)[2] == "Resource ?/o7 is not known"
+    other = {"resourceType": "Condition", "id": "c1"}
+    assert refusal(ctx("user/*.r?status=final"), "read", "Observation", other)[2] == (
+        "Resource Condition/c1 is not known")
 
 
 def test_patient_scopes():
@@ -124,6 +130,16 @@ def test_restrict_for_each_kind_of_scope():
     assert restrict_for(ctx("user/*.r"), "Observation", "history-type").allowed is False
 
 
+@pytest.mark.parametrize("caller, res_type", [
+    (SYSTEM, "Task"), (ctx("user/Patient.rs"), "Task"), (ctx("user/*.rs"), "Task"),
+    (ctx("user/*.rs", organization="Organization/cbo"), "Organization"),
+    (ctx("user/*.rs", organization="Organization/cbo"), "AuditEvent"),
+    (ctx("user/*.rs", organization="Organization/cbo"), "Task"),
+])
+def test_restriction_names_its_type(caller, res_type):
+    assert restrict_for(caller, res_type).res_type == res_type
+
+
 def test_restrict_for_organizations():
     c = ctx("user/Task.rs?status=requested user/Organization.rs user/AuditEvent.rs",
             organization="Organization/cbo")
@@ -135,6 +151,9 @@ def test_restrict_for_organizations():
     assert (org.allowed, org.organization, org.rules, org.shared) == (
         True, "Organization/cbo", (), True)
     assert not org.unrestricted
+    named = ctx("user/Organization.rs?name=Harbor", organization="Organization/cbo")
+    assert restrict_for(named, "Organization").alternatives == (
+        Alternative((("name", "Harbor"),), None, ()),)
     audit = restrict_for(c, "AuditEvent")
     assert (audit.allowed, audit.organization) == (False, "Organization/cbo")
     admin = ctx("user/*.rs", organization="Organization/cbo", is_admin=True)

@@ -210,6 +210,15 @@ def test_negotiate_keeps_v1_form_and_wildcards():
     assert granted.render() == "launch system/*.read"
     narrowed = negotiate(parse_scopes("system/*.*"), parse_scopes("system/Task.read"))
     assert narrowed.render() == "system/Task.read"
+    other_context_first = negotiate(parse_scopes("system/Task.rs"),
+                                    parse_scopes("user/Task.rs patient/*.r system/Task.rs"))
+    assert other_context_first.render() == "system/Task.rs"
+    other_type_first = negotiate(parse_scopes("system/Task.rs"),
+                                 parse_scopes("system/Patient.rs system/Task.r"))
+    assert other_type_first.render() == "system/Task.r"
+    no_letters_first = negotiate(parse_scopes("system/Task.c"),
+                                 parse_scopes("system/Task.r system/Task.c"))
+    assert no_letters_first.render() == "system/Task.c"
     merged = negotiate(parse_scopes("system/Task.r system/Task.s"),
                        parse_scopes("system/Task.rs"))
     assert merged.resource == (Scope("system", "Task", "rs"),)

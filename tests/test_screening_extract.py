@@ -437,6 +437,16 @@ def test_priority_decisions_in_full():
         "routine", None, False, False, True, "No active safety flag")
 
 
+def test_flag_without_a_score_counts_as_item9_one():
+    from mappers.screening_extract import ITEM9_SCORE_URL
+    flag = _flag(3)
+    flag["extension"] = [e for e in flag["extension"] if e["url"] != ITEM9_SCORE_URL]
+    decision = referral_priority_floor("routine", flags=[flag])
+    assert (decision.floor, decision.reason) == ("urgent", (
+        "Active safety flag (PHQ-9 item 9 = 1): priority at least 'urgent', raised from "
+        "'routine'"))
+
+
 def test_item9_score_is_read_from_its_own_extension_only():
     from mappers.screening_extract import ITEM9_SCORE_URL
     flag = _flag(1)
@@ -450,6 +460,8 @@ def test_item9_score_is_read_from_its_own_extension_only():
 def test_item9_reference_forms():
     obs = {"resourceType": "Observation", "code": {"coding": [{"code": "44260-8"}]}}
     assert item9_reference([{"fullUrl": "urn:uuid:9", "resource": obs}]) == "urn:uuid:9"
+    assert item9_reference([{"fullUrl": "urn:uuid:9", "resource": {**obs, "id": "o9"}}]) == (
+        "urn:uuid:9")
     stored = {"fullUrl": "http://x/fhir/Observation/o9", "resource": {**obs, "id": "o9"}}
     assert item9_reference([stored]) == "Observation/o9"
     assert item9_reference([{"fullUrl": "http://x/fhir/Observation/o9",

@@ -347,3 +347,13 @@ def test_deleted_or_resolved_flag_is_raised_again_by_a_new_positive_response(ser
     assert len(active) == 1
     detail = active[0]["extension"][0]["valueReference"]
     assert detail == {"reference": f"Observation/{item9['id']}"}
+
+
+def test_amending_item9_to_zero_retracts_the_flag(server):
+    patient = _patient(server)
+    first = server.post("QuestionnaireResponse", qr_for("phq-9", [0] * 8 + [2], patient)).json()
+    amended = qr_for("phq-9", [0] * 9, patient, status="amended")
+    amended["id"] = first["id"]
+    assert server.put(f"QuestionnaireResponse/{first['id']}", amended).status_code == 200
+    flags = server.get("Flag", params={"patient": patient}).json()["entry"]
+    assert [f["resource"]["status"] for f in flags] == ["entered-in-error"]

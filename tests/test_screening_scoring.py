@@ -613,3 +613,38 @@ def test_only_fatal_issue_still_raises():
         raise_if_invalid([Issue("warning", "incomplete", "w"), Issue("fatal", "exception", "f")])
     assert info.value.status == 422
     assert [i.severity for i in info.value.issues] == ["warning", "fatal"]
+
+
+def test_client_total_forms_and_messages():
+    q = questionnaire("phq-9")
+    qr = make_qr(q, answers_for(q, (1,) * 9))
+    qr["item"].append({"linkId": "/44261-6", "answer": [{"valueInteger": 12.5}]})
+    assert triples(score_response(q, qr).errors) == [
+        ("error", "value", ["QuestionnaireResponse.item[9].answer[0].valueInteger"])]
+    del qr["item"][0:2]
+    qr["item"][-1]["answer"] = [{"valueInteger": 7}]
+    assert score_response(q, qr).errors[0].diagnostics.startswith(
+        "A total of 7 was sent but items 44250-9, 44255-8 are unanswered")
+    quantity_q = questionnaire("phq-9")
+    total_item = next(i for i in quantity_q["item"] if i["linkId"] == "/44261-6")
+    total_item["type"] = "quantity"
+    total_item.pop("extension", None)
+    as_quantity = make_qr(quantity_q, answers_for(quantity_q, (1,) * 9))
+    as_quantity["item"].append({"linkId": "/44261-6", "answer": [
+        {"valueQuantity": {"value": 9, "unit": "{score}"}}]})
+    result = score_response(quantity_q, as_quantity)
+    assert (result.errors, result.total) == ([], 9)
+    as_quantity["item"][-1]["answer"][0]["valueQuantity"]["value"] = 10
+    assert "states a total of 10" in score_response(quantity_q, as_quantity).errors[0].diagnostics
+
+
+def test_subject_warning_text_and_canonical_of_unscored():
+    q2 = questionnaire("phq-2")
+    qr = make_qr(q2, answers_for(q2, (1, 1)))
+    del qr["subject"]
+    assert score_response(q2, qr).issues[-1].diagnostics == (
+        "QuestionnaireResponse.subject is missing: Observations extracted from it cannot name "
+        "the patient (US Core requires a subject)")
+    anonymous = {"resourceType": "Questionnaire", "status": "active", "item": []}
+    unscored = score_response(anonymous, {**qr, "questionnaire": "urn:uuid:q1"})
+    assert unscored.questionnaire == "urn:uuid:q1"

@@ -20,6 +20,7 @@ from fhir_server.search.parser import (
     ParamFilter,
     parse_search,
 )
+from fhir_server.search.registry import get_param
 from fhir_server.search.terms import (
     CompositeValue,
     DateValue,
@@ -442,3 +443,44 @@ def test_includes():
     assert parse("Observation", "_include:iterate=Patient:general-practitioner").includes
     assert parse(None, "_include=Patient:general-practitioner").includes
     assert parse("Observation", "_revinclude=Provenance:target").includes
+
+
+def test_system_level_parameters_of_every_resource():
+    for code in ("_tag", "_profile", "_security", "_source"):
+        (flt,) = parse(None, f"{code}=x", strict=True).filters
+        assert flt.param.code == code and flt.param.url.endswith(f"Resource-{code[1:]}")
+    assert parse(None, "_lastUpdated=gt2020").filters[0].param.code == "_lastUpdated"
+    assert bad(None, "name=x", strict=True).code == "not-supported"
+    assert only("Observation", "_id=x").param == get_param("Observation", "_id")
+
+
+def test_common_parameter_over_several_types_merges_targets():
+    parsed = parse(None, "_type=Observation,Condition&subject.name=Smith", strict=True)
+    assert sorted(parsed.filters[0].inner) == ["Location", "Patient"]
+    merged = parse(None, "_type=Observation,Condition&subject=Patient/p1").filters[0].param
+    assert set(merged.targets) == {"Group", "Device", "Patient", "Location"}
+    assert parse(None, "_type=Patient,Observation&identifier=x").filters  # both have it
+    assert parse(None, "_type=Patient,Practitioner&name=x").filters[0].param.type == "string"
+    assert parse(None, "_type=Patient,Observation&date=2020").ignored  # not on Patient
+
+
+def test_has_and_chain_depth_limits():
+    deep = "_has:Provenance:target:" * 4 + "agent=x"
+    assert isinstance(only("Patient", deep), HasFilter)
+    err = bad("Patient", "_has:Provenance:target:" * 5 + "agent=x")
+    assert "chain too deep" in err.diagnostics
+    assert err.issues[0].expression == ["_has:Provenance:target:" * 5 + "agent"]
+
+
+def test_messages_of_the_parser():
+    assert bad("Bogus", "").diagnostics == "Unknown resource type Bogus"
+    assert bad("Patient", "bogus=1", strict=True).diagnostics == (
+        "Unknown or unsupported search parameter 'bogus': unknown parameter bogus")
+    assert bad("Location", "near=1|1|1|parsec").diagnostics == (
+        "Invalid search parameter near='1|1|1|parsec': unknown distance unit parsec")
+    assert bad("Patient", "_total=all").diagnostics == (
+        "Invalid search parameter _total='all': expected none, estimate or accurate")
+    assert only("Location", "near=0|-180").values == (NearValue(0.0, -180.0, 1.0),)
+    assert only("Location", "near=-90|180").values == (NearValue(-90.0, 180.0, 1.0),)
+    assert only("Observation", "subject:Patient=Patient/p1").values == (
+        ReferenceValue("Patient", "p1", None, None, None),)

@@ -145,7 +145,8 @@ def _after_write(conn: Connection, call: Call, interaction: str,
     if derived:
         entries = extract.supersede(derived, entries)
     flags = patient_flags(conn, _patient_ref(qr))
-    own_flags = [f for f in flags if _flag_from(f, qr_ref)]
+    derived_refs = {f"Observation/{o['id']}" for o in derived}
+    own_flags = [f for f in flags if _flag_from(f, derived_refs)]
     if own_flags:
         entries += extract.supersede_safety_flags(own_flags, result)
     if result.safety_flag and not active_safety_flags(flags):
@@ -166,8 +167,11 @@ def _derived_observations(conn: Connection, qr_ref: str) -> list[dict]:
     return out
 
 
-def _flag_from(flag: dict, qr_ref: str) -> bool:
-    return qr_ref in str(flag)
+def _flag_from(flag: dict, observation_refs: set[str]) -> bool:
+    """True when the Flag was raised from one of these Observations (its flag-detail)."""
+    return any(ext.get("url") == extract.FLAG_DETAIL_URL
+               and (ext.get("valueReference") or {}).get("reference") in observation_refs
+               for ext in flag.get("extension") or [])
 
 
 def _item9_stored(observations: list[dict]) -> str | None:

@@ -223,8 +223,8 @@ def _control(out: ParsedSearch, name: str, value: str, strict: bool) -> bool:
 
 def _common_param(types: tuple[str, ...] | None, code: str) -> SearchParamDef | None:
     """The parameter `code` when every searched type has it with the same type."""
-    if types is None:
-        p = get_param("Resource", code) or get_param("Patient", code)
+    if types is None:  # a parameter of every type: Patient has them all (Resource-*)
+        p = get_param("Patient", code)
         return p if p is not None and (p.url.endswith(f"Resource-{code.lstrip('_')}")) \
             else None
     defs = [get_param(t, code) for t in types]
