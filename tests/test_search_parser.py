@@ -484,3 +484,31 @@ def test_messages_of_the_parser():
     assert only("Location", "near=-90|180").values == (NearValue(-90.0, 180.0, 1.0),)
     assert only("Observation", "subject:Patient=Patient/p1").values == (
         ReferenceValue("Patient", "p1", None, None, None),)
+
+
+def test_more_parser_messages():
+    assert bad("Patient", "_sort=bogus", strict=True).diagnostics == "Cannot sort on 'bogus'"
+    assert bad("Patient", "_has:Bogus:subject:code=x").diagnostics == (
+        "Invalid search parameter _has:Bogus:subject:code='x': unknown resource type Bogus")
+    assert bad("Patient", "_has:Observation:bogus:code=x").diagnostics == (
+        "Invalid search parameter _has:Observation:bogus:code='x': Observation has no "
+        "reference parameter bogus")
+
+
+def test_merged_definition_keeps_the_first_types_fields():
+    import dataclasses
+    merged = parse(None, "_type=Observation,Condition&subject=Patient/p1").filters[0].param
+    own = get_param("Observation", "subject")
+    assert merged == dataclasses.replace(own, targets=merged.targets)
+
+
+def test_modifier_chain_and_depth_messages():
+    assert bad("Patient", "gender:bogus=male").diagnostics == (
+        "Invalid search parameter gender:bogus='male': modifier :bogus is not supported on "
+        "token")
+    assert bad("Patient", "_id:exact=x").diagnostics == (
+        "Invalid search parameter _id:exact='x': modifier :exact is not supported on _id")
+    assert parse("Patient", "_id.name=x").ignored == [
+        ("_id.name", "x", "chain not supported on _id")]
+    assert bad("Patient", "_has:Provenance:target:" * 5 + "agent=x").diagnostics == (
+        "Invalid search parameter agent='x': chain too deep")

@@ -552,3 +552,15 @@ def test_open_task_claimed_through_a_service_of_the_organization():
     services = {"HealthcareService/hs1": OWNER_ORG}
     expect(prev, claim, OWNER, None, party_organizations=services)
     expect(prev, claim, OWNER, 403, "forbidden")
+
+
+def test_draft_cannot_be_pointed_at_another_patient_than_the_service_request():
+    draft = make_task("draft")
+    err = expect(draft, {**draft, "for": {"reference": "Patient/p2"}}, REQUESTER, 422,
+                 "business-rule")
+    assert err.issues[0].expression == ["Task.for"]
+    assert err.diagnostics == ("Task.for (Patient/p2) must be the focus ServiceRequest's "
+                               "subject (Patient/p1)")
+    expect(draft, {**draft, "for": {"reference": "http://x/fhir/Patient/p1"}}, REQUESTER,
+           422, "business-rule")
+    expect(draft, {**draft, "for": {"reference": "Patient/p1/_history/3"}}, REQUESTER, None)

@@ -322,7 +322,7 @@ def _check_content(previous: dict | None, new: dict, focus_sr: dict | None,
             raise FhirError(422, "business-rule",
                             f"The focus ServiceRequest is {sr_status}: a referral Task can be "
                             f"{status} only for an active ServiceRequest", "Task.focus")
-    if focus_sr is not None and previous is None:
+    if focus_sr is not None:
         _check_subject(new, focus_sr)
     focus_ref = reference_of(new.get("focus"))
     if prev.get("output") != new.get("output") or (status == "completed" and status_changed):
