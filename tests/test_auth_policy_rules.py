@@ -16,19 +16,12 @@ from fhir_server.auth.policy import (
     searchable_types,
 )
 from fhir_server.auth.referral_compartment import OrgRef
-from fhir_server.auth.scopes import parse_scopes
 from fhir_server.errors import FhirError
+from tests.test_auth_policy import OBS_P1, ctx
 
-OBS_P1 = {"resourceType": "Observation", "id": "o1", "status": "final",
-          "code": {"text": "x"}, "subject": {"reference": "Patient/p1"}}
-OBS_P2 = {**OBS_P1, "id": "o2", "subject": {"reference": "Patient/p2"}}
 ORG = {"resourceType": "Organization", "id": "org1", "name": "Harbor"}
 PATIENT_P1 = {"resourceType": "Patient", "id": "p1"}
 CHALLENGE = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
-
-
-def ctx(scope: str, **kw) -> AccessContext:
-    return AccessContext(client_id="c", scopes=parse_scopes(scope), **kw)
 
 
 def refusal(*args, **kw) -> tuple[int, str, str, dict] | None:
