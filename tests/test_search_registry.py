@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -92,7 +91,9 @@ def test_extraction_handles_choice_types_codings_and_composites():
     assert {s[2] for s in piv.strings if s[0] == "name"} == {"nunez", "ana", "maria"}
 
 
-def test_extraction_speed_typical_task():
+def test_extraction_of_a_typical_task():
+    """What a referral Task puts in the index (its speed is measured by bench/, not here:
+    a timed assertion failed under load on the shared 2-core machine)."""
     task = {"resourceType": "Task", "id": "t", "status": "requested", "intent": "order",
             "meta": {"profile": ["http://hl7.org/fhir/us/sdoh-clinicalcare/"
                                  "StructureDefinition/SDOHCC-TaskForReferralManagement"]},
@@ -101,13 +102,16 @@ def test_extraction_speed_typical_task():
             "focus": {"reference": "ServiceRequest/sr"}, "for": {"reference": "Patient/p"},
             "authoredOn": "2024-01-01T10:00:00Z", "requester": {"reference": "Organization/a"},
             "owner": {"reference": "Organization/b"}}
-    extract_index(task)
-    n = 2000
-    start = time.perf_counter()
-    for _ in range(n):
-        extract_index(task)
-    per = (time.perf_counter() - start) / n
-    assert per < 500e-6, f"{per * 1e6:.0f} µs per Task"  # ~50 µs on an idle core
+    index = extract_index(task)
+    assert [(t[0], t[2], t[3]) for t in index.tokens] == [
+        ("status", None, "requested"), ("intent", None, "order"),
+        ("code", "http://hl7.org/fhir/CodeSystem/task-code", "fulfill")]
+    assert [(r[0], r[2], r[3]) for r in index.references] == [
+        ("focus", "ServiceRequest", "sr"), ("patient", "Patient", "p"),
+        ("subject", "Patient", "p"), ("requester", "Organization", "a"),
+        ("owner", "Organization", "b")]
+    assert [d[0] for d in index.dates] == ["authored-on"]
+    assert [u[2] for u in index.uris] == task["meta"]["profile"]
 
 
 @pytest.mark.parametrize("text,low,high", [

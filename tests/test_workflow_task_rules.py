@@ -160,6 +160,7 @@ def test_received_and_ready_are_refused(status):
     err = expect(make_task("requested"), moved(make_task("requested"), status), OWNER, 422,
                  "code-invalid")
     assert "not allowed for referral Tasks" in err.diagnostics
+    assert err.issues[0].expression == ["Task.status"]
     expect(None, make_task(status), REQUESTER, 422, "code-invalid")
 
 
