@@ -88,13 +88,16 @@ def _serve(settings: Settings, host: str, port: int, workers: int, threads: int)
     from gunicorn.app.base import BaseApplication
 
     from fhir_server.app import create_app
+    from fhir_server.rest.gunicorn_worker import WORKER_CLASS
 
     class _Gunicorn(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
             self.cfg.set("threads", threads)
-            self.cfg.set("worker_class", "gthread")
+            # gthread, answering protocol errors (414, 431, bad chunks) with OperationOutcomes
+            self.cfg.set("worker_class", WORKER_CLASS)
+            self.cfg.set("limit_request_line", 8190)  # gunicorn's maximum; longer: 414
             self.cfg.set("accesslog", os.environ.get("FHIR_SERVER_ACCESS_LOG") or None)
             self.cfg.set("timeout", 120)
             self.cfg.set("keepalive", 30)

@@ -12,6 +12,11 @@ def _env_int(name: str, default: int) -> int:
     return int(raw) if raw not in (None, "") else default
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw in (None, ""):
@@ -38,6 +43,18 @@ class Settings:
     platform_organization: str = ""
     # e.g. "stat=1h,urgent=1bd,routine=3bd,accepted=7d,in-progress=14d" ("" = defaults)
     stalled_policy: str = ""
+    # Input limits (hostile input gets a 4xx OperationOutcome, never a crash)
+    max_json_depth: int = 64  # nesting of objects and arrays in a JSON or XML body
+    max_number_digits: int = 32  # significant digits of a number in a body
+    max_number_exponent: int = 300  # |decimal exponent|: every number stays a finite double
+    max_chain_depth: int = 3  # chained parameters and _has nested in one search parameter
+    max_search_values: int = 1000  # search parameters plus OR-ed values in one search
+    # Cost budget of one request (a batch's entries share it)
+    max_rows_read: int = 5000  # resources read: search matches, includes, reads, history
+    max_included: int = 1000  # resources added by _include / _revinclude
+    request_seconds: float = 30.0  # time for the request's database work
+    # Idempotent retries: Idempotency-Key / X-Request-Id remembered this long
+    idempotency_seconds: int = 86400
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -59,11 +76,27 @@ class Settings:
             "allow_plain_http_full_resource": _env_bool(
                 "FHIR_SERVER_ALLOW_PLAIN_HTTP_FULL_RESOURCE", False),
         }
+        values.update(_limit_settings())
         stale = os.environ.get("FHIR_SERVER_CAPACITY_STALE_DAYS")
         if stale:
             values["extra"] = {"capacity_stale_days": stale}
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _limit_settings() -> dict[str, object]:
+    """Input limits and the per-request cost budget (README: Limits and cost budget)."""
+    return {
+        "max_json_depth": _env_int("FHIR_SERVER_MAX_JSON_DEPTH", 64),
+        "max_number_digits": _env_int("FHIR_SERVER_MAX_NUMBER_DIGITS", 32),
+        "max_number_exponent": _env_int("FHIR_SERVER_MAX_NUMBER_EXPONENT", 300),
+        "max_chain_depth": _env_int("FHIR_SERVER_MAX_CHAIN_DEPTH", 3),
+        "max_search_values": _env_int("FHIR_SERVER_MAX_SEARCH_VALUES", 1000),
+        "max_rows_read": _env_int("FHIR_SERVER_MAX_ROWS_READ", 5000),
+        "max_included": _env_int("FHIR_SERVER_MAX_INCLUDED", 1000),
+        "request_seconds": _env_float("FHIR_SERVER_REQUEST_SECONDS", 30.0),
+        "idempotency_seconds": _env_int("FHIR_SERVER_IDEMPOTENCY_SECONDS", 86400),
+    }
 
 
 def _default_sqlite_url() -> str:

@@ -198,6 +198,13 @@ def validate_answers(questionnaire: dict, qr: dict) -> list[Issue]:
     Warnings: required items left unanswered in a completed/amended response.
     """
     issues: list[Issue] = []
+    authored = qr.get("authored")
+    if authored is not None and not isinstance(authored, str):
+        # the scored Observations, Flag and Task copy it as their dateTime
+        issues.append(Issue("error", "value", f"QuestionnaireResponse.authored must be a "
+                            f"dateTime string, got {authored!r}"[:200],
+                            ["QuestionnaireResponse.authored"]))
+        return issues
     ref = qr.get("questionnaire")
     if ref and not _canonical_matches(ref, questionnaire):
         issues.append(Issue("error", "processing",

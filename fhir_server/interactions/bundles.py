@@ -189,6 +189,7 @@ def _run(conn, call: Call, entries: list[Entry]) -> None:  # type: ignore[no-unt
     _rewrite_all(conn, call, entries, mapping)
     for entry in sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index)):
         try:
+            call.budget.check_time()
             entry.result = _execute(conn, call, entry)
         except FhirError as exc:
             raise _wrap(entry.index, exc) from exc
@@ -277,8 +278,9 @@ def _conditional_reference(conn, call: Call, ref: str, where: str) -> str:  # ty
     ids = matching_ids(conn, call, res_type, params)
     if len(ids) != 1:
         status = 404 if not ids else 412
+        found = "no resource" if not ids else "more than one resource"
         raise FhirError(status, "not-found" if not ids else "multiple-matches",
-                        f"{where}: conditional reference '{ref}' matched more than one resource "
+                        f"{where}: conditional reference '{ref}' matched {found} "
                         "(exactly one is required)", f"{where}.resource")
     return f"{res_type}/{ids[0]}"
 
@@ -346,10 +348,11 @@ def _read_entry(conn, call: Call, entry: Entry) -> Result:  # type: ignore[no-un
             return Result(304, stored=stored)
         return Result(200, stored=stored)
     if len(segments) == 4 and segments[2] == "_history":
-        if not segments[3].isdigit():
+        version = crud.parse_version(segments[3])
+        if version is None:
             raise FhirError(404, "not-found", f"{entry.url} is not known")
         access.check_type(call, "vread", segments[0])
-        stored = repo.vread(segments[0], segments[1], int(segments[3]))
+        stored = repo.vread(segments[0], segments[1], version)
         if stored is not None:
             access.check_existing(conn, call, "vread", stored)
         if stored is None or stored.deleted:
@@ -362,7 +365,8 @@ def _read_entry(conn, call: Call, entry: Entry) -> Result:  # type: ignore[no-un
         access.check_type(call, "search-type", segments[0])
         bundle = search_bundle(conn, segments[0], params, base_url=call.base_url,
                                strict=call.strict_handling, compartment=None,
-                               restrict=access.restriction(conn, call))
+                               restrict=access.restriction(conn, call),
+                               limits=call.search_limits, budget=call.budget)
         return Result(200, resource=bundle)
     raise FhirError(400, "not-supported", f"GET {entry.url} is not supported inside a Bundle")
 
@@ -381,6 +385,7 @@ def _batch(call: Call, raw_entries: list) -> Result:
             out.append(_failed_entry(item))
             continue
         try:
+            call.budget.check_time()
             with call.db.write() as conn:
                 if item.method == "POST" and item.request.get("ifNoneExist"):
                     item.existing = crud.find_existing(conn, call, item.res_type,

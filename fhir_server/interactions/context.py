@@ -6,8 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fhir_server.budget import RequestBudget
 from fhir_server.config import Settings
 from fhir_server.interactions.hooks import WriteHooks
+from fhir_server.search.parser import SearchLimits
 from fhir_server.storage.db import Database
 
 
@@ -71,6 +73,21 @@ class Call:
     hook_state: dict[Any, Any] = field(default_factory=dict)
     # A non-FHIR format an operation may serve (e.g. text/csv), from _format / Accept.
     requested_raw_format: str | None = None
+    # The request's cost budget (shared by a Bundle's entries); made from the settings
+    # when first used unless the REST layer made it at the request's start.
+    request_budget: RequestBudget | None = None
+
+    @property
+    def budget(self) -> RequestBudget:
+        if self.request_budget is None:
+            self.request_budget = new_budget(self.settings)
+        return self.request_budget
+
+    @property
+    def search_limits(self) -> SearchLimits:
+        s = self.settings
+        return SearchLimits(max_chain_depth=s.max_chain_depth, max_values=s.max_search_values,
+                            max_count=s.max_page_size)
 
     @property
     def db(self) -> Database:
@@ -79,3 +96,9 @@ class Call:
     @property
     def settings(self) -> Settings:
         return self.services.settings
+
+
+def new_budget(settings: Settings) -> RequestBudget:
+    """A fresh request budget from the settings."""
+    return RequestBudget(max_rows=settings.max_rows_read, max_included=settings.max_included,
+                         seconds=settings.request_seconds)

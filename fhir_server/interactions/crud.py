@@ -8,6 +8,7 @@ from typing import Any
 import jsonpatch
 
 from fhir_server.errors import FhirError, Issue
+from fhir_server.formats.json_body import BodyError, BodyLimits, check_tree
 from fhir_server.interactions import access
 from fhir_server.interactions.conditional import lock_for_create, matching_ids, parse_criteria
 from fhir_server.interactions.context import Call
@@ -104,17 +105,26 @@ def read(call: Call, res_type: str, res_id: str, *, if_none_match: str | None = 
     return Result(200, stored=stored)
 
 
-def vread(call: Call, res_type: str, res_id: str, version: str) -> Result:
+def parse_version(text: str) -> int | None:
+    """A version id from a URL: ASCII digits that fit a 64-bit integer, else None."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        return None
+    return int(text)
+
+
+def vread(call: Call, res_type: str, res_id: str, version_text: str) -> Result:
     """GET [type]/[id]/_history/[vid]."""
-    if not version.isdigit():
-        raise FhirError(404, "not-found", f"Version '{version}' is not known")
+    version = parse_version(version_text)
+    if version is None:
+        raise FhirError(404, "not-found", f"Version '{version_text[:40]}' is not known",
+                        f"{res_type}.meta.versionId")
     access.check_type(call, "vread", res_type)
     with call.db.read() as conn:
         repo = Repository(conn)
         current = repo.read(res_type, res_id)
         if current is None:
             raise FhirError(404, "not-found", f"Resource {res_type}/{res_id} is not known")
-        stored = repo.vread(res_type, res_id, int(version))
+        stored = repo.vread(res_type, res_id, version)
         access.check_existing(conn, call, "vread", stored or current)
         if stored is None:
             raise FhirError(404, "not-found", f"Version {version} of {res_type}/{res_id} "
@@ -134,7 +144,7 @@ def parse_etag(value: str) -> int | None:
     if tag.startswith("W/"):
         tag = tag[2:]
     tag = tag.strip('"')
-    return int(tag) if tag.isdigit() else None
+    return parse_version(tag)
 
 
 def require_etag(if_match: str | None) -> int | None:
@@ -274,7 +284,14 @@ def _apply_patch(conn, call: Call, current: StoredResource, operations: Any,  # 
     if patched.get("resourceType") != current.res_type or patched.get("id") != current.res_id:
         raise FhirError(422, "processing", "A patch may not change resourceType or id",
                         f"{current.res_type}.id")
-    patched.get("meta", {}).pop("versionId", None)
+    try:
+        check_tree(patched, BodyLimits(), current.res_type)
+    except BodyError as exc:
+        raise FhirError(422, "processing", f"The patched resource is not valid: {exc.message}",
+                        exc.expression) from None
+    meta = patched.get("meta")
+    if isinstance(meta, dict):
+        meta.pop("versionId", None)
     check_valid(patched, current.res_type, current.res_id)
     return store_update(conn, call, current.res_type, current.res_id, patched,
                          current.version, "PATCH", if_match=expected)

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from fhir_server.errors import FhirError
 from fhir_server.interactions import access
 from fhir_server.interactions.context import Call
+from fhir_server.interactions.crud import parse_version
 from fhir_server.interactions.results import Result
 from fhir_server.storage.repository import Repository, StoredResource, format_instant, now_us
 
@@ -24,17 +25,18 @@ def parse_instant_param(name: str, value: str) -> int:
             dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
             if dt.tzinfo is None:
                 raise ValueError("an instant needs a time zone")
-    except ValueError as exc:
-        raise FhirError(400, "invalid", f"Invalid {name} '{value}': {exc}", name) from exc
-    return int(dt.timestamp() * 1_000_000)
+        return int(dt.timestamp() * 1_000_000)
+    except (ValueError, OverflowError) as exc:
+        raise FhirError(400, "invalid", f"Invalid {name} '{value[:40]}': {exc}", name) from exc
 
 
 def _count(call: Call, value: str | None) -> int:
     if value is None:
         return call.settings.default_page_size
-    if not value.isdigit():
-        raise FhirError(400, "invalid", f"Invalid _count '{value}'", "_count")
-    return max(1, min(int(value), call.settings.max_page_size))
+    count = parse_version(value)
+    if count is None:
+        raise FhirError(400, "invalid", f"Invalid _count '{value[:40]}'", "_count")
+    return max(1, min(count, call.settings.max_page_size))
 
 
 def history(call: Call, params: list[tuple[str, str]], *, res_type: str | None = None,
@@ -66,6 +68,7 @@ def history(call: Call, params: list[tuple[str, str]], *, res_type: str | None =
         page, next_cursor, total = repo.history(res_type=res_type, res_id=res_id,
                                                 since_us=since, cursor=cursor, count=count,
                                                 restrict=restrict)
+    call.budget.charge_rows(len(page), "_count")
     path = "/".join(p for p in (res_type, res_id) if p) + ("/" if res_type else "") + "_history"
     base = f"{call.base_url}/{path}"
     keep = [(k, v) for k, v in params if k in ("_since", "_count")]
@@ -104,10 +107,10 @@ def history_entry(base_url: str, version: StoredResource) -> dict:
 def _parse_cursor(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
-    parts = value.split("-")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise FhirError(400, "invalid", f"Invalid paging cursor '{value}'", "_cursor")
-    return int(parts[0]), int(parts[1])
+    parts = [parse_version(p) for p in value.split("-")]
+    if len(parts) != 2 or None in parts:
+        raise FhirError(400, "invalid", f"Invalid paging cursor '{value[:40]}'", "_cursor")
+    return parts[0], parts[1]  # type: ignore[return-value]
 
 
 def _cursor_param(cursor: tuple[int, int] | None) -> list[tuple[str, str]]:

@@ -12,13 +12,21 @@ from urllib.parse import urlencode
 
 from sqlalchemy import Connection
 
+from fhir_server.budget import RequestBudget
 from fhir_server.errors import FhirError, Issue, operation_outcome
 from fhir_server.search.capability import (
     capability_search_params,
     supported_includes,
     supported_revincludes,
 )
-from fhir_server.search.parser import AnyFilter, ParamFilter, ParsedSearch, parse_search
+from fhir_server.search.parser import (
+    DEFAULT_LIMITS,
+    AnyFilter,
+    ParamFilter,
+    ParsedSearch,
+    SearchLimits,
+    parse_search,
+)
 from fhir_server.search.registry import (
     get_param,
     mandatory_elements,
@@ -38,17 +46,19 @@ _ALWAYS = ("resourceType", "id", "meta")
 
 def search_bundle(conn: Connection, res_type: str | None, params: list[tuple[str, str]], *,
                   base_url: str, strict: bool, compartment: tuple[str, str] | None = None,
-                  restrict: Restrict | None = None) -> dict[str, Any]:
-    """Run a search and return the searchset Bundle (links, total, match/include/outcome)."""
+                  restrict: Restrict | None = None, limits: SearchLimits = DEFAULT_LIMITS,
+                  budget: RequestBudget | None = None) -> dict[str, Any]:
+    """Run a search and return the searchset Bundle (links, total, match/include/outcome),
+    within the search `limits` and the request's cost `budget`."""
     base_url = base_url.rstrip("/")
-    parsed = parse_search(res_type, params, strict=strict, base_url=base_url)
+    parsed = parse_search(res_type, params, strict=strict, base_url=base_url, limits=limits)
     path = res_type or ""
     if compartment is not None:
         if res_type is None:
             raise FhirError(400, "not-supported", "Compartment search needs a resource type")
         parsed.filters.append(compartment_filter(compartment, res_type))
         path = f"{compartment[0]}/{compartment[1]}/{res_type}"
-    result = execute_search(conn, parsed, restrict=restrict)
+    result = execute_search(conn, parsed, restrict=restrict, budget=budget)
     return _bundle(parsed, result, base_url, path)
 
 

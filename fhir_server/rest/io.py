@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import re
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
 from flask import Request, Response
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from fhir_server.errors import FhirError, Issue, operation_outcome
-from fhir_server.formats.decimals import FhirDecimal, json_default
+from fhir_server.formats.decimals import json_default
+from fhir_server.formats.json_body import BodyError, BodyLimits, check_tree, parse_json_body
 from fhir_server.formats.negotiation import request_format, response_format
 from fhir_server.interactions.results import Result
 
@@ -24,43 +24,64 @@ def wanted_format(request: Request) -> str:
     return response_format(request.headers.get("Accept"), request.args.get("_format"))
 
 
-def read_body(request: Request, max_bytes: int, *, allow_patch: bool = False) -> Any:
-    """Parse the request body per Content-Type: a resource dict, or a JSON Patch list."""
+def read_body(request: Request, max_bytes: int, *, allow_patch: bool = False,
+              limits: BodyLimits | None = None, root: str = "Resource") -> Any:
+    """Parse the request body per Content-Type: a resource dict, or a JSON Patch list.
+    `root` names the top of error expressions when the body has no resourceType."""
+    limits = limits or BodyLimits()
     content_type = request.headers.get("Content-Type")
     if request.content_length is not None and request.content_length > max_bytes:
-        raise FhirError(413, "too-costly", f"Request body larger than {max_bytes} bytes")
-    data = request.get_data(cache=False)
+        raise FhirError(413, "too-long", f"Request body larger than {max_bytes} bytes", root)
+    data = _body_bytes(request, max_bytes + 1, root)
     if len(data) > max_bytes:
-        raise FhirError(413, "too-costly", f"Request body larger than {max_bytes} bytes")
+        raise FhirError(413, "too-long", f"Request body larger than {max_bytes} bytes", root)
     if not data.strip():
-        raise FhirError(400, "required", "The request has no body")
+        raise FhirError(400, "required", "The request has no body", root)
     kind = request_format(content_type)
     if kind == "json-patch" and not allow_patch:
         raise FhirError(415, "not-supported",
-                        "application/json-patch+json is only accepted by PATCH")
+                        "application/json-patch+json is only accepted by PATCH", root)
     if allow_patch and kind not in ("json-patch",):
         raise FhirError(415, "not-supported",
-                        "PATCH requires Content-Type application/json-patch+json")
-    if kind == "xml":
-        from fhir_server.formats.xml import xml_to_json
-
-        return xml_to_json(data, max_bytes=max_bytes)
-    return parse_json(data)
-
-
-# A number whose text a float would not reproduce: trailing zeros after the point, or an
-# exponent ("12.50", "1e-3"). Only then is the slower decimal-preserving parser used.
-_LOSSY_NUMBER = re.compile(rb"[:\[,]\s*-?\d+(\.\d*0|(\.\d+)?[eE][-+]?\d+)\s*[,}\]]")
-
-
-def parse_json(data: bytes) -> Any:
-    """Parse a JSON body; FHIR decimals keep their exact text (12.50 stays 12.50)."""
+                        "PATCH requires Content-Type application/json-patch+json", root)
     try:
-        if _LOSSY_NUMBER.search(data):
-            return json.loads(data, parse_float=FhirDecimal)
-        return orjson.loads(data)
-    except (orjson.JSONDecodeError, ValueError, UnicodeDecodeError) as exc:
-        raise FhirError(400, "structure", f"Malformed JSON: {exc}") from exc
+        if kind == "xml":
+            from fhir_server.formats.xml import xml_to_json
+
+            tree = xml_to_json(data, max_bytes=max_bytes)
+            check_tree(tree, limits, root)
+            return tree
+        return parse_json_body(data, limits, root, null_members=kind == "json-patch")
+    except BodyError as exc:
+        raise FhirError(400, exc.code, exc.message, exc.expression) from None
+
+
+def _body_bytes(request: Request, limit: int, root: str) -> bytes:
+    """The raw body, at most `limit` bytes. A body the client framed badly (a broken chunked
+    encoding, a connection closed early) is the client's error: 400, not 500."""
+    try:
+        stream = request.stream
+        chunks, size = [], 0
+        while size < limit:
+            chunk = stream.read(min(65536, limit - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except RequestEntityTooLarge:
+        raise FhirError(413, "too-long", f"Request body larger than {limit - 1} bytes",
+                        root) from None
+    except Exception as exc:  # the server's input stream: gunicorn ParseException, OSError
+        raise FhirError(400, "structure", f"The request body could not be read: "
+                        f"{type(exc).__name__}: {exc}"[:300], root) from None
+
+
+def body_limits(settings: Any) -> BodyLimits:
+    """The body limits from the server Settings."""
+    return BodyLimits(max_depth=settings.max_json_depth,
+                      max_number_digits=settings.max_number_digits,
+                      max_number_exponent=settings.max_number_exponent)
 
 
 def if_modified_since_us(request: Request) -> int | None:

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, request
 
 from fhir_server.errors import FhirError
 from fhir_server.interactions import access, crud
-from fhir_server.interactions.context import Call, Services
+from fhir_server.interactions.context import Call, Services, new_budget
 from fhir_server.interactions.history import history
 from fhir_server.interactions.results import Result
 from fhir_server.resource_types import is_resource_type
@@ -38,6 +38,7 @@ def base_url() -> str:
 def make_call() -> Call:
     prefs = io.prefer(request)
     return Call(
+        request_budget=new_budget(services().settings),
         services=services(),
         base_url=base_url(),
         access=getattr(request, "fhir_access", None) or default_access(),
@@ -91,8 +92,9 @@ def _not_allowed(method: str, allowed: str) -> FhirError:
                      headers={"Allow": allowed})
 
 
-def _body(call: Call) -> Any:
-    return io.read_body(request, call.settings.max_body_bytes)
+def _body(call: Call, root: str = "Resource", *, allow_patch: bool = False) -> Any:
+    return io.read_body(request, call.settings.max_body_bytes, allow_patch=allow_patch,
+                        limits=io.body_limits(call.settings), root=root)
 
 
 def route(call: Call, method: str, seg: list[str]) -> Result | Response:
@@ -159,7 +161,7 @@ def _system(call: Call, method: str) -> Result:
     if method == "POST":
         from fhir_server.interactions.bundles import process_bundle
 
-        return process_bundle(call, _body(call))
+        return process_bundle(call, _body(call, "Bundle"))
     raise _not_allowed(method, "GET, POST")
 
 
@@ -168,15 +170,15 @@ def _type_level(call: Call, method: str, res_type: str) -> Result:
     if method == "GET":
         return _search(call, res_type)
     if method == "POST":
-        return crud.create(call, res_type, _body(call),
+        return crud.create(call, res_type, _body(call, res_type),
                            if_none_exist=request.headers.get("If-None-Exist"))
     if method == "PUT":
-        return crud.conditional_update(call, res_type, _criteria(query), _body(call),
+        return crud.conditional_update(call, res_type, _criteria(query), _body(call, res_type),
                                        if_match=request.headers.get("If-Match"))
     if method == "DELETE":
         return crud.conditional_delete(call, res_type, _criteria(query))
     if method == "PATCH":
-        ops = io.read_body(request, call.settings.max_body_bytes, allow_patch=True)
+        ops = _body(call, res_type, allow_patch=True)
         return crud.conditional_patch(call, res_type, _criteria(query), ops,
                                       if_match=request.headers.get("If-Match"))
     raise _not_allowed(method, "GET, POST, PUT, DELETE, PATCH")
@@ -194,12 +196,12 @@ def _instance(call: Call, method: str, res_type: str, res_id: str) -> Result:
                          if_none_match=request.headers.get("If-None-Match"),
                          if_modified_since_us=io.if_modified_since_us(request))
     if method == "PUT":
-        return crud.update(call, res_type, res_id, _body(call),
+        return crud.update(call, res_type, res_id, _body(call, res_type),
                            if_match=request.headers.get("If-Match"))
     if method == "DELETE":
         return crud.delete(call, res_type, res_id, if_match=request.headers.get("If-Match"))
     if method == "PATCH":
-        ops = io.read_body(request, call.settings.max_body_bytes, allow_patch=True)
+        ops = _body(call, res_type, allow_patch=True)
         return crud.patch(call, res_type, res_id, ops, if_match=request.headers.get("If-Match"))
     raise _not_allowed(method, "GET, PUT, DELETE, PATCH")
 
@@ -226,8 +228,25 @@ def _search(call: Call, res_type: str | None, *, form: bool = False,
             access.check_existing(conn, call, "read", owner)
         bundle = search_bundle(conn, res_type, params, base_url=call.base_url,
                                strict=call.strict_handling, compartment=compartment,
-                               restrict=access.restriction(conn, call, level))
+                               restrict=access.restriction(conn, call, level),
+                               limits=call.search_limits, budget=call.budget)
     return Result(200, resource=bundle)
+
+
+def _check_operation_body(body: Any) -> None:
+    """An operation's input is a resource; a Parameters resource must be valid R4 before any
+    operation reads it (`"parameter": "x"` is a 400 naming Parameters.parameter)."""
+    if not isinstance(body, dict):
+        raise FhirError(400, "structure", "The body of an operation must be a FHIR resource "
+                        "(usually Parameters)", "Parameters")
+    if body.get("resourceType") == "Parameters":
+        crud.check_valid(body, "Parameters")
+
+
+def _has_body() -> bool:
+    """Whether the request carries a body (a length, or chunked transfer)."""
+    return bool(request.content_length) or "chunked" in request.headers.get(
+        "Transfer-Encoding", "").lower()
 
 
 def _operation(call: Call, method: str, name: str, level: str, res_type: str | None,
@@ -242,7 +261,9 @@ def _operation(call: Call, method: str, name: str, level: str, res_type: str | N
                         f"{level} level" + (f" for {res_type}" if res_type else ""))
     if method not in op.methods:
         raise _not_allowed(method, ", ".join(sorted(op.methods)))
-    body = _body(call) if method == "POST" and request.content_length else None
+    body = _body(call, "Parameters") if method == "POST" and _has_body() else None
+    if body is not None:
+        _check_operation_body(body)
     params = [(k, v) for k, v in query_params() if k != "_format"]
     if level == "instance" and op.instance_interaction and res_type and res_id:
         access.check_type(call, op.instance_interaction, res_type)

@@ -38,12 +38,25 @@ from fhir_server.search.terms import (
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 1000
-MAX_CHAIN_DEPTH = 4
+MAX_CHAIN_DEPTH = 3
 SUMMARY_MODES = frozenset({"true", "false", "text", "data", "count"})
 TOTAL_MODES = frozenset({"none", "estimate", "accurate"})
 # Result-shaping or transport parameters handled elsewhere; accepted silently.
 PASSTHROUGH = frozenset({"_format", "_pretty"})
 SORTABLE_TYPES = frozenset({"string", "token", "reference", "date", "number", "quantity", "uri"})
+
+
+@dataclass(frozen=True)
+class SearchLimits:
+    """Limits on one search (settings FHIR_SERVER_MAX_CHAIN_DEPTH,
+    FHIR_SERVER_MAX_SEARCH_VALUES, FHIR_SERVER_MAX_PAGE_SIZE)."""
+
+    max_chain_depth: int = MAX_CHAIN_DEPTH  # chain links and _has levels in one parameter
+    max_values: int = 1000  # parameters plus comma-separated (OR-ed) values
+    max_count: int = MAX_COUNT
+
+
+DEFAULT_LIMITS = SearchLimits()
 
 
 @dataclass(frozen=True)
@@ -139,8 +152,10 @@ def _bad(name: str, value: str, why: str) -> FhirError:
 
 
 def parse_search(res_type: str | None, params: list[tuple[str, str]], *, strict: bool,
-                 base_url: str | None = None) -> ParsedSearch:
+                 base_url: str | None = None,
+                 limits: SearchLimits = DEFAULT_LIMITS) -> ParsedSearch:
     """Parse query parameters for a type-level (res_type) or system-level (None) search."""
+    _check_size(params, limits)
     types: tuple[str, ...] | None = (res_type,) if res_type else None
     if res_type is None:
         for name, value in params:
@@ -153,14 +168,14 @@ def parse_search(res_type: str | None, params: list[tuple[str, str]], *, strict:
     elif res_type not in all_resource_types():
         raise FhirError(404, "not-supported", f"Unknown resource type {res_type}")
     out = ParsedSearch(types=types)
-    ctx = _Context(base_url.rstrip("/") if base_url else None)
+    ctx = _Context(base_url.rstrip("/") if base_url else None, limits)
     for name, value in params:
         if name == "_type" and res_type is None:
             out.self_params.append((name, value))
             continue
         if name in PASSTHROUGH:
             continue
-        if name.startswith("_") and _control(out, name, value, strict):
+        if name.startswith("_") and _control(out, name, value, strict, limits):
             continue
         try:
             flt = ctx.filter(types, name, value, depth=0)
@@ -184,7 +199,19 @@ class _Unknown(Exception):
     """A parameter name (or modifier) this server does not know for the type."""
 
 
-def _control(out: ParsedSearch, name: str, value: str, strict: bool) -> bool:
+def _check_size(params: list[tuple[str, str]], limits: SearchLimits) -> None:
+    """400 `too-costly` for a search with more parameters and OR-ed values than allowed."""
+    size = 0
+    for name, value in params:
+        size += 1 + value.count(",")
+        if size > limits.max_values:
+            raise FhirError(400, "too-costly", f"The search has more than {limits.max_values} "
+                            "parameters and comma-separated values; split it into several "
+                            "searches", expression=name)
+
+
+def _control(out: ParsedSearch, name: str, value: str, strict: bool,
+             limits: SearchLimits = DEFAULT_LIMITS) -> bool:
     """Handle a result-control parameter; False when `name` is not one."""
     if name == "_count":
         try:
@@ -193,7 +220,7 @@ def _control(out: ParsedSearch, name: str, value: str, strict: bool) -> bool:
             raise _bad(name, value, "not an integer") from None
         if n < 0:
             raise _bad(name, value, "must not be negative")
-        out.count = min(n, MAX_COUNT)
+        out.count = min(n, limits.max_count)
     elif name == "_total":
         if value not in TOTAL_MODES:
             raise _bad(name, value, "expected none, estimate or accurate")
@@ -300,13 +327,15 @@ def _parse_include(types: tuple[str, ...] | None, name: str, value: str,
 class _Context:
     """Filter parsing with the server base URL (for absolute references to ourselves)."""
 
-    def __init__(self, base_url: str | None) -> None:
+    def __init__(self, base_url: str | None, limits: SearchLimits = DEFAULT_LIMITS) -> None:
         self.base_url = base_url
+        self.limits = limits
 
     def filter(self, types: tuple[str, ...] | None, name: str, value: str,
                depth: int) -> Filter:
-        if depth > MAX_CHAIN_DEPTH:
-            raise _bad(name, value, "chain too deep")
+        if depth > self.limits.max_chain_depth:
+            raise _bad(name, value, f"chains and _has may nest at most "
+                       f"{self.limits.max_chain_depth} levels")
         if name == "_has" or name.startswith("_has:"):
             return self._has(types, name, value, depth)
         head, dot, rest = name.partition(".")

@@ -34,6 +34,7 @@ from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.selectable import Select
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from fhir_server.budget import RequestBudget
 from fhir_server.errors import FhirError
 from fhir_server.search.extract import COMPOSITE_SEP, OF_TYPE_SUFFIX
 from fhir_server.search.parser import (
@@ -68,9 +69,9 @@ from fhir_server.storage.index_schema import (
     idx_uri,
 )
 from fhir_server.storage.schema import resources
+from fhir_server.storage.sql_limits import time_limited
 
 Restrict = Callable[[Any], ColumnElement[bool]]
-MAX_INCLUDES = 1000
 MAX_ITERATE_DEPTH = 3
 DEFAULT_TOTAL_CAP = 100
 _TOP = "\U0010ffff"
@@ -635,8 +636,22 @@ def _total(conn: Connection, parsed: ParsedSearch, r: Any,
 
 
 def execute_search(conn: Connection, parsed: ParsedSearch, *,
-                   restrict: Restrict | None = None) -> SearchResult:
-    """Run a parsed search: one page of matches, includes, total and cursors."""
+                   restrict: Restrict | None = None,
+                   budget: RequestBudget | None = None) -> SearchResult:
+    """Run a parsed search: one page of matches, includes, total and cursors, within the
+    request's budget (time, resources read, resources included; 422 past it)."""
+    budget = budget or RequestBudget()
+    # a search that is too slow is named by its parameters (or its type)
+    named = [name for name, _ in parsed.self_params] or list(parsed.types or ["Resource"])
+    with time_limited(conn, budget, named):
+        result = _execute(conn, parsed, restrict)
+        budget.charge_rows(len(result.matches), "_count")
+        result.included = _includes(conn, parsed, result.matches, restrict, budget)
+    return result
+
+
+def _execute(conn: Connection, parsed: ParsedSearch, restrict: Restrict | None
+             ) -> SearchResult:
     is_pg = conn.dialect.name == "postgresql"
     r = resources.alias("r")
     where = where_clause(conn, parsed, r, restrict)
@@ -699,19 +714,18 @@ def execute_search(conn: Connection, parsed: ParsedSearch, *,
             result.prev_cursor = encode_cursor(
                 "p", [_json_value(first._mapping[f"s{i}"]) for i in keys], first.pid,
                 sort_sig)
-    result.included, warnings = _includes(conn, parsed, result.matches, restrict)
-    result.warnings.extend(warnings)
     return result
 
 
 def _includes(conn: Connection, parsed: ParsedSearch, matches: list[Row],
-              restrict: Restrict | None) -> tuple[list[Row], list[str]]:
-    """Resolve _include / _revinclude (with :iterate), one statement per parameter and pass."""
+              restrict: Restrict | None, budget: RequestBudget) -> list[Row]:
+    """Resolve _include / _revinclude (with :iterate), one statement per parameter and pass.
+    Every pass reads at most what the budget has left plus one row: a wildcard include over
+    a page of busy resources stops at the budget instead of reading everything."""
     if not parsed.includes or not matches:
-        return [], []
+        return []
     seen = {m.pid for m in matches}
     included: list[Row] = []
-    warnings: list[str] = []
     frontier = list(matches)
     iterating = [i for i in parsed.includes if i.iterate]
     for depth in range(MAX_ITERATE_DEPTH + 1):
@@ -720,23 +734,26 @@ def _includes(conn: Connection, parsed: ParsedSearch, matches: list[Row],
         specs = parsed.includes if depth == 0 else iterating
         new: list[Row] = []
         for inc in specs:
-            rows, truncated = _include_rows(conn, inc, frontier, restrict)
-            if truncated:
-                warnings.append(f"{'_revinclude' if inc.reverse else '_include'} "
-                                f"results were truncated at {MAX_INCLUDES}")
-            for row in rows:
-                if row.pid not in seen:
-                    seen.add(row.pid)
-                    new.append(row)
+            budget.check_time("_revinclude" if inc.reverse else "_include")
+            name = "_revinclude" if inc.reverse else "_include"
+            limit = budget.included_left() + 1
+            rows = _include_rows(conn, inc, frontier, restrict, limit)
+            fresh = [row for row in rows if row.pid not in seen]
+            # a full read may have left more out: the budget cannot cover this include
+            budget.charge_included(limit if len(rows) == limit else len(fresh), name)
+            for row in fresh:
+                seen.add(row.pid)
+                new.append(row)
         included.extend(new)
         if not iterating or not new:
             break
         frontier = new
-    return included, warnings
+    return included
 
 
 def _include_rows(conn: Connection, inc: Include, sources: list[Row],
-                  restrict: Restrict | None) -> tuple[list[Row], bool]:
+                  restrict: Restrict | None, limit: int) -> list[Row]:
+    """At most `limit` live resources that `inc` adds to `sources`."""
     x = idx_reference.alias("xi")
     t = resources.alias("t")
     live = t.c.deleted == false()
@@ -745,7 +762,7 @@ def _include_rows(conn: Connection, inc: Include, sources: list[Row],
     if not inc.reverse:
         pids = [s.pid for s in sources if inc.source_type in (None, s.res_type)]
         if not pids:
-            return [], False
+            return []
         cond = [x.c.pid.in_(pids)]  # pids fix the source type; only the pid index applies
         if inc.param is not None:
             cond.append(x.c.param == inc.param)
@@ -763,7 +780,7 @@ def _include_rows(conn: Connection, inc: Include, sources: list[Row],
                    for rt, ids in by_type.items()
                    if inc.target_type in (None, rt)]
         if not targets:
-            return [], False
+            return []
         cond = [or_(*targets)]
         if inc.source_type is not None:
             cond.append(x.c.res_type == inc.source_type)
@@ -792,8 +809,7 @@ def _include_rows(conn: Connection, inc: Include, sources: list[Row],
             sub = local
     sel = select(t.c.pid, t.c.res_type, t.c.res_id, t.c.version, t.c.last_updated,
                  t.c.body).where(live, t.c.pid.in_(sub))
-    recs = conn.execute(sel.order_by(t.c.pid).limit(MAX_INCLUDES + 1)).all()
-    return [_row(rec) for rec in recs[:MAX_INCLUDES]], len(recs) > MAX_INCLUDES
+    return [_row(rec) for rec in conn.execute(sel.order_by(t.c.pid).limit(limit))]
 
 
 def _canonical_targets(inc: Include) -> list[str]:
