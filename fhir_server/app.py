@@ -24,7 +24,7 @@ _HTTP_CODES = {400: "invalid", 404: "not-found", 405: "not-supported", 406: "not
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Flask:
     """Build the WSGI app: FHIR REST under /fhir, errors as OperationOutcomes."""
     settings = settings or Settings.from_env()
-    db = db or Database(settings.database_url)
+    db = db or Database(settings.database_url, statement_timeout=settings.request_seconds)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     services = Services(settings=settings, db=db)

@@ -3,11 +3,15 @@
 Several workers (processes) may share one database. A worker leases due Subscriptions by
 writing `lease_owner` / `lease_until`; on PostgreSQL the claim uses
 `SELECT ... FOR UPDATE SKIP LOCKED`, on SQLite the write transaction is already exclusive
-(BEGIN IMMEDIATE). The lease outlives the channel timeout, so a Subscription's events are only
-ever sent by one worker, in event-number order. The delivered watermark moves only after the
-endpoint accepted a batch: a crash re-sends the batch (at-least-once). Failures back off
-exponentially with jitter; when failures last longer than the error window the Subscription
-goes to `error` (events keep being counted, heartbeats carry `error`).
+(BEGIN IMMEDIATE). Leases are short (`lease_seconds`, 6 s by default) and heartbeated: while
+a worker holds Subscriptions it extends all its leases every third of that, so a slow
+endpoint keeps its worker, and a killed worker's Subscriptions are free for another worker
+(or its restart) at most `lease_seconds` after its last heartbeat. A sender never starts a
+send on a lease it cannot be sure of, so a Subscription's events are only ever sent by one
+worker, in event-number order. The delivered watermark moves only after the endpoint
+accepted a batch: a crash re-sends only the batch that was in flight (at-least-once).
+Failures back off exponentially with jitter; when failures last longer than the error
+window the Subscription goes to `error` (events keep being counted, heartbeats carry `error`).
 
 One coordinator thread per worker does all database writes: each cycle, in ONE write
 transaction, it stores the outcomes of finished sends (releasing their leases) and claims the
@@ -22,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import queue
@@ -64,7 +67,7 @@ class WorkerConfig:
     poll_interval: float = 0.05
     threads: int = 8
     max_inflight: int = 64  # leased and not yet stored, queued for or in the senders
-    lease_margin: float = 5.0
+    lease_seconds: float = 6.0  # renewed every third of it while held
     error_window: float = 600.0
     backoff_base: float = 1.0
     backoff_max: float = 300.0
@@ -84,6 +87,7 @@ class WorkerConfig:
             "poll_interval": float(env("FHIR_SERVER_WORKER_POLL", "0.05")),
             "threads": int(env("FHIR_SERVER_WORKER_THREADS", "8")),
             "max_inflight": int(env("FHIR_SERVER_WORKER_MAX_INFLIGHT", "64")),
+            "lease_seconds": float(env("FHIR_SERVER_WORKER_LEASE_SECONDS", "6")),
             "error_window": float(env("FHIR_SERVER_SUBSCRIPTION_ERROR_WINDOW", "600")),
             "backoff_base": float(env("FHIR_SERVER_SUBSCRIPTION_BACKOFF_BASE", "1")),
             "backoff_max": float(env("FHIR_SERVER_SUBSCRIPTION_BACKOFF_MAX", "300")),
@@ -127,13 +131,11 @@ def anything_due(conn: Connection, exclude: Collection[str] = ()) -> bool:
     return conn.execute(_due_query(now_us(), exclude).limit(1)).first() is not None
 
 
-def claim_in(conn: Connection, worker_id: str, lease_margin: float, limit: int,
+def claim_in(conn: Connection, worker_id: str, lease_seconds: float, limit: int,
              exclude: Collection[str] = (), *, skip_locked: bool = False) -> list[str]:
-    """Lease up to `limit` Subscriptions with due work in the open write transaction.
-
-    Least recently served first (round robin: no Subscription starves another). Each lease
-    lasts twice the Subscription's channel timeout plus `lease_margin` seconds.
-    """
+    """Lease up to `limit` Subscriptions with due work in the open write transaction, for
+    `lease_seconds`. Least recently served first (round robin: no Subscription starves
+    another)."""
     now = now_us()
     q = (_due_query(now, exclude)
          # least recently served first: round robin, no Subscription starves another
@@ -141,21 +143,24 @@ def claim_in(conn: Connection, worker_id: str, lease_margin: float, limit: int,
          .limit(limit))
     if skip_locked:
         q = q.with_for_update(of=delivery, skip_locked=True)
-    by_lease: dict[int, list[str]] = {}
-    for row in conn.execute(q):
-        timeout = json.loads(row.spec).get("timeout", 120)
-        until = now + int((2 * timeout + lease_margin) * US)
-        by_lease.setdefault(until, []).append(str(row.sub_id))
-    for until, ids in by_lease.items():
+    ids = [str(row.sub_id) for row in conn.execute(q)]
+    if ids:
         conn.execute(update(delivery).where(delivery.c.sub_id.in_(ids)).values(
-            lease_owner=worker_id, lease_until=until))
-    return [sid for ids in by_lease.values() for sid in ids]
+            lease_owner=worker_id, lease_until=now + int(lease_seconds * US)))
+    return ids
 
 
-def claim(db: Database, worker_id: str, lease_margin: float) -> str | None:
+def renew_leases(conn: Connection, worker_id: str, lease_seconds: float) -> int:
+    """Extend every lease `worker_id` holds by `lease_seconds` from now (the heartbeat)."""
+    res = conn.execute(update(delivery).where(delivery.c.lease_owner == worker_id).values(
+        lease_until=now_us() + int(lease_seconds * US)))
+    return int(res.rowcount or 0)
+
+
+def claim(db: Database, worker_id: str, lease_seconds: float) -> str | None:
     """Lease one Subscription that has due work; return its id (None when nothing is due)."""
     with db.write() as conn:
-        ids = claim_in(conn, worker_id, lease_margin, 1, skip_locked=not db.is_sqlite)
+        ids = claim_in(conn, worker_id, lease_seconds, 1, skip_locked=not db.is_sqlite)
     return ids[0] if ids else None
 
 
@@ -201,6 +206,9 @@ class Worker:
         self._pending: list[Outcome] = []  # outcomes not yet stored
         self._inflight: set[str] = set()  # leased by this worker, outcome not yet stored
         self._wake = threading.Event()
+        # monotonic times: when each lease was taken, when all were last extended
+        self._claimed_at: dict[str, float] = {}
+        self._renewed_at = 0.0
 
     # -- bookkeeping -----------------------------------------------------------------
     def _finish(self, conn: Connection, sub_id: str, **values: object) -> bool:
@@ -322,10 +330,19 @@ class Worker:
                 if state is None:
                     return Outcome(sub_id, gone=True)
                 planned = self.plan(conn, state)
+            if isinstance(planned, Job) and not self.lease_is_safe(sub_id):
+                log.warning("lease on %s may have expired: not sending", sub_id)
+                return Outcome(sub_id)
             return self.send(planned) if isinstance(planned, Job) else planned
         except Exception:
             log.exception("delivery of %s failed unexpectedly", sub_id)
             return Outcome(sub_id, {"next_attempt_at": now_us() + US})
+
+    def lease_is_safe(self, sub_id: str) -> bool:
+        """Whether our lease on `sub_id` surely still holds (a second of slack for clocks
+        and the time the send takes to start)."""
+        start = max(self._claimed_at.get(sub_id, 0.0), self._renewed_at)
+        return time.monotonic() < start + self.cfg.lease_seconds - 1.0
 
     def _work_job(self, sub_id: str) -> None:
         self._done.put(self.work(sub_id))
@@ -339,10 +356,13 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim and process one Subscription synchronously; False when nothing was due."""
-        sub_id = claim(self.db, self.worker_id, self.cfg.lease_margin)
+        taken = time.monotonic()
+        sub_id = claim(self.db, self.worker_id, self.cfg.lease_seconds)
         if sub_id is None:
             return False
+        self._claimed_at[sub_id] = taken
         self.process(sub_id)
+        self._claimed_at.pop(sub_id, None)
         return True
 
     # -- the coordinator -----------------------------------------------------------------
@@ -354,12 +374,16 @@ class Worker:
                 return
 
     def cycle(self, pool: ThreadPoolExecutor) -> bool:
-        """Store finished outcomes and claim due work in one write transaction, then hand the
-        claimed Subscriptions to `pool`. Returns whether anything happened."""
+        """Store finished outcomes, heartbeat our leases when due and claim due work in one
+        write transaction, then hand the claimed Subscriptions to `pool`. Returns whether
+        anything happened."""
         self._drain()
         free = self.cfg.max_inflight - len(self._inflight)
         busy_ids = self._inflight - {o.sub_id for o in self._pending}
-        if not self._pending:
+        started = time.monotonic()
+        heartbeat = bool(busy_ids) and (
+            started - self._renewed_at >= self.cfg.lease_seconds / 3)
+        if not self._pending and not heartbeat:
             if free <= 0:
                 return False
             with self.db.read() as conn:
@@ -367,13 +391,21 @@ class Worker:
                     return False
         done = self._pending
         with self.db.write() as conn:
+            if heartbeat:
+                renew_leases(conn, self.worker_id, self.cfg.lease_seconds)
             # registry rows (status changes) in sub_id order, as writers lock them: no deadlock
             for outcome in sorted(done, key=lambda o: o.sub_id):
                 self.apply(conn, outcome)
-            claimed = claim_in(conn, self.worker_id, self.cfg.lease_margin, free, busy_ids,
+            claimed = claim_in(conn, self.worker_id, self.cfg.lease_seconds, free, busy_ids,
                                skip_locked=not self.db.is_sqlite) if free > 0 else []
+        if heartbeat:
+            self._renewed_at = started
         self._pending = []
-        self._inflight.difference_update(o.sub_id for o in done)
+        for outcome in done:
+            self._inflight.discard(outcome.sub_id)
+            self._claimed_at.pop(outcome.sub_id, None)
+        for sub_id in claimed:
+            self._claimed_at[sub_id] = started
         self._inflight.update(claimed)
         for sub_id in claimed:
             pool.submit(self._work_job, sub_id)
@@ -455,12 +487,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--error-window", type=float, default=None)
     parser.add_argument("--backoff-base", type=float, default=None)
-    parser.add_argument("--lease-margin", type=float, default=None)
+    parser.add_argument("--lease-seconds", type=float, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("FHIR_SERVER_LOG_LEVEL", "INFO"))
     settings = Settings.from_env()
     overrides: dict[str, object] = {"base_url": settings.base_url}
-    for key in ("threads", "error_window", "backoff_base", "lease_margin"):
+    for key in ("threads", "error_window", "backoff_base", "lease_seconds"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     cfg = WorkerConfig.from_env(**overrides)

@@ -269,15 +269,22 @@ def test_statement_interrupted_at_the_deadline(database):
 
     from fhir_server.budget import RequestBudget
     from fhir_server.errors import FhirError
+    from fhir_server.storage.db import Database
     from fhir_server.storage.sql_limits import time_limited
 
     slow = text("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
                 "WHERE i < 100000000) SELECT count(*) FROM n")
     budget = RequestBudget(seconds=0.3)
+    # as the server makes it: each PostgreSQL statement limited to the request's time
+    limited = Database(database.url.render_as_string(hide_password=False),
+                       statement_timeout=budget.seconds)
     started = time.monotonic()
-    with pytest.raises(FhirError) as raised, database.read() as conn:
-        with time_limited(conn, budget, "_count"):
-            conn.execute(slow).scalar()
+    try:
+        with pytest.raises(FhirError) as raised, limited.read() as conn:
+            with time_limited(conn, budget, "_count"):
+                conn.execute(slow).scalar()
+    finally:
+        limited.dispose()
     assert raised.value.status == 422 and raised.value.code == "too-costly"
     assert time.monotonic() - started < 5
 

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def fast_config(**kw) -> WorkerConfig:
     values = dict(base_url="https://fhir.example.org/fhir", poll_interval=0.02, threads=2,
-                  lease_margin=0.5, error_window=60.0, backoff_base=0.05, backoff_max=0.2)
+                  lease_seconds=2.0, error_window=60.0, backoff_base=0.05, backoff_max=0.2)
     values.update(kw)
     return WorkerConfig(**values)
 
@@ -238,7 +238,7 @@ def _spawn_worker(url: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "subscriptions.worker", "--database-url", url,
          "--poll-interval", "0.02", "--threads", "2", "--backoff-base", "0.05",
-         "--lease-margin", "0.3"],
+         "--lease-seconds", "2"],
         cwd=REPO, env=env)
 
 

@@ -39,7 +39,7 @@ def worker(server) -> Iterator[None]:
         database_url=server.database.url.render_as_string(hide_password=False),
         base_url=server.base, auth_mode="off")
     stop = threading.Event()
-    overrides = {"poll_interval": 0.02, "threads": 2, "lease_margin": 0.5,
+    overrides = {"poll_interval": 0.02, "threads": 2, "lease_seconds": 2.0,
                  "error_window": 0.3, "backoff_base": 0.05, "backoff_max": 0.1}
     thread = threading.Thread(target=run, args=(settings,), daemon=True,
                               kwargs={"sweep_interval": 3600.0, "stop": stop,

@@ -146,7 +146,8 @@ def _transaction(call: Call, raw_entries: list) -> Result:
     entries = _prepare(call, raw_entries)  # no database work: outside the write transaction
     with call.db.write() as conn:
         _run(conn, call, entries)
-    return Result(200, resource=_response_bundle("transaction-response", entries, call))
+        result = Result(200, resource=_response_bundle("transaction-response", entries, call))
+        return crud.committing(call, conn, result)
 
 
 def transaction_in(conn, call: Call, raw_entries: list) -> list[Entry]:  # type: ignore[no-untyped-def]

@@ -76,6 +76,15 @@ class Call:
     # The request's cost budget (shared by a Bundle's entries); made from the settings
     # when first used unless the REST layer made it at the request's start.
     request_budget: RequestBudget | None = None
+    # Set by the REST layer for a request with an idempotency key: stores the response of
+    # `result` in the write transaction `conn` (see remember_response).
+    response_recorder: Callable[[Any, Any], None] | None = None
+
+    def remember_response(self, conn: Any, result: Any) -> None:
+        """Called by a write interaction just before it commits: the response to this
+        request is stored with its writes, so a retry with the same key gets it back."""
+        if self.response_recorder is not None:
+            self.response_recorder(conn, result)
 
     @property
     def budget(self) -> RequestBudget:

@@ -36,6 +36,13 @@ def check_valid(resource: Any, res_type: str, res_id: str | None = None) -> dict
     return resource
 
 
+def committing(call: Call, conn, result: Result) -> Result:  # type: ignore[no-untyped-def]
+    """The last step of a write interaction before its transaction commits: hand the result
+    to the REST layer to remember for idempotent retries (Call.remember_response)."""
+    call.remember_response(conn, result)
+    return result
+
+
 def _live(stored: StoredResource | None, res_type: str, res_id: str) -> StoredResource:
     if stored is None:
         raise FhirError(404, "not-found", f"Resource {res_type}/{res_id} is not known")
@@ -50,7 +57,8 @@ def create(call: Call, res_type: str, resource: dict, *, if_none_exist: str | No
     """POST [type]: server-assigned id; conditional with If-None-Exist."""
     check_valid(resource, res_type)
     with call.db.write() as conn:
-        return create_in(conn, call, res_type, resource, if_none_exist=if_none_exist)
+        return committing(call, conn, create_in(conn, call, res_type, resource,
+                                                if_none_exist=if_none_exist))
 
 
 def create_in(conn, call: Call, res_type: str, resource: dict, *,  # type: ignore[no-untyped-def]
@@ -164,7 +172,8 @@ def update(call: Call, res_type: str, res_id: str, resource: dict, *,
     check_valid(resource, res_type, res_id)
     expected = require_etag(if_match)
     with call.db.write() as conn:
-        return store_update(conn, call, res_type, res_id, resource, expected, "PUT")
+        return committing(call, conn, store_update(conn, call, res_type, res_id, resource,
+                                                   expected, "PUT"))
 
 
 def store_update(conn, call: Call, res_type: str, res_id: str, resource: dict,  # type: ignore[no-untyped-def]
@@ -194,7 +203,8 @@ def conditional_update(call: Call, res_type: str, query: str, resource: dict, *,
     check_valid(resource, res_type)
     expected = require_etag(if_match)
     with call.db.write() as conn:
-        return conditional_update_in(conn, call, res_type, query, resource, expected)
+        return committing(call, conn, conditional_update_in(conn, call, res_type, query,
+                                                            resource, expected))
 
 
 def conditional_update_in(conn, call: Call, res_type: str, query: str,  # type: ignore[no-untyped-def]
@@ -228,7 +238,8 @@ def patch(call: Call, res_type: str, res_id: str, operations: Any, *,
     """PATCH [type]/[id] with a JSON Patch document."""
     expected = require_etag(if_match)
     with call.db.write() as conn:
-        return patch_in(conn, call, res_type, res_id, operations, expected)
+        return committing(call, conn, patch_in(conn, call, res_type, res_id, operations,
+                                               expected))
 
 
 def patch_in(conn, call: Call, res_type: str, res_id: str, operations: Any,  # type: ignore[no-untyped-def]
@@ -247,8 +258,9 @@ def conditional_patch(call: Call, res_type: str, query: str, operations: Any, *,
     """PATCH [type]?criteria: exactly one match is patched."""
     expected = require_etag(if_match)
     with call.db.write() as conn:
-        return patch_in(conn, call, res_type, single_match(conn, call, res_type, query, "patch"),
-                        operations, expected)
+        res_id = single_match(conn, call, res_type, query, "patch")
+        return committing(call, conn, patch_in(conn, call, res_type, res_id, operations,
+                                               expected))
 
 
 def single_match(conn, call: Call, res_type: str, query: str,  # type: ignore[no-untyped-def]
@@ -302,7 +314,7 @@ def delete(call: Call, res_type: str, res_id: str, *, if_match: str | None = Non
     """DELETE [type]/[id]: a deletion version; history is kept. Idempotent."""
     expected = require_etag(if_match)
     with call.db.write() as conn:
-        return delete_in(conn, call, res_type, res_id, expected)
+        return committing(call, conn, delete_in(conn, call, res_type, res_id, expected))
 
 
 def delete_in(conn, call: Call, res_type: str, res_id: str,  # type: ignore[no-untyped-def]
@@ -326,7 +338,7 @@ def delete_in(conn, call: Call, res_type: str, res_id: str,  # type: ignore[no-u
 def conditional_delete(call: Call, res_type: str, query: str) -> Result:
     """DELETE [type]?criteria: deletes the single match (412 when several match)."""
     with call.db.write() as conn:
-        return conditional_delete_in(conn, call, res_type, query)
+        return committing(call, conn, conditional_delete_in(conn, call, res_type, query))
 
 
 def conditional_delete_in(conn, call: Call, res_type: str, query: str) -> Result:  # type: ignore[no-untyped-def]

@@ -32,7 +32,7 @@ def read_body(request: Request, max_bytes: int, *, allow_patch: bool = False,
     content_type = request.headers.get("Content-Type")
     if request.content_length is not None and request.content_length > max_bytes:
         raise FhirError(413, "too-long", f"Request body larger than {max_bytes} bytes", root)
-    data = _body_bytes(request, max_bytes + 1, root)
+    data = body_bytes(request, root)
     if len(data) > max_bytes:
         raise FhirError(413, "too-long", f"Request body larger than {max_bytes} bytes", root)
     if not data.strip():
@@ -56,22 +56,13 @@ def read_body(request: Request, max_bytes: int, *, allow_patch: bool = False,
         raise FhirError(400, exc.code, exc.message, exc.expression) from None
 
 
-def _body_bytes(request: Request, limit: int, root: str) -> bytes:
-    """The raw body, at most `limit` bytes. A body the client framed badly (a broken chunked
-    encoding, a connection closed early) is the client's error: 400, not 500."""
+def body_bytes(request: Request, root: str) -> bytes:
+    """The raw body (Flask's MAX_CONTENT_LENGTH bounds it). A body the client framed badly
+    (a broken chunked encoding, a connection closed early) is the client's error: 400."""
     try:
-        stream = request.stream
-        chunks, size = [], 0
-        while size < limit:
-            chunk = stream.read(min(65536, limit - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
+        return request.get_data(cache=True)
     except RequestEntityTooLarge:
-        raise FhirError(413, "too-long", f"Request body larger than {limit - 1} bytes",
-                        root) from None
+        raise FhirError(413, "too-long", "Request body too large", root) from None
     except Exception as exc:  # the server's input stream: gunicorn ParseException, OSError
         raise FhirError(400, "structure", f"The request body could not be read: "
                         f"{type(exc).__name__}: {exc}"[:300], root) from None

@@ -13,7 +13,7 @@ from fhir_server.interactions.context import Call, Services, new_budget
 from fhir_server.interactions.history import history
 from fhir_server.interactions.results import Result
 from fhir_server.resource_types import is_resource_type
-from fhir_server.rest import io
+from fhir_server.rest import idempotency, io
 from fhir_server.rest.operations import OperationRegistry
 from fhir_server.storage.repository import Repository
 
@@ -74,10 +74,25 @@ def dispatch(path: str = "") -> Response:
         if not path.rstrip("/").rsplit("/", 1)[-1].startswith("$"):
             raise not_acceptable
     segments = [s for s in path.split("/") if s]
+    recorder = _idempotency_recorder(call, fmt)
+    if recorder is not None:
+        replayed = recorder.replay()
+        if replayed is not None:
+            return replayed
+        call.response_recorder = recorder
     try:
         result = route(call, request.method if request.method != "HEAD" else "GET", segments)
     finally:
         access.flush_audit(call)
+    response = recorder.response if recorder is not None else None
+    if response is None:
+        response = _render(call, result, fmt)
+    if recorder is not None:
+        recorder.after(response)
+    return response
+
+
+def _render(call: Call, result: Result, fmt: str) -> Response:
     if result.raw is not None:
         body, content_type = result.raw
         return Response(body, status=result.status, content_type=content_type)
@@ -85,6 +100,16 @@ def dispatch(path: str = "") -> Response:
         raise FhirError(406, "not-supported",
                         f"Cannot serve '{call.requested_raw_format}' for this request")
     return io.render_result(result, fmt, call.base_url, call.prefer_return)
+
+
+def _idempotency_recorder(call: Call, fmt: str) -> idempotency.Recorder | None:
+    """For a write with an Idempotency-Key / X-Request-Id: what remembers its response."""
+    key = idempotency.key_of(request)
+    if key is None:
+        return None
+    body = io.body_bytes(request, "Resource") if _has_body() else b""
+    return idempotency.Recorder(call, key, idempotency.fingerprint(request, body),
+                                lambda result: _render(call, result, fmt))
 
 
 def _not_allowed(method: str, allowed: str) -> FhirError:

@@ -20,7 +20,10 @@ class Database:
     deadlock on a lock upgrade; the busy timeout makes the second one wait instead of failing.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False,
+                 statement_timeout: float | None = None) -> None:
+        """`statement_timeout` (seconds, PostgreSQL): the longest any one statement may run
+        (the request servers set it to their request time budget)."""
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self._lock_path: str | None = None
@@ -39,6 +42,8 @@ class Database:
             self.engine = create_engine(
                 self.url, echo=echo, pool_size=pool_size, max_overflow=20, pool_recycle=1800
             )
+            if statement_timeout:
+                _install_statement_timeout(self.engine, statement_timeout)
         write_buffer.install(self.engine)
 
     @contextmanager
@@ -77,6 +82,16 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _install_statement_timeout(engine: Engine, seconds: float) -> None:
+    milliseconds = max(int(seconds * 1000), 1)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET statement_timeout = {milliseconds}")
+        dbapi_conn.commit()
 
 
 def _install_sqlite_hooks(engine: Engine) -> None:

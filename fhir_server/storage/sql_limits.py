@@ -1,10 +1,11 @@
 """Time limits on a request's SQL and what a database says when a query is too much.
 
-`time_limited` bounds the statements run inside it by the request budget's time: on
-PostgreSQL with `SET LOCAL statement_timeout` (the rest of the transaction keeps it, which is
-what the budget means), on SQLite with a progress handler that interrupts the statement at
-the deadline. `too_costly_sql` turns the database's "this query is too big or took too long"
-errors into the request budget's 422 / 400 instead of a 500.
+`time_limited` bounds the statements run inside it by the request budget's time: on SQLite
+with a progress handler that interrupts the statement at the deadline; on PostgreSQL the
+server's connections carry `statement_timeout` = the request time budget (storage/db.py: no
+extra statement per search), and the budget is checked between statements.
+`too_costly_sql` turns the database's "this query is too big or took too long" errors into
+the request budget's 422 / 400 instead of a 500.
 """
 
 from __future__ import annotations
@@ -40,8 +41,7 @@ def time_limited(conn: Connection, budget: RequestBudget | None,
     left = budget.seconds_left()
     if left <= 0:
         raise budget.timed_out(expression)
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(int(left * 1000), 1)}")
+    if conn.dialect.name != "sqlite":
         with too_costly_sql(budget, expression):
             yield
         return
