@@ -339,10 +339,10 @@ class Worker:
             return Outcome(sub_id, {"next_attempt_at": now_us() + US})
 
     def lease_is_safe(self, sub_id: str) -> bool:
-        """Whether our lease on `sub_id` surely still holds (a second of slack for clocks
-        and the time the send takes to start)."""
+        """Whether our lease on `sub_id` surely still holds (a sixth of the lease, 1 s by
+        default, of slack for the time the send takes to start)."""
         start = max(self._claimed_at.get(sub_id, 0.0), self._renewed_at)
-        return time.monotonic() < start + self.cfg.lease_seconds - 1.0
+        return time.monotonic() < start + self.cfg.lease_seconds * 5 / 6
 
     def _work_job(self, sub_id: str) -> None:
         self._done.put(self.work(sub_id))

@@ -157,7 +157,8 @@ def start_haproxy(backend_ports: list[int]) -> Process:
     if binary is None:
         raise RuntimeError("haproxy is not installed (Debian package haproxy)")
     port = free_port()
-    servers = "\n".join(f"    server app{i} 127.0.0.1:{p} check inter 500ms"
+    # a busy server answers its health check late: down only after 5 misses
+    servers = "\n".join(f"    server app{i} 127.0.0.1:{p} check inter 2s fall 5 rise 1"
                         for i, p in enumerate(backend_ports))
     config = f"""global
     maxconn 512
@@ -166,6 +167,9 @@ defaults
     timeout connect 5s
     timeout client 120s
     timeout server 120s
+    timeout check 10s
+    retries 3
+    option redispatch
     option http-server-close
 frontend fhir
     bind 127.0.0.1:{port}

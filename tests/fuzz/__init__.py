@@ -1,0 +1,1 @@
+"""The hostile-request fuzz suite's data and generators (see tests/test_fuzz.py)."""
