@@ -8,7 +8,8 @@ throwaway server): two `python -m fhir_server serve` processes on different port
 processes, and a loopback rest-hook receiver. Every request goes through HAProxy. Then:
 
 1. `--subs` Subscriptions on the SDOHCC Task topic, each filtered on its own owner
-   organization, and two Tasks per organization; all Subscriptions active.
+   organization, and two Tasks per organization (bench/subscription_bench.py's); all
+   Subscriptions active.
 2. A referral journey: the example referral transaction Bundle (conditional creates) sent
    by four clients at once, then the referral Task accepted and started with If-Match.
 3. Conditional creates raced: for each of 20 identifiers, four clients POST the same
@@ -37,6 +38,7 @@ from pathlib import Path
 import requests
 from sqlalchemy import select
 
+from bench.subscription_bench import subscription, task
 from fhir_server.storage.db import Database
 from subscriptions.outbox_schema import delivery, registry
 from subscriptions.testing import HookReceiver
@@ -49,8 +51,6 @@ from tests.processes import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-BP = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
-TASK_TOPIC = "http://hl7.org/fhir/us/sdoh-clinicalcare/SubscriptionTopic/Task"
 JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 
 
@@ -132,39 +132,15 @@ class Cluster:
         self.receiver.stop()
 
 
-def _subscription(endpoint: str, org: int) -> dict:
-    return {"resourceType": "Subscription", "status": "requested", "reason": "scale-out",
-            "criteria": TASK_TOPIC,
-            "_criteria": {"extension": [{"url": BP + "backport-filter-criteria",
-                                         "valueString": f"Task?owner=Organization/so-{org}"}]},
-            "channel": {"type": "rest-hook", "endpoint": endpoint,
-                        "payload": "application/fhir+json",
-                        "_payload": {"extension": [{"url": BP + "backport-payload-content",
-                                                    "valueCode": "id-only"}]},
-                        "extension": [{"url": BP + "backport-timeout",
-                                       "valueUnsignedInt": 10}]}}
-
-
-def _task(org: int, n: int, note: str) -> dict:
-    """A non-referral Task (code `approve`: no If-Match needed) owned by so-<org>."""
-    return {"resourceType": "Task", "id": f"so-{org}-{n}", "status": "in-progress",
-            "intent": "order", "description": note,
-            "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code",
-                                 "code": "approve"}]},
-            "for": {"reference": "Patient/so-patient"},
-            "requester": {"reference": "Organization/so-clinic"},
-            "owner": {"reference": f"Organization/so-{org}"}}
-
-
 def subscribe(cluster: Cluster, subs: int) -> None:
     session = requests.Session()
     for org in range(subs):
         resp = session.post(f"{cluster.base}/Subscription", headers=JSON, timeout=60,
-                            data=json.dumps(_subscription(cluster.receiver.url, org)))
+                            data=json.dumps(subscription(cluster.receiver.url, org)))
         resp.raise_for_status()
         for n in range(2):
-            session.put(f"{cluster.base}/Task/so-{org}-{n}", headers=JSON, timeout=60,
-                        data=json.dumps(_task(org, n, "created"))).raise_for_status()
+            session.put(f"{cluster.base}/Task/bench-{org}-{n}", headers=JSON, timeout=60,
+                        data=json.dumps(task(org, n))).raise_for_status()
     ok = cluster.receiver.wait_for(lambda r: len(r.of_kind("handshake")) >= subs, 120)
     if not ok:
         raise RuntimeError("not every Subscription got its handshake")
@@ -242,8 +218,8 @@ def update_tasks(cluster: Cluster, report: Report, updates: int, subs: int,
         mine = [(org, n) for org in range(subs) if org % clients == c for n in range(2)]
         for k in range(per_client):
             org, n = mine[k % len(mine)]
-            resp = session.put(f"{cluster.base}/Task/so-{org}-{n}", headers=JSON, timeout=60,
-                               data=json.dumps(_task(org, n, f"update {k}")))
+            resp = session.put(f"{cluster.base}/Task/bench-{org}-{n}", headers=JSON,
+                               timeout=60, data=json.dumps(task(org, n)))
             if resp.status_code >= 300:
                 errors[c] += 1
 

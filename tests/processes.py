@@ -126,13 +126,7 @@ def start_server(db_url: str, *, workers: int = 1, threads: int = 4,
     proc, log_path = _spawn([sys.executable, "-m", "fhir_server", "serve", "--port", str(port),
                              "--workers", str(workers), "--threads", str(threads)],
                             full_env, "server")
-    started = Process(proc, log_path, port, full_env)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/fhir/metadata", proc=proc)
-    except RuntimeError as exc:
-        started.kill()
-        raise RuntimeError(f"{exc}\n{started.log()[-3000:]}") from None
-    return started
+    return _ready(Process(proc, log_path, port, full_env))
 
 
 def gunicorn_workers(server: Process) -> list[int]:
@@ -182,9 +176,14 @@ backend app
     cfg = Path(tempfile.mkdtemp(prefix="haproxy-")) / "haproxy.cfg"
     cfg.write_text(config)
     proc, log_path = _spawn([binary, "-db", "-f", str(cfg)], dict(os.environ), "haproxy")
-    started = Process(proc, log_path, port)
+    return _ready(Process(proc, log_path, port))
+
+
+def _ready(started: Process) -> Process:
+    """`started` once it answers on /fhir/metadata (killed, with its log, if it never
+    does)."""
     try:
-        wait_http(f"http://127.0.0.1:{port}/fhir/metadata", proc=proc)
+        wait_http(f"http://127.0.0.1:{started.port}/fhir/metadata", proc=started.proc)
     except RuntimeError as exc:
         started.kill()
         raise RuntimeError(f"{exc}\n{started.log()[-3000:]}") from None

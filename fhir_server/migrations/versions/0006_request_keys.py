@@ -1,14 +1,14 @@
 """request keys: remembered responses for idempotent retries
 
-Revision ID: 0005_request_keys
-Revises: 0004
+Revision ID: 0006_request_keys
+Revises: 0005_web_drop_app_launches
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_request_keys"
-down_revision = "0004"
+revision = "0006_request_keys"
+down_revision = "0005_web_drop_app_launches"
 branch_labels = None
 depends_on = None
 
