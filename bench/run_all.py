@@ -1,7 +1,8 @@
 """`make bench`: every benchmark in turn, each printing its own figures.
 
-Runs the CRUD, bundle, XML, validation, auth, matching, subscription and search benchmarks
-with modest durations (about 15 minutes in all on a 2-core machine). Figures go to the README
+Runs the CRUD, bundle, XML, validation, auth, matching, subscription, search, delivery-kill,
+scale-out and soak benchmarks with modest durations (about 30 minutes in all on a 2-core
+machine). Figures go to the README
 by hand, with the command that produced them.
 """
 
@@ -19,6 +20,9 @@ STEPS = [
     [sys.executable, "bench/match_bench.py"],
     [sys.executable, "-m", "bench.subscription_bench"],
     [sys.executable, "bench/search_bench.py", "--size", "100000", "--runs", "100"],
+    [sys.executable, "-m", "bench.delivery_kill_bench", "--seconds", "80"],
+    [sys.executable, "-m", "bench.scale_out", "--updates", "2000", "--subs", "50"],
+    [sys.executable, "-m", "bench.soak", "--minutes", "5", "--resources", "20000"],
 ]
 
 
