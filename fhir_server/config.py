@@ -47,7 +47,7 @@ class Settings:
     max_json_depth: int = 64  # nesting of objects and arrays in a JSON or XML body
     max_number_digits: int = 32  # significant digits of a number in a body
     max_number_exponent: int = 300  # |decimal exponent|: every number stays a finite double
-    max_chain_depth: int = 3  # chained parameters and _has nested in one search parameter
+    max_chain_depth: int = 4  # chained parameters and _has nested in one search parameter
     max_search_values: int = 1000  # search parameters plus OR-ed values in one search
     # Cost budget of one request (a batch's entries share it)
     max_rows_read: int = 5000  # resources read: search matches, includes, reads, history
@@ -90,7 +90,7 @@ def _limit_settings() -> dict[str, object]:
         "max_json_depth": _env_int("FHIR_SERVER_MAX_JSON_DEPTH", 64),
         "max_number_digits": _env_int("FHIR_SERVER_MAX_NUMBER_DIGITS", 32),
         "max_number_exponent": _env_int("FHIR_SERVER_MAX_NUMBER_EXPONENT", 300),
-        "max_chain_depth": _env_int("FHIR_SERVER_MAX_CHAIN_DEPTH", 3),
+        "max_chain_depth": _env_int("FHIR_SERVER_MAX_CHAIN_DEPTH", 4),
         "max_search_values": _env_int("FHIR_SERVER_MAX_SEARCH_VALUES", 1000),
         "max_rows_read": _env_int("FHIR_SERVER_MAX_ROWS_READ", 5000),
         "max_included": _env_int("FHIR_SERVER_MAX_INCLUDED", 1000),

@@ -38,7 +38,7 @@ from fhir_server.search.terms import (
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 1000
-MAX_CHAIN_DEPTH = 3
+MAX_CHAIN_DEPTH = 4
 SUMMARY_MODES = frozenset({"true", "false", "text", "data", "count"})
 TOTAL_MODES = frozenset({"none", "estimate", "accurate"})
 # Result-shaping or transport parameters handled elsewhere; accepted silently.
@@ -334,8 +334,7 @@ class _Context:
     def filter(self, types: tuple[str, ...] | None, name: str, value: str,
                depth: int) -> Filter:
         if depth > self.limits.max_chain_depth:
-            raise _bad(name, value, f"chains and _has may nest at most "
-                       f"{self.limits.max_chain_depth} levels")
+            raise _bad(name, value, "chain too deep")
         if name == "_has" or name.startswith("_has:"):
             return self._has(types, name, value, depth)
         head, dot, rest = name.partition(".")
