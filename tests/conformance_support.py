@@ -94,7 +94,7 @@ def start_kit_server(database: Any, tmp: Path) -> KitServer:
                                         platform_organization=PLATFORM_ORG)
     # default back-off: the Subscriptions of finished runs (their receivers are gone, and
     # partners cannot delete them today) are retried seldom, not hammered
-    overrides = {"poll_interval": 0.05, "threads": 2, "lease_margin": 0.5}
+    overrides = {"poll_interval": 0.05, "threads": 2, "lease_seconds": 3.0}
     thread = threading.Thread(target=run_worker, args=(worker_settings,), daemon=True,
                               kwargs={"sweep_interval": 3600.0, "stop": stop,
                                       "overrides": overrides})
