@@ -55,6 +55,13 @@ class Settings:
     request_seconds: float = 30.0  # time for the request's database work
     # Idempotent retries: Idempotency-Key / X-Request-Id remembered this long
     idempotency_seconds: int = 86400
+    # sign-in lockout: this many failures per account (4x per address) lock for this long
+    login_max_failures: int = 5
+    login_lockout_seconds: int = 900
+    # AuditEvents older than this are removed by the worker's sweep (0: kept forever)
+    audit_retention_days: int = 2190
+    # record reads of patient data as AuditEvents (off only to measure what it costs)
+    audit_reads: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -73,6 +80,10 @@ class Settings:
             "strict_profiles": _env_bool("FHIR_SERVER_STRICT_PROFILES", False),
             "platform_organization": os.environ.get("FHIR_SERVER_PLATFORM_ORGANIZATION", ""),
             "stalled_policy": os.environ.get("FHIR_SERVER_STALLED_POLICY", ""),
+            "login_max_failures": _env_int("FHIR_SERVER_LOGIN_MAX_FAILURES", 5),
+            "login_lockout_seconds": _env_int("FHIR_SERVER_LOGIN_LOCKOUT_SECONDS", 900),
+            "audit_retention_days": _env_int("FHIR_SERVER_AUDIT_RETENTION_DAYS", 2190),
+            "audit_reads": _env_bool("FHIR_SERVER_AUDIT_READS", True),
             "allow_plain_http_full_resource": _env_bool(
                 "FHIR_SERVER_ALLOW_PLAIN_HTTP_FULL_RESOURCE", False),
         }

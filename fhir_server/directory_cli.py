@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 
+from fhir_server.auth.context import SYSTEM
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError, Issue
 from fhir_server.interactions.bundles import transaction_in
@@ -42,6 +43,7 @@ def _handler(settings: Settings, args: argparse.Namespace) -> int:
 
     services = make_services(settings)
     call = Call(services=services, base_url=settings.base_url or "http://localhost/fhir",
+                access=SYSTEM,
                 prefer_return="minimal")
     status = 0
     for path in args.paths:
@@ -81,7 +83,7 @@ def import_tables(call: Call, tables: dict) -> ImportSummary:
         issues = [Issue("error", "invalid", e.message, [e.expression]) for e in mapped.errors]
         raise FhirError(422, "invalid", f"{len(issues)} HSDS rows rejected; nothing imported",
                         issues=issues)
-    with call.db.write() as conn:
+    with call.write() as conn:
         entries = _changed_entries(conn, mapped.entries)
         if entries:
             transaction_in(conn, call, entries)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection
@@ -109,3 +110,14 @@ def subscription_status_hook(conn: Connection, sub_id: str, status: str,
         resource.pop("error", None)
     resource.get("meta", {}).pop("versionId", None)
     repo.update(resource, sub_id, expected_version=current.version, method="PUT")
+
+
+def audit_retention_sweep(services: Services, *, now: float | None = None) -> int:
+    """Remove AuditEvents older than `audit_retention_days` (0 keeps everything)."""
+    from fhir_server.auth.audit_store import purge_before
+
+    days = services.settings.audit_retention_days
+    if days <= 0:
+        return 0
+    moment = time.time() if now is None else now
+    return purge_before(services.db, int((moment - days * 86400) * 1_000_000))

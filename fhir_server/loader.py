@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 
+from fhir_server.auth.context import SYSTEM
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError
 from fhir_server.interactions import crud
@@ -38,6 +39,7 @@ def load_files(settings: Settings, files: list[Path]) -> list[str]:
     single resources are PUT when they have an id (idempotent) and POSTed otherwise."""
     services = make_services(settings)
     call = Call(services=services, base_url=settings.base_url or "http://localhost/fhir",
+                access=SYSTEM,
                 prefer_return="minimal")
     lines = []
     for path in files:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 
+from fhir_server.auth.context import SYSTEM
 from fhir_server.interactions import crud
 from fhir_server.interactions.context import Call, Services
 from fhir_server.json_tree import same_content
@@ -14,7 +15,7 @@ from fhir_server.storage.repository import Repository
 
 def seed_definitions(services: Services) -> int:
     """Store every feature's definitional resources; returns how many were written."""
-    call = Call(services=services, base_url=services.settings.base_url or "", access=None)
+    call = Call(services=services, base_url=services.settings.base_url or "", access=SYSTEM)
     written = 0
     for provider in services.seed_providers:
         for resource in provider():

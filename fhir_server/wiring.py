@@ -19,7 +19,7 @@ def wire(app: Flask, services: Services, registry: OperationRegistry) -> None:
         web_apps,
         workflow,
     )
-    from fhir_server.interactions import builtin_operations
+    from fhir_server.interactions import builtin_operations, reference_check
 
     builtin_operations.register(registry)
     auth.install(app, services, registry)
@@ -28,6 +28,8 @@ def wire(app: Flask, services: Services, registry: OperationRegistry) -> None:
     screening.install(services, registry)
     subscriptions.install(services, registry)
     directory.install(services, registry)
+    # last of the checks, after every transform: references are capabilities
+    services.hooks.before.append(reference_check.check_write)
     web_apps.install(app, services)
 
 

@@ -18,7 +18,7 @@ def run(settings: Settings, *, sweep_interval: float, stop: threading.Event | No
 
     `overrides` replace WorkerConfig fields (tests and benchmarks tune intervals with it).
     """
-    from fhir_server.jobs import stalled_sweep, subscription_status_hook
+    from fhir_server.jobs import audit_retention_sweep, stalled_sweep, subscription_status_hook
     from fhir_server.loader import make_services
     from subscriptions.worker import Worker, WorkerConfig
 
@@ -41,6 +41,9 @@ def run(settings: Settings, *, sweep_interval: float, stop: threading.Event | No
             changed = stalled_sweep(services)
             if changed:
                 log.info("stalled sweep updated %d referral Tasks", changed)
+            purged = audit_retention_sweep(services)
+            if purged:
+                log.info("audit retention removed %d AuditEvents", purged)
         except Exception:
             log.exception("stalled sweep failed")
         stop.wait(sweep_interval)

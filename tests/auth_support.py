@@ -44,6 +44,10 @@ PATIENTS = [
 RESOURCES: dict[str, dict[str, Any]] = {
     **{f"Patient/{p['id']}": p for p in PATIENTS},
     "Practitioner/p1": {"resourceType": "Practitioner", "id": "p1"},
+    "Encounter/enc9": {"resourceType": "Encounter", "id": "enc9", "status": "finished",
+                       "class": {"code": "AMB"}, "subject": {"reference": "Patient/pat2"}},
+    "ServiceRequest/sr1": {"resourceType": "ServiceRequest", "id": "sr1", "status": "active",
+                           "intent": "order", "subject": {"reference": "Patient/pat2"}},
     "Observation/o1": {
         "resourceType": "Observation", "id": "o1", "status": "final",
         "subject": {"reference": "Patient/pat1"},
@@ -60,8 +64,8 @@ RESOURCES: dict[str, dict[str, Any]] = {
 }
 
 
-def patient_lookup(query: str) -> list[dict[str, Any]]:
-    """Patient picker backend: name substring match."""
+def patient_lookup(_user: Any, query: str) -> list[dict[str, Any]]:
+    """Patient picker backend: name substring match (every test user sees both patients)."""
     q = query.lower()
     out = []
     for p in PATIENTS:
@@ -100,7 +104,9 @@ def assertion(
 def make_app(db: Database, settings: Settings, jwks_store: dict[str, dict]) -> Flask:
     """Flask app: the auth blueprint + a minimal policy-enforcing FHIR surface."""
     app = Flask("auth-test")
-    app.register_blueprint(create_auth_blueprint(db, settings, patient_lookup=patient_lookup))
+    app.register_blueprint(create_auth_blueprint(
+        db, settings, patient_lookup=patient_lookup,
+        hidden_references=lambda _user, refs: [r for r in refs if r not in RESOURCES]))
 
     @app.errorhandler(FhirError)
     def fhir_error(exc: FhirError):  # type: ignore[no-untyped-def]

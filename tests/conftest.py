@@ -41,3 +41,15 @@ def server(database):
     client.app = app
     yield client
     live.stop()
+
+
+@pytest.fixture(scope="module")
+def sample_world(server):
+    """Load the resources the samples reference (tests.samples.sample_world) into the
+    module's server, once."""
+    from tests.samples import sample_world as world
+
+    for resource in world():
+        response = server.put(f"{resource['resourceType']}/{resource['id']}", resource)
+        assert response.status_code in (200, 201), response.text
+    return server

@@ -120,3 +120,17 @@ def sample(res_type: str, **changes: object) -> dict:
     resource = copy.deepcopy(_SAMPLES[res_type])
     resource.update(changes)
     return resource
+
+
+def sample_world() -> list[dict]:
+    """The resources the samples reference (Patient/p1, Organization/o1 and o2,
+    Consent/c1, Task/t1), with those ids: a server refuses references to resources that do
+    not exist, so tests load these first (fixture `sample_world`)."""
+    return [
+        sample("Patient", id="p1"),
+        sample("Organization", id="o1", name="Harbor Clinic"),
+        sample("Organization", id="o2", name="Riverside Counseling",
+               identifier=[{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1144221855"}]),
+        sample("Consent", id="c1"),
+        sample("Task", id="t1"),
+    ]

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from fhir_server.tables import metadata
 
 # The audit log records refused requests by design: it is the one table a refusal changes.
-AUDIT_TABLES = frozenset({"auth_audit_events"})
+AUDIT_TABLES = frozenset({"auth_audit_events", "auth_audit_links"})
 
 
 def db_snapshot(database) -> dict[str, list[tuple]]:

@@ -10,7 +10,8 @@ import requests
 from fhir_server.auth.audit import OUTCOME_DENIED
 from fhir_server.auth.audit_store import list_audit_events
 from fhir_server.auth.cli import add_client
-from fhir_server.auth.context import SYSTEM
+from fhir_server.auth.context import SYSTEM, AccessContext
+from fhir_server.auth.scopes import parse_scopes
 from fhir_server.interactions.bundles import process_bundle
 from fhir_server.interactions.context import Call
 from fhir_server.storage.repository import Repository
@@ -48,8 +49,7 @@ def _data() -> dict:
     sr2 = sample("ServiceRequest", id="SR2", subject={"reference": "Patient/P2"},
                  requester={"reference": "Organization/A"},
                  supportingInfo=[{"reference": "QuestionnaireResponse/QR2"}])
-    resources = [sample("Organization", id=o, name=f"Org {o}") for o in ("A", "B", "C")]
-    resources += [sample("Patient", id="P1"), sample("Patient", id="P2"), consent, qr1, qr2,
+    resources = [sample("Patient", id="P1"), sample("Patient", id="P2"), consent, qr1, qr2,
                   sr1, sr2, _task("T1", "SR1", "P1", "B"), _task("T2", "SR2", "P2", "C")]
     return {"resourceType": "Bundle", "type": "transaction",
             "entry": [_put(r) for r in resources]}
@@ -69,7 +69,13 @@ def secured(database):
     seed_definitions(services)
     live = LiveServer(app)
     base = live.base
-    process_bundle(Call(services=services, base_url=base, access=SYSTEM), _data())
+    # The referring clinic (Organization/A) writes the referrals: it is their author.
+    clinic = AccessContext(client_id="ehr-a", organization="Organization/A",
+                           scopes=parse_scopes("system/*.cruds"))
+    directory = [sample("Organization", id=o, name=f"Org {o}") for o in ("A", "B", "C")]
+    process_bundle(Call(services=services, base_url=base, access=SYSTEM), {
+        "resourceType": "Bundle", "type": "transaction", "entry": [_put(r) for r in directory]})
+    process_bundle(Call(services=services, base_url=base, access=clinic), _data())
     keys = Keys()
     for client, org, scope in (("cbo-b", "B", "system/*.cruds"), ("cbo-c", "C", "system/*.cruds"),
                                ("ehr-a", "A", "system/*.cruds"),
@@ -199,9 +205,12 @@ def test_writes_are_audited_with_provenance(secured):
         repo = Repository(conn)
         found = [repo.read("Provenance", pid).resource()
                  for pid in find_ids(conn, "Provenance", [("target", "Task/T1")], limit=10)]
+    # the clinic's create (it wrote the referral) and the recipient's update
     assert [(p["target"], p["activity"]["coding"][0]["code"]) for p in found] == [
+        ([{"reference": "Task/T1/_history/1"}], "CREATE"),
         ([{"reference": f"Task/T1/_history/{version}"}], "UPDATE")]
-    agent = found[0]["agent"][0]
+    assert found[0]["agent"][0]["who"]["identifier"]["value"] == "ehr-a"
+    agent = found[1]["agent"][0]
     assert agent["who"]["identifier"]["value"] == "cbo-b"
     assert agent["type"]["coding"][0]["code"] == "author"
 

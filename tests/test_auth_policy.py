@@ -14,9 +14,15 @@ from fhir_server.auth.policy import (
     restrict_for,
     searchable_types,
 )
-from fhir_server.auth.referral_compartment import OrgRef, ReferencedBy, visible_references
+from fhir_server.auth.referral_compartment import (
+    OrgRef,
+    ReferencedBy,
+    SubjectOfOwnRecord,
+    WrittenBy,
+)
 from fhir_server.auth.scopes import parse_scopes
 from fhir_server.errors import FhirError
+from tests.access_model import visible
 from tests.live import assert_valid_fhir
 
 OBS_P1 = {"resourceType": "Observation", "id": "o1", "status": "final",
@@ -108,10 +114,12 @@ def test_restrict_for_organization_rules():
     c = ctx("system/*.rs", organization="Organization/cbo")
     task = restrict_for(c, "Task")
     assert task.organization == "Organization/cbo"
-    assert task.rules == (OrgRef("Task.owner"), OrgRef("Task.requester"))
+    assert task.rules == (WrittenBy(), OrgRef("Task.owner"), OrgRef("Task.requester"))
     assert ReferencedBy("Task", "Task.focus") in restrict_for(c, "ServiceRequest").rules
+    assert SubjectOfOwnRecord() in restrict_for(c, "Patient").rules
+    assert restrict_for(c, "Subscription").rules == (WrittenBy(),)  # only what it wrote
     assert restrict_for(c, "Organization").shared
-    assert not restrict_for(c, "AuditEvent").allowed  # outside the compartment
+    assert not restrict_for(c, "AuditEvent").allowed  # administrators only
     admin = AccessContext(client_id="c", scopes=parse_scopes("user/*.rs"),
                           organization="Organization/cbo", is_admin=True)
     assert restrict_for(admin, "AuditEvent").unrestricted
@@ -124,7 +132,8 @@ def test_require_admin():
     assert status_of(require_admin, SYSTEM) is None
 
 
-def _world(consent_status: str | None) -> list[dict]:
+def _world(consent_status: str | None, consent_author: str = "Organization/ehr"
+           ) -> list[tuple[dict, str | None]]:
     sr = {"resourceType": "ServiceRequest", "id": "sr1", "status": "active",
           "intent": "order", "subject": {"reference": "Patient/p1"},
           "requester": {"reference": "PractitionerRole/ehr-role"},
@@ -155,7 +164,17 @@ def _world(consent_status: str | None) -> list[dict]:
     ]
     if consent_status:
         world.append({"resourceType": "Consent", "id": "k1", "status": consent_status})
-    return world
+    authors = {"ServiceRequest/sr1": "Organization/ehr", "QuestionnaireResponse/qr1":
+               "Organization/ehr", "Condition/c1": "Organization/ehr",
+               "Task/t1": "Organization/ehr", "Consent/k1": consent_author,
+               "Procedure/pr1": "Organization/cbo", "Task/t2": "Organization/x",
+               "ServiceRequest/sr2": "Organization/x", "Patient/p1": "Organization/ehr",
+               "Patient/p2": "Organization/x"}
+    return [(r, authors.get(f"{r['resourceType']}/{r['id']}")) for r in world]
+
+
+def visible_references(org: str, world: list[tuple[dict, str | None]]) -> set[str]:
+    return visible(org, world)
 
 
 def test_referral_compartment_with_active_consent():
@@ -173,16 +192,21 @@ def test_recipient_without_active_consent_sees_only_the_referral(consent):
     assert "Task/t2" not in visible and "Patient/p2" not in visible
 
 
+def test_consent_written_by_the_recipient_does_not_open_clinical_details():
+    seen = visible_references("Organization/cbo", _world("active", "Organization/cbo"))
+    assert "Consent/k1" in seen and "QuestionnaireResponse/qr1" not in seen
+
+
 def test_healthcare_service_owner_counts_for_its_organization():
     world = _world("active")
-    world[2] = {**world[2], "owner": {"reference": "HealthcareService/hs1"}}
-    world.append({"resourceType": "HealthcareService", "id": "hs1",
-                  "providedBy": {"reference": "Organization/cbo"}})
+    world[2] = ({**world[2][0], "owner": {"reference": "HealthcareService/hs1"}}, world[2][1])
+    world.append(({"resourceType": "HealthcareService", "id": "hs1",
+                   "providedBy": {"reference": "Organization/cbo"}}, "Organization/cbo"))
     assert "Task/t1" in visible_references("Organization/cbo", world)
     assert "Task/t1" not in visible_references("Organization/other", world)
 
 
-def test_requester_org_sees_clinical_details_without_consent():
+def test_requester_org_sees_what_it_wrote_without_consent():
     visible = visible_references("Organization/ehr", _world(None))
     assert {"Task/t1", "ServiceRequest/sr1", "QuestionnaireResponse/qr1",
             "Condition/c1"} <= visible

@@ -13,6 +13,8 @@ from tests.live import FhirHttp
 from tests.samples import sample
 from tests.snapshot import db_snapshot
 
+pytestmark = pytest.mark.usefixtures("sample_world")
+
 
 def urn() -> str:
     return f"urn:uuid:{uuid.uuid4()}"

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from tests.live import FhirHttp
 from tests.samples import sample
+
+pytestmark = pytest.mark.usefixtures("sample_world")
 
 
 def test_parallel_if_match_exactly_one_wins(server):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fhir_server.auth.context import SYSTEM
 from fhir_server.directory_cli import import_path, import_tables
 from fhir_server.errors import FhirError
 from fhir_server.interactions.context import Call
@@ -21,7 +22,8 @@ SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "directory" / "hsds-
 
 
 def _call(server) -> Call:
-    return Call(services=server.app.extensions["fhir_services"], base_url=server.base)
+    return Call(services=server.app.extensions["fhir_services"], base_url=server.base,
+                access=SYSTEM)
 
 
 def _tables() -> dict:

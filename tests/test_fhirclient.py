@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from fhirclient import client
 from fhirclient.models import humanname, patient, task
 from fhirclient.models.fhirreference import FHIRReference
+
+pytestmark = pytest.mark.usefixtures("sample_world")
 
 
 def _smart(server) -> client.FHIRClient:
@@ -37,9 +40,9 @@ def test_fhirclient_create_read_update_search(server):
 
 def test_fhirclient_task_with_references(server):
     smart = _smart(server)
-    ref = FHIRReference({"reference": "Patient/abc"})
+    ref = FHIRReference({"reference": "Patient/p1"})
     t = task.Task({"status": "requested", "intent": "order"})
     t.for_fhir = ref
     created = t.create(smart.server)
     fetched = task.Task.read(created["id"], smart.server)
-    assert fetched.status == "requested" and fetched.for_fhir.reference == "Patient/abc"
+    assert fetched.status == "requested" and fetched.for_fhir.reference == "Patient/p1"

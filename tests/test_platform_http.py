@@ -120,7 +120,7 @@ def test_full_platform_referral(platform_server, world):
     sub = w.put(moved(sub, "in-progress"), w.cbo).json()
     assert read(server, source)["status"] == "in-progress"
 
-    procedure = w.procedure(w.patient_ref, f"ServiceRequest/{sr['id']}")
+    procedure = w.procedure(w.patient_ref, f"ServiceRequest/{sr['id']}", performers=(w.cbo,))
     done = w.put(moved(sub, "completed", procedure), w.cbo).json()
     assert done["status"] == "completed"
     final = read(server, source)

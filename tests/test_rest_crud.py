@@ -8,8 +8,10 @@ import pytest
 
 from tests.samples import REFERRAL_TYPES, sample
 
+pytestmark = pytest.mark.usefixtures("sample_world")
 
-@pytest.mark.parametrize("res_type", REFERRAL_TYPES)
+
+@pytest.mark.parametrize("res_type", [t for t in REFERRAL_TYPES if t != "AuditEvent"])
 def test_referral_type_create_read_update_delete(server, res_type):
     created = server.post(res_type, sample(res_type))
     assert created.status_code == 201
@@ -147,3 +149,13 @@ def test_json_patch(server):
                                 headers={"Content-Type": "application/fhir+json"})
     assert wrong_type.status_code == 415
     assert server.get(f"Task/{rid}").json()["meta"]["versionId"] == "2"
+
+
+def test_audit_events_are_written_by_the_server_only(server):
+    """The audit log is append-only and server-written (fhir_server/auth/README.md)."""
+    for resp in (server.post("AuditEvent", sample("AuditEvent")),
+                 server.put("AuditEvent/x", dict(sample("AuditEvent"), id="x")),
+                 server.delete("AuditEvent/x")):
+        assert resp.status_code == 405, resp.text
+        assert resp.json()["resourceType"] == "OperationOutcome"
+        assert resp.headers["Allow"] == "GET"

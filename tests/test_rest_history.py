@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.samples import sample
+
+pytestmark = pytest.mark.usefixtures("sample_world")
 
 
 def _follow(server, bundle):

@@ -25,6 +25,8 @@ from subscriptions.topics import (
 from tests.samples import sample
 from tests.snapshot import db_snapshot
 
+pytestmark = pytest.mark.usefixtures("sample_world")
+
 BP = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 TOPIC_CODE = "http://hl7.org/fhir/fhir-types|SubscriptionTopic"
 WAIT = 15.0
@@ -93,8 +95,15 @@ def task(org: str, **changes: Any) -> dict[str, Any]:
     return sample("Task", owner={"reference": f"Organization/{org}"}, **changes)
 
 
+def ensure_org(server, org: str) -> None:
+    """Organization/<org> exists (Tasks owned by it may then reference it)."""
+    resp = server.put(f"Organization/{org}", sample("Organization", id=org, name=f"Org {org}"))
+    assert resp.status_code in (200, 201), resp.text
+
+
 def create_active(server, receiver: HookReceiver, org: str, **kw: Any) -> dict[str, Any]:
     """POST a Subscription, wait for its handshake and for `active`; return the stored body."""
+    ensure_org(server, org)
     resp = server.post("Subscription", subscription(receiver.url, org, **kw))
     assert resp.status_code == 201, resp.text
     created = resp.json()
@@ -210,6 +219,7 @@ def test_every_rest_write_notifies_in_order(server, worker, receiver):
     assert handshake.param("status") == "requested"
     assert handshake.headers["Content-Type"] == "application/fhir+json"
 
+    ensure_org(server, "someone-else")
     created = server.post("Task", task(org)).json()
     tid = created["id"]
     server.put(f"Task/{tid}", dict(created, status="accepted"))
@@ -350,6 +360,8 @@ def test_filter_kinds_select_the_right_subscriptions(server, receiver):
         "code": ((f"Task?code=approve&requester=Organization/{org}",), 2),
         "two-exts": ((f"Task?owner=Organization/{org}", "Task?owner=Organization/x"), 0),
     }
+    ensure_org(server, org)
+    ensure_org(server, "elsewhere")
     ids = {}
     for name, (filters, _n) in cases.items():
         resp = server.post("Subscription", subscription(receiver.url, org, filters=filters))

@@ -112,10 +112,15 @@ class Referrals:
                 "authoredOn": "2026-11-01T10:00:00Z"}
         return self.create(body, org)
 
-    def procedure(self, patient: str, service_request: str, status: str = "completed") -> str:
+    def procedure(self, patient: str, service_request: str, status: str = "completed",
+                  performers: tuple[str, ...] = ()) -> str:
+        """An outcome Procedure; `performers` (organizations) may read it, so they may
+        reference it (a write may only reference what its writer may read)."""
         body = {"resourceType": "Procedure", "status": status, "subject": ref(patient),
                 "basedOn": [ref(service_request)], "performedDateTime": "2026-11-20",
                 "code": {"coding": [{"system": SNOMED, "code": "75516001"}]}}
+        if performers:
+            body["performer"] = [{"actor": ref(org)} for org in performers]
         return "Procedure/" + self.create(body)["id"]
 
     @staticmethod
@@ -214,7 +219,10 @@ def world(parties):
     w.third, w.platform = w.org("Other CBO"), w.org("Coordination Platform")
     w.patient_ref = w.patient()
     w.sr = w.service_request(w.patient_ref, w.requester)
-    w.proc = w.procedure(w.patient_ref, f"ServiceRequest/{w.sr['id']}")
+    w.proc = w.procedure(w.patient_ref, f"ServiceRequest/{w.sr['id']}",
+                         performers=(w.owner, w.platform, w.requester, w.third))
+    # the source Task a platform's sub-Tasks are part of (the platform owns it)
+    w.source_task = "Task/" + w.task(w.sr, w.requester, w.platform)["id"]
     return w
 
 
@@ -233,7 +241,7 @@ def _role_setup(w: Referrals, role: str) -> tuple[str, str, str, dict]:
     if role == "platform-owner":  # the platform owns the source Task
         return w.requester, w.platform, w.platform, {}
     # the platform requested a sub-Task of a source Task
-    return w.platform, w.owner, w.platform, {"partOf": [ref("Task/source-task")]}
+    return w.platform, w.owner, w.platform, {"partOf": [ref(w.source_task)]}
 
 
 def _expected(role: str, old: str, new: str) -> int:
@@ -492,7 +500,8 @@ def test_create_for_inactive_service_request_refused(world, server):
 @pytest.mark.parametrize("sr_status", ["revoked", "completed"])
 def test_service_request_end_cancels_open_tasks(world, server, sr_status):
     sr = world.service_request(world.patient_ref, world.requester)
-    proc = world.procedure(world.patient_ref, f"ServiceRequest/{sr['id']}")
+    proc = world.procedure(world.patient_ref, f"ServiceRequest/{sr['id']}",
+                           performers=(world.owner,))
     open_task = world.task(sr, world.requester, world.owner, "in-progress", proc)
     done = world.task(sr, world.requester, world.owner, "completed", proc)
     third = server.put(f"ServiceRequest/{sr['id']}", {**sr, "status": sr_status},

@@ -22,6 +22,8 @@ from tests.live import assert_valid_fhir
 from tests.samples import sample
 from tests.snapshot import db_snapshot
 
+pytestmark = pytest.mark.usefixtures("sample_world")
+
 XML = "application/fhir+xml"
 JSON = "application/fhir+json"
 XML_IO = {"Accept": XML, "Content-Type": XML}

@@ -1,9 +1,14 @@
 """Pure builders of FHIR R4 `AuditEvent` and `Provenance` resources (dict in, dict out).
 
-Who: the user's fhirUser (Practitioner) and the OAuth client (an Application agent whose
-identifier system is `CLIENT_ID_SYSTEM`), acting for their Organization. What: entity
-references (and the search query, base64). When: `recorded`. Outcome: `0` success,
-`4` minor failure (denied: 401/403/404 by policy), `8` serious failure.
+AuditEvents follow the IHE Basic Audit Log Patterns (BALP 1.1) for RESTful interactions:
+`meta.profile` names the pattern (Read, Query, Create, Update, Delete, and their Patient*
+forms when a patient is identifiable); `type` rest, `subtype` the restful-interaction
+code, `action`; agents: the user (fhirUser, `requestor`, the token id as `policy`), the
+client (Source Role ID, its client_id, the network address), the server (Destination
+Role ID) and the Organization they act for; entities: the patient(s) (Person / Patient
+role), the resources (System Object / Domain Resource) and, for searches, the query
+(base64, role Query). When: `recorded`. Outcome: `0` success, `4` minor failure (denied:
+401/403/404 by policy), `8` serious failure.
 """
 
 from __future__ import annotations
@@ -40,6 +45,13 @@ _RESTFUL = {  # our interaction names -> http://hl7.org/fhir/restful-interaction
 }
 OUTCOME_SUCCESS, OUTCOME_DENIED, OUTCOME_FAILED = "0", "4", "8"
 
+BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
+_BALP_PATTERN = {"R": "Read", "E": "Query", "C": "Create", "U": "Update", "D": "Delete"}
+_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+_OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+_USER_AGENT = "https://profiles.ihe.net/ITI/BALP/CodeSystem/UserAgentTypes"
+
 
 def now_instant(ts: float | None = None) -> str:
     """An R4 instant (UTC, milliseconds)."""
@@ -53,8 +65,8 @@ def _agents(ctx: AccessContext | None, client_id: str | None, address: str | Non
     if ctx is not None and ctx.fhir_user:
         user_agent: dict[str, Any] = {
             "type": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                "code": "AUT", "display": "author (originator)",
+                "system": _USER_AGENT, "code": "UserOauthAgent",
+                "display": "User OAuth Agent participant",
             }]},
             "who": {"reference": ctx.fhir_user, "display": ctx.user or ctx.fhir_user},
             "requestor": True,
@@ -65,10 +77,7 @@ def _agents(ctx: AccessContext | None, client_id: str | None, address: str | Non
         agents.append(user_agent)
     cid = client_id or (ctx.client_id if ctx else None)
     app: dict[str, Any] = {
-        "type": {"coding": [{
-            "system": "http://dicom.nema.org/resources/ontology/DCM",
-            "code": "110150", "display": "Application",
-        }]},
+        "type": {"coding": [{"system": _DCM, "code": "110153", "display": "Source Role ID"}]},
         "who": {"identifier": {"system": CLIENT_ID_SYSTEM, "value": cid or "unknown"}},
         "requestor": not agents,
         **({} if agents else network),
@@ -100,11 +109,14 @@ def build_audit_event(
     address: str | None = None,
     recorded: float | None = None,
     authentication: bool = False,
+    patients: list[str] | None = None,
+    server: str | None = None,
 ) -> dict[str, Any]:
     """An AuditEvent for one FHIR interaction (or, `authentication=True`, a token request).
 
-    `entities` are references ("Task/1" or "Task/1/_history/2"); `query` is the raw search
-    query string (stored base64 in `entity.query`, as R4 requires).
+    `entities` are references ("Task/1" or "Task/1/_history/2"); `patients` the Patient
+    references the interaction identifies; `query` is the raw search query string (stored
+    base64 in `entity.query`, as R4 requires); `server` this server's FHIR base.
     """
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
@@ -113,7 +125,10 @@ def build_audit_event(
         "action": "E" if authentication else _ACTION.get(interaction, "E"),
         "recorded": now_instant(recorded),
         "outcome": outcome,
-        "agent": _agents(ctx, client_id, address),
+        "agent": _agents(ctx, client_id, address) + [{
+            "type": {"coding": [{"system": _DCM, "code": "110152",
+                                 "display": "Destination Role ID"}]},
+            "who": {"display": server or SOFTWARE_NAME}, "requestor": False}],
         "source": {
             "observer": {"display": SOFTWARE_NAME},
             "type": [{
@@ -131,25 +146,28 @@ def build_audit_event(
         event["subtype"] = [{"system": "urn:x-mh-referral:auth-event", "code": interaction}]
     if description:
         event["outcomeDesc"] = description
-    items: list[dict[str, Any]] = []
+    items: list[dict[str, Any]] = [{
+        "what": {"reference": ref},
+        "type": {"system": _ENTITY_TYPE, "code": "1", "display": "Person"},
+        "role": {"system": _OBJECT_ROLE, "code": "1", "display": "Patient"},
+    } for ref in dict.fromkeys(patients or [])]
     for ref in entities or []:
         items.append({
             "what": {"reference": ref},
-            "type": {
-                "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                "code": "2", "display": "System Object",
-            },
+            "type": {"system": _ENTITY_TYPE, "code": "2", "display": "System Object"},
+            "role": {"system": _OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
         })
-    if query:
+    if query is not None:
         items.append({
-            "type": {
-                "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                "code": "2", "display": "System Object",
-            },
+            "type": {"system": _ENTITY_TYPE, "code": "2", "display": "System Object"},
+            "role": {"system": _OBJECT_ROLE, "code": "24", "display": "Query"},
             "query": base64.b64encode(query.encode()).decode(),
         })
     if items:
         event["entity"] = items
+    if not authentication:
+        pattern = _BALP_PATTERN.get(event["action"], "Query")
+        event["meta"] = {"profile": [BALP + ("Patient" if patients else "") + pattern]}
     return event
 
 

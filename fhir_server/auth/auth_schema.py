@@ -26,6 +26,8 @@ clients = Table(
     Column("launch_uri", Text, nullable=True),
     Column("active", Boolean, nullable=False, default=True),
     Column("created", BigInteger, nullable=False),
+    # a resource server may introspect any client's tokens; other clients only their own
+    Column("resource_server", Boolean, nullable=False, default=False),
 )
 
 users = Table(
@@ -91,8 +93,11 @@ tokens = Table(  # access and refresh tokens
     Column("issued", BigInteger, nullable=False),
     Column("expires", BigInteger, nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
+    Column("username", String(200), nullable=True),  # the user a user token acts for
 )
 Index("ix_auth_tokens_grant", tokens.c.grant_id)
+Index("ix_auth_tokens_client", tokens.c.client_id)
+Index("ix_auth_tokens_username", tokens.c.username)
 
 used_jti = Table(
     "auth_used_jti",
@@ -122,3 +127,21 @@ audit_log = Table(  # AuditEvents of the authorization layer (denials, token gra
     Column("body", Text, nullable=False),  # AuditEvent JSON
 )
 Index("ix_auth_audit_recorded", audit_log.c.recorded)
+
+audit_links = Table(  # what each AuditEvent names: for AuditEvent?entity=, ?agent=, ?patient=
+    "auth_audit_links",
+    metadata,
+    Column("seq", Integer, primary_key=True),
+    Column("kind", String(8), primary_key=True),  # entity | agent | patient
+    Column("ref", String(300), primary_key=True),  # Type/id, or a client id for agents
+)
+Index("ix_auth_audit_links_ref", audit_links.c.kind, audit_links.c.ref, audit_links.c.seq)
+
+login_attempts = Table(  # failed sign-ins per account ("user:x") and per address ("addr:ip")
+    "auth_login_attempts",
+    metadata,
+    Column("key", String(300), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("window_start", BigInteger, nullable=False),
+    Column("locked_until", BigInteger, nullable=False),
+)

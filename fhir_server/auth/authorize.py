@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import orjson
 from sqlalchemy import delete, insert, select
 
+from fhir_server.auth import login_store
 from fhir_server.auth.auth_schema import codes, launches, pending, sessions
 from fhir_server.auth.discovery import AuthUrls
 from fhir_server.auth.registry import Client, User, get_client, get_user
@@ -148,16 +149,38 @@ def drop_pending(db: Database, rid: str) -> None:
 
 
 # -- sessions ---------------------------------------------------------------------------
-def login(db: Database, username: str, password: str) -> tuple[str, User] | None:
-    """Check credentials; on success create a session and return (session id, user)."""
+class LockedOut(Exception):
+    """Too many failed sign-ins for this account or address: try again later."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(f"locked for {seconds} s")
+        self.seconds = seconds
+
+
+def login(db: Database, username: str, password: str, *, address: str | None = None,
+          throttle: login_store.Throttle = login_store.Throttle()) -> tuple[str, User] | None:
+    """Check credentials; on success create a session and return (session id, user).
+    Failures count against the account and the address; a locked one raises LockedOut
+    (even with the right password)."""
     from fhir_server.auth.passwords import verify_password
 
+    keys = [login_store.account_key(username)] + (
+        [login_store.address_key(address)] if address else [])
     with db.read() as conn:
         user = get_user(conn, username)
+        wait = login_store.locked_for(conn, keys)
+    if wait:
+        raise LockedOut(wait)
     if not verify_password(password, user.password_hash if user else None) or user is None:
+        with db.write() as conn:
+            login_store.record_failure(conn, keys[0], throttle.max_failures, throttle)
+            if address:
+                login_store.record_failure(conn, keys[1], throttle.max_failures
+                                           * login_store.ADDRESS_FACTOR, throttle)
         return None
     sid = new_secret()
     with db.write() as conn:
+        login_store.clear(conn, keys[0])
         conn.execute(delete(sessions).where(sessions.c.expires < time.time()))
         conn.execute(insert(sessions).values(
             sid_hash=digest(sid), username=user.username,

@@ -12,8 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fhir_server.auth import login_store
 from fhir_server.auth.demo_tokens import fetch_token, generate_key_pair
-from fhir_server.auth.registry import save_client, save_user
+from fhir_server.auth.registry import (
+    deactivate_client,
+    deactivate_user,
+    save_client,
+    save_user,
+)
 from fhir_server.storage.db import Database
 
 
@@ -46,8 +52,10 @@ def add_client(
     redirect_uris: list[str] | tuple[str, ...] = (),
     launch_uri: str | None = None,
     name: str | None = None,
+    resource_server: bool = False,
 ) -> str:
-    """Register (or replace) a client; exactly one credential kind. Returns the client kind."""
+    """Register (or replace) a client; exactly one credential kind. Returns the client kind.
+    Replacing a registration revokes the client's tokens."""
     given = [x is not None for x in (jwks, jwks_url, secret)] + [public]
     if sum(given) != 1:
         raise ValueError("give exactly one of --jwks, --jwks-url, --secret-file, --public")
@@ -57,7 +65,7 @@ def add_client(
     with db.write() as conn:
         save_client(conn, client_id=client_id, kind=kind, organization=organization, scope=scope,
                     secret=secret, jwks=jwks, jwks_url=jwks_url, redirect_uris=redirect_uris,
-                    launch_uri=launch_uri, name=name)
+                    launch_uri=launch_uri, name=name, resource_server=resource_server)
     return kind
 
 
@@ -104,9 +112,36 @@ def _clients_add(args: argparse.Namespace, db: Database) -> int:
     kind = add_client(db, args.client_id, args.organization, args.scope, jwks=jwks,
                       jwks_url=args.jwks_url, secret=secret, public=args.public,
                       redirect_uris=args.redirect_uri or [], launch_uri=args.launch_uri,
-                      name=args.name)
+                      name=args.name, resource_server=args.resource_server)
     print(f"client {args.client_id} saved ({kind}, {args.organization})")
     return 0
+
+
+def _users_deactivate(args: argparse.Namespace, db: Database) -> int:
+    with db.write() as conn:
+        found = deactivate_user(conn, args.username)
+    print(f"user {args.username} deactivated; tokens revoked, sessions ended" if found
+          else f"no user {args.username}")
+    return 0 if found else 1
+
+
+def _users_unlock(args: argparse.Namespace, db: Database) -> int:
+    if not (args.username or args.address):
+        raise ValueError("give --username and/or --address")
+    keys = ([login_store.account_key(args.username)] if args.username else []) + (
+        [login_store.address_key(args.address)] if args.address else [])
+    with db.write() as conn:
+        cleared = [key for key in keys if login_store.clear(conn, key)]
+    print(f"unlocked: {', '.join(cleared)}" if cleared else "nothing was locked")
+    return 0
+
+
+def _clients_deactivate(args: argparse.Namespace, db: Database) -> int:
+    with db.write() as conn:
+        found = deactivate_client(conn, args.client_id)
+    print(f"client {args.client_id} deactivated; its tokens are revoked" if found
+          else f"no client {args.client_id}")
+    return 0 if found else 1
 
 
 def _clients_load(args: argparse.Namespace, db: Database) -> int:
@@ -143,6 +178,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     ua.add_argument("--practitioner-role", help="PractitionerRole/ID")
     ua.add_argument("--admin", action="store_true", help="may read the audit log")
     ua.set_defaults(auth_handler=_users_add)
+    ud = users_sub.add_parser("deactivate", help="deactivate a user: tokens revoked at once")
+    ud.add_argument("--username", required=True)
+    ud.set_defaults(auth_handler=_users_deactivate)
+    uu = users_sub.add_parser("unlock", help="lift a sign-in lockout")
+    uu.add_argument("--username", help="the locked account")
+    uu.add_argument("--address", help="the locked network address")
+    uu.set_defaults(auth_handler=_users_unlock)
 
     clients = subparsers.add_parser("clients", help="manage OAuth clients")
     clients_sub = clients.add_subparsers(dest="clients_command", required=True)
@@ -158,7 +200,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     ca.add_argument("--redirect-uri", action="append", help="repeatable")
     ca.add_argument("--launch-uri", help="the app's EHR-launch URL")
     ca.add_argument("--name", help="display name on the approval page")
+    ca.add_argument("--resource-server", action="store_true",
+                    help="may introspect other clients' tokens")
     ca.set_defaults(auth_handler=_clients_add)
+    cd = clients_sub.add_parser("deactivate", help="deactivate a client: tokens revoked at once")
+    cd.add_argument("--client-id", required=True)
+    cd.set_defaults(auth_handler=_clients_deactivate)
     cl = clients_sub.add_parser("load", help="register clients from a JSON config file")
     cl.add_argument("file")
     cl.set_defaults(auth_handler=_clients_load)

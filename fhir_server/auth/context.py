@@ -67,3 +67,7 @@ DEVELOPMENT = AccessContext(
     client_id="auth-off", scopes=parse_scopes("system/*.cruds"), is_admin=True, auth_disabled=True
 )
 """Context used for every request when FHIR_SERVER_AUTH=off (local development only)."""
+
+NOBODY = AccessContext(client_id=None)
+"""Context of a call that carries no identity: no scope, so every check fails (fail closed).
+Server code that must read or write without restriction says so with `SYSTEM`."""

@@ -235,13 +235,16 @@ class TokenService:
         }
 
 
-def introspect(db: Database, urls: AuthUrls, token: str) -> dict[str, Any]:
-    """RFC 7662 / SMART introspection response for an access or refresh token."""
+def introspect(db: Database, urls: AuthUrls, token: str, *, caller: str,
+               resource_server: bool = False) -> dict[str, Any]:
+    """RFC 7662 / SMART introspection response for an access or refresh token. A client
+    learns only about its own tokens (`caller`); a registered resource server about any.
+    Anything else is answered `{"active": false}`, like an unknown token."""
     if not token:
         raise invalid_request("token is required")
     with db.read() as conn:
         record = lookup_token(conn, token)
-    if record is None:
+    if record is None or (record.client_id != caller and not resource_server):
         return {"active": False}
     g = record.grant
     body: dict[str, Any] = {

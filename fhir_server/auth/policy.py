@@ -18,8 +18,9 @@ Two questions:
   `_has`, history, operations, notifications) over `res_type` be narrowed? Returns a
   `SearchRestriction` that storage turns into SQL *before* running the query.
 
-The organization part (`referral_compartment.py`) applies to every context with an
-`organization` that is not an administrator or SYSTEM.
+The organization part (`referral_compartment.py`: what the organization wrote, its
+patients, and the referral compartment) applies to every context with an `organization`
+that is not an administrator or SYSTEM.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 from fhir_server.auth.context import AccessContext
 from fhir_server.auth.granular import compartment_params, in_patient_compartment, matches
-from fhir_server.auth.referral_compartment import REFERRAL_RULES, SHARED_TYPES, Rule
+from fhir_server.auth.referral_compartment import SHARED_TYPES, Rule, organization_rules
 from fhir_server.auth.scopes import INTERACTION_LETTER, Scope, matching_scopes
 from fhir_server.errors import FhirError, not_found
 
@@ -180,7 +181,7 @@ def restrict_for(ctx: AccessContext, res_type: str, interaction: str = "search-t
         return SearchRestriction(res_type, True, _tuple(alternatives))
     if res_type in SHARED_TYPES:
         return SearchRestriction(res_type, True, _tuple(alternatives), organization, (), True)
-    rules = REFERRAL_RULES.get(res_type)
+    rules = organization_rules(res_type)
     if not rules:
         return SearchRestriction(res_type, allowed=False, organization=organization)
     return SearchRestriction(res_type, True, _tuple(alternatives), organization, rules)

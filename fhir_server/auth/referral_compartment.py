@@ -1,47 +1,66 @@
-"""The organization policy's referral compartment: which resources an Organization may see.
+"""The organization policy as data: which resources staff of Organization O may see.
 
-A partner (client or user bound to Organization/O) sees exactly:
+A partner (a Backend Services client or a user bound to Organization/O) sees exactly:
 
-1. Directory data (`SHARED_TYPES`): Organization, Practitioner, PractitionerRole,
-   HealthcareService, Location, Endpoint, Questionnaire, ... (no patient data).
-2. **Task** whose `owner` or `requester` is one of O's references ("org refs": Organization/O,
-   every PractitionerRole whose `organization` is O and every HealthcareService whose
-   `providedBy` is O; see `ORG_MEMBERS`).
-3. **ServiceRequest** that a visible Task focuses on (`Task.focus`), or whose `requester`
-   or `performer` is an org ref.
-4. Resources referenced by a visible Task or ServiceRequest through the paths of
-   `REFERRAL_RULES` (patient, consent, screening QuestionnaireResponse and Observations,
-   conditions, goals, encounter, the referral outcome Procedure).
-5. Nothing else (fail closed: AuditEvent, Provenance, Subscription and unknown types are
-   not in the compartment; administrators and SYSTEM are not narrowed).
+1. **Directory data** (`SHARED_TYPES`): Organization, Practitioner, PractitionerRole,
+   HealthcareService, Location, Endpoint, Questionnaire and the conformance resources.
+2. **What O wrote** (`WrittenBy`): every resource whose first version was written by O's
+   staff or clients (`resources.author_org`), whatever its type (AuditEvent excepted:
+   administrators only).
+3. **O's patients**: a Patient whose `managingOrganization` is O, or who is referenced by a
+   live resource that O wrote (`SubjectOfOwnRecord`: O screened, referred or served them).
+4. **The referral compartment**, for data from other organizations:
+   * Task whose `owner` or `requester` is one of O's references ("org refs": Organization/O,
+     every PractitionerRole whose `organization` is O and every HealthcareService whose
+     `providedBy` is O);
+   * ServiceRequest that a visible Task focuses on, or whose `requester` or `performer` is
+     one of O's references;
+   * what a visible Task or ServiceRequest references: Patient, Consent, and (consent-gated)
+     the screening QuestionnaireResponse, Observations, Conditions, Goals,
+     DocumentReferences and Encounter; the outcome Procedure.
+5. Nothing else (fail closed). Administrators without an organization and SYSTEM are not
+   narrowed.
 
-Consent rule (edges marked `consent_gated`): clinical details reachable only through a
-ServiceRequest are visible to O when O is that ServiceRequest's requester, or when the
-ServiceRequest's `supportingInfo` references a Consent whose `status` is `active`. Without
-such a Consent the recipient still sees the Task, the ServiceRequest itself (what the
-referral carries), the Patient and the Consent, but not the QR/Observations/Conditions/
-Goals/Encounter.
+**Consent rule** (edges marked `consent_gated`): clinical details reachable only through
+a ServiceRequest that O did not write are visible when that ServiceRequest's
+`supportingInfo` references a Consent with `status` active written by the same
+organization as the ServiceRequest (so a recipient cannot grant itself consent by adding
+its own Consent). What O wrote itself needs no consent (rule 2).
 
-`REFERRAL_RULES` is data the storage layer turns into SQL (EXISTS sub-queries over its
-reference index; the rule graph has no cycles). `visible_references` is the pure reference
-implementation, used by tests and wherever resources are already in memory.
+**References are capabilities.** Every write may only reference resources the writer may
+read (`fhir_server/interactions/reference_check.py`), so every edge these rules follow
+was visible to its author when it was written: nobody can pull another organization's
+data into its compartment by writing a crafted reference.
+
+These rules are data that `fhir_server/interactions/access.py` compiles into SQL (EXISTS
+sub-queries over the reference index, evaluated before paging). The rule graph has no
+cycles. An independent statement of the same rules, used as the oracle of the property
+test, is `tests/access_model.py`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
-
-from fhirpathpy import compile as fp_compile
-from fhirpathpy.models import models
 
 SHARED_TYPES = frozenset({
     "Organization", "Practitioner", "PractitionerRole", "HealthcareService", "Location",
     "Endpoint", "Questionnaire", "ValueSet", "CodeSystem", "StructureDefinition",
     "SearchParameter", "CapabilityStatement", "OperationDefinition", "ActivityDefinition",
-    "PlanDefinition", "Library",
+    "PlanDefinition", "Library", "Measure",
 })
+
+#: Types only administrators (and SYSTEM) may read, whoever wrote them.
+ADMIN_ONLY_TYPES = frozenset({"AuditEvent"})
+
+
+@dataclass(frozen=True)
+class WrittenBy:
+    """The organization wrote the resource (its `author_org`)."""
+
+
+@dataclass(frozen=True)
+class SubjectOfOwnRecord:
+    """A live resource the organization wrote references this one (its patient)."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +79,11 @@ class ReferencedBy:
     consent_gated: bool = False
 
 
-Rule = OrgRef | ReferencedBy
+Rule = WrittenBy | SubjectOfOwnRecord | OrgRef | ReferencedBy
 
 _SR_CLINICAL = "ServiceRequest.supportingInfo | ServiceRequest.reasonReference"
 
+#: The referral compartment: data of other organizations reachable through referrals.
 REFERRAL_RULES: dict[str, tuple[Rule, ...]] = {
     "Task": (OrgRef("Task.owner"), OrgRef("Task.requester")),
     "ServiceRequest": (
@@ -72,6 +92,8 @@ REFERRAL_RULES: dict[str, tuple[Rule, ...]] = {
         OrgRef("ServiceRequest.performer"),
     ),
     "Patient": (
+        OrgRef("Patient.managingOrganization"),
+        SubjectOfOwnRecord(),
         ReferencedBy("ServiceRequest", "ServiceRequest.subject"),
         ReferencedBy("Task", "Task.for"),
     ),
@@ -88,74 +110,14 @@ REFERRAL_RULES: dict[str, tuple[Rule, ...]] = {
     ),
 }
 
-#: Order in which the pure evaluator resolves types (sources before targets).
-_ORDER = ("Task", "ServiceRequest", "Patient", "Consent", "QuestionnaireResponse",
-          "Observation", "Condition", "Goal", "DocumentReference", "Encounter", "Procedure")
-
-
-@lru_cache(maxsize=256)
-def _path(expr: str) -> Callable[[dict], list]:
-    return fp_compile(expr, models["r4"])
-
-
-def _refs(resource: dict, expr: str) -> set[str]:
-    out = set()
-    for value in _path(expr)(resource):
-        ref = value.get("reference") if isinstance(value, dict) else None
-        if ref:
-            out.add("/".join(ref.split("/_history/")[0].split("/")[-2:]))
-    return out
-
-
-def _key(resource: dict) -> str:
-    return f"{resource.get('resourceType')}/{resource.get('id')}"
-
-
 #: Resources that stand for their organization: (type, path to the organization).
 ORG_MEMBERS = (("PractitionerRole", "PractitionerRole.organization"),
                ("HealthcareService", "HealthcareService.providedBy"))
 
 
-def org_refs(organization: str, resources: Iterable[dict]) -> set[str]:
-    """Organization/O plus every PractitionerRole (`organization`) and HealthcareService
-    (`providedBy`) of O."""
-    refs = {organization}
-    for res in resources:
-        for res_type, path in ORG_MEMBERS:
-            if res.get("resourceType") == res_type and organization in _refs(res, path):
-                refs.add(_key(res))
-    return refs
-
-
-def consent_active(service_request: dict, by_ref: dict[str, dict]) -> bool:
-    """Does the ServiceRequest's supportingInfo reference an active Consent?"""
-    for ref in _refs(service_request, "ServiceRequest.supportingInfo"):
-        consent = by_ref.get(ref)
-        if ref.startswith("Consent/") and consent and consent.get("status") == "active":
-            return True
-    return False
-
-
-def visible_references(organization: str, resources: Iterable[dict]) -> set[str]:
-    """The "Type/id" of every given resource in `organization`'s referral compartment."""
-    items = list(resources)
-    by_ref = {_key(r): r for r in items}
-    mine = org_refs(organization, items)
-    visible: set[str] = {k for k, r in by_ref.items() if r.get("resourceType") in SHARED_TYPES}
-    for res_type in _ORDER:
-        for rule in REFERRAL_RULES[res_type]:
-            if isinstance(rule, OrgRef):
-                for key, res in by_ref.items():
-                    if res.get("resourceType") == res_type and _refs(res, rule.path) & mine:
-                        visible.add(key)
-                continue
-            for key, source in by_ref.items():
-                if key not in visible or source.get("resourceType") != rule.source_type:
-                    continue
-                if rule.consent_gated and not (
-                    _refs(source, "ServiceRequest.requester") & mine
-                    or consent_active(source, by_ref)
-                ):
-                    continue
-                visible.update(r for r in _refs(source, rule.path) if r.startswith(res_type + "/"))
-    return {k for k in visible if k in by_ref}
+def organization_rules(res_type: str) -> tuple[Rule, ...]:
+    """The rules that make a `res_type` resource visible to an organization (any one
+    suffices); empty for types no organization may read. Shared types need none."""
+    if res_type in ADMIN_ONLY_TYPES:
+        return ()
+    return (WrittenBy(), *REFERRAL_RULES.get(res_type, ()))

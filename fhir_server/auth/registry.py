@@ -8,11 +8,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
-from fhir_server.auth.auth_schema import clients, users
+from fhir_server.auth.auth_schema import clients, sessions, users
 from fhir_server.auth.passwords import hash_password
 from fhir_server.auth.scopes import ScopeSet, parse_scopes
+from fhir_server.auth.tokens import revoke_client_tokens, revoke_user_tokens
 
 CLIENT_KINDS = ("public", "symmetric", "asymmetric")
 _REF = {
@@ -36,6 +37,7 @@ class Client:
     redirect_uris: tuple[str, ...]
     launch_uri: str | None
     name: str | None = None
+    resource_server: bool = False
 
     @property
     def confidential(self) -> bool:
@@ -82,6 +84,7 @@ def get_client(conn: Connection, client_id: str) -> Client | None:
         redirect_uris=tuple(json.loads(row.redirect_uris or "[]")),
         launch_uri=row.launch_uri,
         name=row.name,
+        resource_server=bool(row.resource_server),
     )
 
 
@@ -111,8 +114,10 @@ def save_client(
     redirect_uris: list[str] | tuple[str, ...] = (),
     launch_uri: str | None = None,
     name: str | None = None,
+    resource_server: bool = False,
 ) -> None:
-    """Insert or replace a client registration (validated; ValueError on bad input)."""
+    """Insert or replace a client registration (validated; ValueError on bad input).
+    Replacing a registration revokes the client's tokens: they carried the old one."""
     if kind not in CLIENT_KINDS:
         raise ValueError(f"client kind must be one of {CLIENT_KINDS}")
     check_reference("organization", organization)
@@ -130,6 +135,7 @@ def save_client(
     ):
         if not re.match(r"^https?://", uri):
             raise ValueError(f"not an absolute http(s) URI: {uri}")
+    revoke_client_tokens(conn, client_id)  # a re-registration starts with no live token
     conn.execute(delete(clients).where(clients.c.client_id == client_id))
     conn.execute(
         insert(clients).values(
@@ -145,6 +151,7 @@ def save_client(
             launch_uri=launch_uri,
             active=True,
             created=int(time.time()),
+            resource_server=resource_server,
         )
     )
 
@@ -168,6 +175,7 @@ def save_user(
     check_reference("organization", organization)
     if practitioner_role:
         check_reference("practitioner_role", practitioner_role)
+    end_user_access(conn, username)  # tokens and sessions carried the old registration
     conn.execute(delete(users).where(users.c.username == username))
     conn.execute(
         insert(users).values(
@@ -181,3 +189,25 @@ def save_user(
             created=int(time.time()),
         )
     )
+
+
+def end_user_access(conn: Connection, username: str) -> None:
+    """Revoke a user's tokens and end their sign-in sessions."""
+    revoke_user_tokens(conn, username)
+    conn.execute(delete(sessions).where(sessions.c.username == username))
+
+
+def deactivate_client(conn: Connection, client_id: str) -> bool:
+    """Deactivate a client and revoke its tokens at once; False if unknown."""
+    found = conn.execute(update(clients).where(clients.c.client_id == client_id)
+                         .values(active=False)).rowcount
+    revoke_client_tokens(conn, client_id)
+    return bool(found)
+
+
+def deactivate_user(conn: Connection, username: str) -> bool:
+    """Deactivate a user, revoke their tokens and end their sessions; False if unknown."""
+    found = conn.execute(update(users).where(users.c.username == username)
+                         .values(active=False)).rowcount
+    end_user_access(conn, username)
+    return bool(found)

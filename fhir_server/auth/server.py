@@ -12,6 +12,7 @@ from flask import Blueprint, Response, jsonify, redirect, request
 from sqlalchemy import Connection
 
 from fhir_server.auth import authorize as az
+from fhir_server.auth import login_store
 from fhir_server.auth.audit import (
     OUTCOME_DENIED,
     OUTCOME_SUCCESS,
@@ -26,12 +27,15 @@ from fhir_server.auth.errors import OAuthError
 from fhir_server.auth.grants import TokenService, introspect, revoke
 from fhir_server.auth.keys import load_keys
 from fhir_server.auth.pages import approval_page, error_page, login_page
-from fhir_server.auth.registry import Client, get_client
+from fhir_server.auth.registry import Client, User, get_client
 from fhir_server.auth.tokens import lookup_token
 from fhir_server.config import Settings
 from fhir_server.storage.db import Database
 
-PatientLookup = Callable[[str], list[dict[str, Any]]]
+# (signed-in user, free text) -> the patients that user may see: [{id, display, birthDate}]
+PatientLookup = Callable[[User, str], list[dict[str, Any]]]
+# (signed-in user, ["Type/id", ...]) -> the references among them that user may NOT read
+HiddenReferences = Callable[[User, list[str]], list[str]]
 SESSION_COOKIE = "mhr_auth_session"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 SMART_STYLE = {
@@ -46,8 +50,12 @@ _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _REF = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
 
 
-def _no_patients(_query: str) -> list[dict[str, Any]]:
+def _no_patients(_user: User, _query: str) -> list[dict[str, Any]]:
     return []
+
+
+def _all_hidden(_user: User, references: list[str]) -> list[str]:
+    return list(references)  # without a FHIR layer to ask, no launch context is allowed
 
 
 def create_auth_blueprint(
@@ -55,16 +63,21 @@ def create_auth_blueprint(
     settings: Settings,
     *,
     patient_lookup: PatientLookup = _no_patients,
+    hidden_references: HiddenReferences = _all_hidden,
     audit: AuditSink | None = None,
     jwks_fetcher: JwksFetcher | None = None,
 ) -> Blueprint:
     """The authorization server's routes (mount at the application root).
 
-    `patient_lookup(query)` powers the standalone-launch patient picker: it returns dicts
-    with `id`, `display` and optionally `birthDate` for a free-text query. `audit` receives
-    every AuditEvent (default: the `auth_audit_events` table).
+    `patient_lookup(user, query)` powers the standalone-launch patient picker: it returns
+    dicts with `id`, `display` and optionally `birthDate` for a free-text query, limited to
+    the patients the signed-in user may see. `hidden_references(user, refs)` names the
+    launch-context references (patient, encounter, fhirContext) the user may not read: a
+    launch never binds what its user could not open. `audit` receives every AuditEvent
+    (default: the `auth_audit_events` table).
     """
     sink = audit or db_sink(db)
+    throttle = login_store.Throttle(settings.login_max_failures, settings.login_lockout_seconds)
     fetcher = jwks_fetcher or JwksFetcher()
     bp = Blueprint("smart_auth", __name__)
     static = AuthUrls.from_settings(settings)
@@ -133,7 +146,7 @@ def create_auth_blueprint(
         if user is None or sid is None:
             return _html(login_page(f"{auth_path}/login", continue_url(rid)))
         query = request.args.get("q", "")
-        patients = patient_lookup(query) if (req.needs_patient and query) else []
+        patients = patient_lookup(user, query) if (req.needs_patient and query) else []
         with db.read() as conn:
             client = get_client(conn, req.client_id)
         return _html(approval_page(
@@ -150,7 +163,20 @@ def create_auth_blueprint(
         next_url = request.form.get("next", "")
         if not next_url.startswith(f"{auth_path}/") or "//" in next_url:
             next_url = f"{auth_path}/login"
-        result = az.login(db, request.form.get("username", ""), request.form.get("password", ""))
+        try:
+            result = az.login(db, request.form.get("username", ""),
+                              request.form.get("password", ""), address=request.remote_addr,
+                              throttle=throttle)
+        except az.LockedOut as locked:
+            audit_event("login", OUTCOME_DENIED,
+                        f"sign-in refused (locked out) for {request.form.get('username', '')!r}")
+            minutes = max(1, (locked.seconds + 59) // 60)
+            message = (f"Too many failed sign-ins. Try again in {minutes} minute"
+                       f"{'s' if minutes > 1 else ''}, or ask an administrator to unlock "
+                       "the account.")
+            resp = _html(login_page(f"{auth_path}/login", next_url, message), 429)
+            resp.headers["Retry-After"] = str(locked.seconds)
+            return resp
         if result is None:
             audit_event("login", OUTCOME_DENIED,
                         f"login failed for user {request.form.get('username', '')!r}")
@@ -200,7 +226,7 @@ def create_auth_blueprint(
         patient = None
         if req.needs_patient:
             patient = request.form.get("patient", "")
-            found = {p.get("id") for p in patient_lookup(request.form.get("q", ""))}
+            found = {p.get("id") for p in patient_lookup(user, request.form.get("q", ""))}
             if not patient or patient not in found:
                 return Response(error_page("invalid_request", "Choose a patient"), 400,
                                 mimetype="text/html")
@@ -228,6 +254,16 @@ def create_auth_blueprint(
             r for r in refs if not _REF.match(r) or r.split("/")[0] in ("Patient", "Encounter")]
         if bad:
             return Response(error_page("invalid_request", f"Invalid launch context: {bad[0]}"),
+                            400, mimetype="text/html")
+        wanted = ([f"Patient/{patient}"] if patient else []) + (
+            [f"Encounter/{encounter}"] if encounter else []) + refs
+        hidden = hidden_references(user, wanted) if wanted else []
+        if hidden:  # the same answer for hidden and missing: nothing leaks
+            audit_event("launch", OUTCOME_DENIED,
+                        f"{user.username} launch context not readable: {hidden[0]}",
+                        client.client_id)
+            return Response(error_page("invalid_request",
+                                       f"Unknown launch context: {hidden[0]}"),
                             400, mimetype="text/html")
         contexts = [{"reference": ref} for ref in refs]
         handle = az.create_launch(db, user, client.client_id, patient, encounter, contexts,
@@ -294,11 +330,18 @@ def create_auth_blueprint(
         try:
             if bearer is not None:
                 with db.read() as conn:
-                    if lookup_token(conn, bearer, "access") is None:
+                    own = lookup_token(conn, bearer, "access")
+                    if own is None:
                         raise OAuthError("invalid_token", "Bearer token is not active", 401)
+                    caller = get_client(conn, own.client_id)
             else:
-                authenticate_client(db, form, request.headers, current_urls().token, fetcher)
-            body = introspect(db, current_urls(), form.get("token", ""))
+                caller = authenticate_client(db, form, request.headers, current_urls().token,
+                                             fetcher)
+            if caller is None:
+                raise OAuthError("invalid_token", "The caller's client is not active", 401)
+            body = introspect(db, current_urls(), form.get("token", ""),
+                              caller=caller.client_id,
+                              resource_server=caller.resource_server)
         except OAuthError as exc:
             return oauth_error(exc, form.get("client_id"), "introspect")
         resp = jsonify(body)

@@ -80,7 +80,7 @@ def issue_token(
         "token_hash": digest(value), "token_id": token_id, "kind": kind,
         "grant_id": grant_id or secrets.token_hex(16), "client_id": client_id,
         "grant": orjson.dumps(grant).decode(), "issued": now, "expires": now + lifetime,
-        "revoked": False,
+        "revoked": False, "username": grant.get("user"),
     })
     return IssuedToken(value, token_id, now + lifetime)
 
@@ -110,6 +110,20 @@ def revoke_grant(conn: Connection, grant_id: str) -> int:
         update(tokens).where(tokens.c.grant_id == grant_id, tokens.c.revoked.is_(False))
         .values(revoked=True)
     )
+    return result.rowcount or 0
+
+
+def revoke_client_tokens(conn: Connection, client_id: str) -> int:
+    """Revoke every token of a client (deactivated or re-registered): effective at once."""
+    result = conn.execute(update(tokens).where(
+        tokens.c.client_id == client_id, tokens.c.revoked.is_(False)).values(revoked=True))
+    return result.rowcount or 0
+
+
+def revoke_user_tokens(conn: Connection, username: str) -> int:
+    """Revoke every token issued for a user (deactivated or re-registered)."""
+    result = conn.execute(update(tokens).where(
+        tokens.c.username == username, tokens.c.revoked.is_(False)).values(revoked=True))
     return result.rowcount or 0
 
 

@@ -12,20 +12,21 @@ from flask import Flask, request
 from sqlalchemy import Connection, select
 
 from fhir_server.auth.audit import OUTCOME_SUCCESS, build_audit_event, build_provenance
-from fhir_server.auth.audit_store import insert_audit, list_audit_events
+from fhir_server.auth.audit_store import AuditQueue, insert_audit
 from fhir_server.auth.bearer import authenticate
 from fhir_server.auth.context import AccessContext
 from fhir_server.auth.discovery import capability_security
-from fhir_server.auth.policy import require_admin
+from fhir_server.auth.registry import User
 from fhir_server.auth.scopes import parse_scopes
 from fhir_server.auth.server import create_auth_blueprint
 from fhir_server.interactions import access
+from fhir_server.interactions.caller_view import CallerView
 from fhir_server.interactions.context import Call, Services
+from fhir_server.interactions.references import collect_references
 from fhir_server.interactions.results import Result
 from fhir_server.rest.operations import Operation, OperationRegistry
 from fhir_server.storage.repository import Repository, StoredResource
 from fhir_server.storage.schema import resources
-from fhir_server.storage.search_sql import find_ids
 
 OPEN_PATHS = ("/fhir/metadata", "/fhir/.well-known")
 PROVENANCE_TYPES = frozenset({"Task", "ServiceRequest"})
@@ -35,7 +36,8 @@ def install(app: Flask, services: Services, registry: OperationRegistry) -> None
     """Mount the authorization server and authenticate every FHIR request."""
     settings, db = services.settings, services.db
     app.register_blueprint(create_auth_blueprint(
-        db, settings, patient_lookup=lambda query: patient_lookup(services, query)))
+        db, settings, patient_lookup=lambda user, query: patient_lookup(services, user, query),
+        hidden_references=lambda user, refs: hidden_references(services, user, refs)))
 
     @app.before_request
     def _authenticate() -> None:
@@ -54,6 +56,8 @@ def install(app: Flask, services: Services, registry: OperationRegistry) -> None
         documentation="The audit log as AuditEvents (administrators only); parameters "
                       "outcome (0 success, 4 denied), client, _count"))
     services.hooks.after.append(_audit_write)
+    if settings.audit_reads:
+        services.audit_queue = AuditQueue(db)
     services.readable_by = lambda owner, resource, conn=None: readable_by(
         services, owner, resource, conn)
     services.subscription_filter = _subscription_filter
@@ -71,42 +75,67 @@ def _audit_write(conn: Connection, call: Call, interaction: str,
     """Every write is audited in its own transaction (kept only if the write commits);
     referral Task and ServiceRequest writes also get a Provenance."""
     ctx = access.ctx_of(call)
-    if ctx is None or ctx.is_system or ctx.auth_disabled:
+    if ctx.is_system or ctx.auth_disabled:
         return  # internal jobs, and local development without identities
     target = f"{new.res_type}/{new.res_id}/_history/{new.version}"
     insert_audit(conn, build_audit_event(ctx, interaction, OUTCOME_SUCCESS, entities=[target],
-                                         client_id=ctx.client_id))
+                                         client_id=ctx.client_id, server=call.base_url,
+                                         patients=_patients_of(new)))
     if new.res_type in PROVENANCE_TYPES:
         activity = {"create": "CREATE", "delete": "DELETE"}.get(interaction, "UPDATE")
         Repository(conn).create(build_provenance(ctx, target, activity))
 
 
+def _patients_of(stored: StoredResource) -> list[str]:
+    """The Patient a written resource is or refers to (BALP Patient* patterns)."""
+    if stored.body is None:
+        return []
+    if stored.res_type == "Patient":
+        return [f"Patient/{stored.res_id}"]
+    return sorted({ref.split("/_history/")[0] for ref in collect_references(
+        stored.resource(), []) if ref.startswith("Patient/")})
+
+
 def _subscription_filter(call: Call) -> Any:
     """$status shows a caller only its own organization's Subscriptions."""
     ctx = access.ctx_of(call)
-    if ctx is None or ctx.unrestricted or (ctx.is_admin and ctx.organization is None):
+    if ctx.unrestricted or (ctx.is_admin and ctx.organization is None):
         return None
     return lambda state: getattr(state, "owner", None) == ctx.organization
 
 
-def patient_lookup(services: Services, query: str) -> list[dict[str, Any]]:
-    """The standalone-launch patient picker: Patients whose name matches `query` (at most
-    20). The picker is shown to an authenticated user of the authorization server."""
+def user_context(user: User) -> AccessContext:
+    """What a signed-in user of the authorization server may read (before any app token):
+    their organization's view, as `user/*.rs`."""
+    return AccessContext(client_id=None, user=user.username, fhir_user=user.fhir_user,
+                         organization=user.organization, scopes=parse_scopes("user/*.rs"),
+                         is_admin=user.is_admin)
+
+
+def patient_lookup(services: Services, user: User, query: str) -> list[dict[str, Any]]:
+    """The standalone-launch patient picker: the Patients the signed-in user may see whose
+    name matches `query` (at most 20), searched with the user's own access."""
     if not query.strip():
         return []
-    out = []
+    call = Call(services=services, base_url="", access=user_context(user))
     with services.db.read() as conn:
-        repo = Repository(conn)
-        for pid in find_ids(conn, "Patient", [("name", query.strip())], limit=20):
-            stored = repo.read("Patient", pid)
-            if stored is None or stored.deleted:
-                continue
-            patient = stored.resource()
-            name = (patient.get("name") or [{}])[0]
-            display = " ".join(name.get("given", []) + [name.get("family", "")]).strip()
-            out.append({"id": pid, "display": display or pid,
-                        "birthDate": patient.get("birthDate")})
+        patients = CallerView(conn, call).search("Patient", [("name", query.strip())],
+                                                 limit=20)
+    out = []
+    for patient in patients:
+        name = (patient.get("name") or [{}])[0]
+        display = " ".join(name.get("given", []) + [name.get("family", "")]).strip()
+        out.append({"id": patient["id"], "display": display or patient["id"],
+                    "birthDate": patient.get("birthDate")})
     return out
+
+
+def hidden_references(services: Services, user: User, references: list[str]) -> list[str]:
+    """The launch-context references the signed-in user may not read (missing or hidden)."""
+    call = Call(services=services, base_url="", access=user_context(user))
+    with services.db.read() as conn:
+        view = CallerView(conn, call)
+        return [ref for ref in references if view.read(ref) is None]
 
 
 def readable_by(services: Services, owner: str | None, resource: dict,
@@ -140,19 +169,8 @@ def _visible(conn: Connection, call: Call, resource: dict) -> bool:
 
 def _audit_events(call: Call, res_type: str | None, res_id: str | None,
                   params: list[tuple[str, str]], body: Any) -> Result:
-    """GET /fhir/$audit-events: the audit log (administrators and SYSTEM only)."""
-    ctx = access.ctx_of(call)
-    if ctx is not None:
-        require_admin(ctx)
-    args = dict(params)
-    count = args.get("_count", "100")
-    if not count.isdigit():
-        from fhir_server.errors import FhirError
+    """GET /fhir/$audit-events: the audit log (administrators and SYSTEM only); the same
+    search as `GET AuditEvent` (patient, entity, agent, date, outcome, client, _count)."""
+    from fhir_server.interactions import audit_events
 
-        raise FhirError(400, "invalid", f"Invalid _count '{count}'", "_count")
-    events = list_audit_events(call.db, outcome=args.get("outcome"),
-                               client_id=args.get("client"), limit=min(int(count), 10_000))
-    bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(events),
-              "entry": [{"fullUrl": f"urn:uuid:{e['id']}", "resource": e,
-                         "search": {"mode": "match"}} for e in events]}
-    return Result(200, resource=bundle)
+    return audit_events.route(call, "GET", None, params)

@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError
 from fhir_server.interactions import crud
+from fhir_server.interactions.caller_view import system_call
 from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.results import Result
 from fhir_server.rest.operations import Operation, OperationRegistry
@@ -99,7 +100,7 @@ def _assign_recipient(call: Call, res_type: str | None, res_id: str | None,
         raise FhirError(403, "forbidden", f"Only the coordination platform {platform} may "
                         "assign a recipient")
     now = datetime.now(UTC)
-    with call.db.write() as conn:
+    with call.write() as conn:
         repo = Repository(conn)
         current = repo.read("Task", res_id or "")
         if current is None or current.deleted:
@@ -284,6 +285,4 @@ def _current(repo: Repository, ref: str | None) -> StoredResource | None:
 
 
 def _system_call(call: Call) -> Call:
-    from fhir_server.features.workflow import system_call
-
     return system_call(call)

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from fhir_server.errors import FhirError, Issue
-from fhir_server.features.workflow import system_call
 from fhir_server.interactions.bundles import transaction_in
+from fhir_server.interactions.caller_view import CallerView, system_call
 from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.results import Result
 from fhir_server.rest.operations import Operation, OperationRegistry
@@ -217,21 +217,17 @@ def _recommend_care(call: Call, res_type: str | None, res_id: str | None,
 
 def care_recommendation(call: Call, patient_id: str) -> dict:
     """The stepped-care recommendation Parameters for a patient, from the latest scored
-    PHQ-9/GAD-7/PHQ-2/GAD-2 responses and the active safety flags (404 unknown patient)."""
-    res_id = patient_id
-    patient_ref = f"Patient/{res_id}"
+    PHQ-9/GAD-7/PHQ-2/GAD-2 responses and the active safety flags the caller may see (the
+    consent gate applies: a recipient without consent gets a recommendation from nothing).
+    404 when the patient is unknown or hidden."""
+    patient_ref = f"Patient/{patient_id}"
     with call.db.read() as conn:
-        repo = Repository(conn)
-        patient = repo.read("Patient", res_id or "")
-        if patient is None or patient.deleted:
+        view = CallerView(conn, call)
+        if view.read(patient_ref) is None:
             raise FhirError(404, "not-found", f"{patient_ref} is not known")
         latest: dict[str, tuple[str, ScreeningResult]] = {}
-        for qid in find_ids(conn, "QuestionnaireResponse", [("subject", patient_ref)],
-                            limit=10_000):
-            stored = repo.read("QuestionnaireResponse", qid)
-            if stored is None or stored.deleted:
-                continue
-            qr = stored.resource()
+        for qr in view.search("QuestionnaireResponse", [("subject", patient_ref)],
+                              limit=10_000):
             if qr.get("status") not in SCORED_STATUSES:
                 continue
             result = score_response(questionnaire_for(conn, qr), qr)
@@ -240,6 +236,6 @@ def care_recommendation(call: Call, patient_id: str) -> dict:
             authored = qr.get("authored") or qr["meta"]["lastUpdated"]
             if result.instrument not in latest or authored > latest[result.instrument][0]:
                 latest[result.instrument] = (authored, result)
-        flags = patient_flags(conn, patient_ref)
+        flags = view.search("Flag", [("patient", patient_ref)])
     results = [r for _, r in latest.values()]
     return recommend_care(results, safety_flag_active=bool(active_safety_flags(flags)))

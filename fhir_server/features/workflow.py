@@ -9,10 +9,11 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from fhir_server.auth.context import DEVELOPMENT, SYSTEM, AccessContext
+from fhir_server.auth.context import AccessContext
 from fhir_server.errors import FhirError
 from fhir_server.features import coordination
-from fhir_server.interactions import crud
+from fhir_server.interactions import access, crud
+from fhir_server.interactions.caller_view import CallerView, system_call
 from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.results import Result
 from fhir_server.jobs import stalled_policy
@@ -50,8 +51,8 @@ def install(services: Services, registry: OperationRegistry) -> None:
 
 
 def access_of(call: Call) -> AccessContext:
-    """The caller's AccessContext (the development context when auth is off)."""
-    return call.access if isinstance(call.access, AccessContext) else DEVELOPMENT
+    """The caller's AccessContext (a call without one may do nothing)."""
+    return access.ctx_of(call)
 
 
 def _ref(value: Any) -> str | None:
@@ -174,12 +175,6 @@ def _after_write(conn: Connection, call: Call, interaction: str,
         crud.store_update(conn, system, "Task", task["id"], copy_tree(task), None, "PUT")
 
 
-def system_call(call: Call) -> Call:
-    """A privileged Call for server-side follow-up writes in the same transaction."""
-    return Call(services=call.services, base_url=call.base_url, access=SYSTEM,
-                prefer_return="minimal")
-
-
 # -- operations ------------------------------------------------------------------------
 def _redirect(call: Call, res_type: str | None, res_id: str | None,
               params: list[tuple[str, str]], body: Any) -> Result:
@@ -188,7 +183,7 @@ def _redirect(call: Call, res_type: str | None, res_id: str | None,
                         "reason", "Parameters")
     target_ref, reason = redirect.parse_redirect_parameters(body)
     ctx = access_of(call)
-    with call.db.write() as conn:
+    with call.write() as conn:
         repo = Repository(conn)
         current = repo.read("Task", res_id or "")
         if current is None or current.deleted:
@@ -238,11 +233,9 @@ def _metrics(call: Call, res_type: str | None, res_id: str | None,
     search = [("code", "http://hl7.org/fhir/CodeSystem/task-code|fulfill")]
     if organization:
         search.append((group_by, organization))
-    from fhir_server.storage.search_sql import find_ids
-
-    with call.db.read() as conn:
-        histories = [_versions(conn, "Task", tid) for tid in find_ids(conn, "Task", search,
-                                                                       limit=1_000_000)]
+    with call.db.read() as conn:  # only the Tasks the caller may see count
+        tasks = CallerView(conn, call).search("Task", search, limit=1_000_000)
+        histories = [_versions(conn, "Task", task["id"]) for task in tasks]
     parameters = metrics.referral_metrics(histories, group_by=group_by, start=start, end=end,
                                           organization=organization)
     if call.requested_raw_format == "text/csv":

@@ -144,7 +144,7 @@ def _wrap(i: int, error: FhirError) -> FhirError:
 # -- transaction -----------------------------------------------------------------------
 def _transaction(call: Call, raw_entries: list) -> Result:
     entries = _prepare(call, raw_entries)  # no database work: outside the write transaction
-    with call.db.write() as conn:
+    with call.write() as conn:
         _run(conn, call, entries)
         result = Result(200, resource=_response_bundle("transaction-response", entries, call))
         return crud.committing(call, conn, result)
@@ -188,12 +188,19 @@ def _run(conn, call: Call, entries: list[Entry]) -> None:  # type: ignore[no-unt
     """Resolve identities, rewrite references and execute the prepared entries."""
     mapping = _resolve_identities(conn, call, entries)
     _rewrite_all(conn, call, entries, mapping)
-    for entry in sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index)):
-        try:
-            call.budget.check_time()
-            entry.result = _execute(conn, call, entry)
-        except FhirError as exc:
-            raise _wrap(entry.index, exc) from exc
+    outer = call.transaction_targets
+    call.transaction_targets = outer | frozenset(  # entries may reference each other
+        (e.res_type, e.target_id) for e in entries
+        if e.method in ("POST", "PUT") and e.target_id)
+    try:
+        for entry in sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index)):
+            try:
+                call.budget.check_time()
+                entry.result = _execute(conn, call, entry)
+            except FhirError as exc:
+                raise _wrap(entry.index, exc) from exc
+    finally:
+        call.transaction_targets = outer
 
 
 def _check_duplicate_full_urls(entries: list[Entry]) -> None:
@@ -387,7 +394,7 @@ def _batch(call: Call, raw_entries: list) -> Result:
             continue
         try:
             call.budget.check_time()
-            with call.db.write() as conn:
+            with call.write() as conn:
                 if item.method == "POST" and item.request.get("ifNoneExist"):
                     item.existing = crud.find_existing(conn, call, item.res_type,
                                                        item.request["ifNoneExist"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fhir_server import FHIR_VERSION, SOFTWARE_NAME, SOFTWARE_VERSION
+from fhir_server.interactions import audit_events
 from fhir_server.interactions.context import Call
 from fhir_server.resource_types import resource_types
 from fhir_server.rest.operations import OperationRegistry
@@ -51,6 +52,8 @@ def capability_statement(call: Call, registry: OperationRegistry) -> dict:
         ops = registry.for_type(res_type)
         if ops:
             entry["operation"] = [_op(o) for o in sorted(ops, key=lambda o: o.name)]
+        if res_type == "AuditEvent":
+            entry.update(audit_events.capability())
         resources.append({k: v for k, v in entry.items() if v not in ([], None)})
     rest: dict = {
         "mode": "server",

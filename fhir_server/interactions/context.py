@@ -43,6 +43,8 @@ class Services:
     readable_by: Callable[..., bool] | None = None
     # call -> predicate over subscription states the caller may see; None: all
     subscription_filter: Callable[[Any], Callable[[Any], bool] | None] | None = None
+    # the batched writer of read AuditEvents (fhir_server.auth.audit_store.AuditQueue)
+    audit_queue: Any = None
 
     def subscription_visible(self, call: Any) -> Callable[[Any], bool] | None:
         return self.subscription_filter(call) if self.subscription_filter else None
@@ -52,6 +54,15 @@ class Services:
         if self.profile_validator is None:
             return []
         return self.profile_validator(resource, profile)
+
+
+def author_org(access: Any) -> str | None:
+    """The organization a caller writes for: None for the server's own jobs and for
+    development without identities."""
+    if access is None or getattr(access, "is_system", False) or getattr(
+            access, "auth_disabled", False):
+        return None
+    return getattr(access, "organization", None)
 
 
 @dataclass
@@ -97,10 +108,18 @@ class Call:
         s = self.settings
         return SearchLimits(max_chain_depth=s.max_chain_depth, max_values=s.max_search_values,
                             max_count=s.max_page_size)
+    # Inside a transaction: the (type, id) of every resource it creates or updates, which
+    # its entries may reference in any order (reference_check).
+    transaction_targets: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def db(self) -> Database:
         return self.services.db
+
+    def write(self):  # type: ignore[no-untyped-def]
+        """This call's write transaction. Resources it creates are authored by the caller's
+        organization (`resources.author_org`), which the access policy lets it see."""
+        return self.services.db.write(author_org=author_org(self.access))
 
     @property
     def settings(self) -> Settings:

@@ -56,7 +56,7 @@ def create(call: Call, res_type: str, resource: dict, *, if_none_exist: str | No
            ) -> Result:
     """POST [type]: server-assigned id; conditional with If-None-Exist."""
     check_valid(resource, res_type)
-    with call.db.write() as conn:
+    with call.write() as conn:
         return committing(call, conn, create_in(conn, call, res_type, resource,
                                                 if_none_exist=if_none_exist))
 
@@ -171,7 +171,7 @@ def update(call: Call, res_type: str, res_id: str, resource: dict, *,
     """PUT [type]/[id]: new version, or update-as-create with the client id."""
     check_valid(resource, res_type, res_id)
     expected = require_etag(if_match)
-    with call.db.write() as conn:
+    with call.write() as conn:
         return committing(call, conn, store_update(conn, call, res_type, res_id, resource,
                                                    expected, "PUT"))
 
@@ -202,7 +202,7 @@ def conditional_update(call: Call, res_type: str, query: str, resource: dict, *,
     """PUT [type]?criteria: 0 matches create (client id if given), 1 updates, >1 is 412."""
     check_valid(resource, res_type)
     expected = require_etag(if_match)
-    with call.db.write() as conn:
+    with call.write() as conn:
         return committing(call, conn, conditional_update_in(conn, call, res_type, query,
                                                             resource, expected))
 
@@ -237,7 +237,7 @@ def patch(call: Call, res_type: str, res_id: str, operations: Any, *,
           if_match: str | None = None) -> Result:
     """PATCH [type]/[id] with a JSON Patch document."""
     expected = require_etag(if_match)
-    with call.db.write() as conn:
+    with call.write() as conn:
         return committing(call, conn, patch_in(conn, call, res_type, res_id, operations,
                                                expected))
 
@@ -257,7 +257,7 @@ def conditional_patch(call: Call, res_type: str, query: str, operations: Any, *,
                       if_match: str | None = None) -> Result:
     """PATCH [type]?criteria: exactly one match is patched."""
     expected = require_etag(if_match)
-    with call.db.write() as conn:
+    with call.write() as conn:
         res_id = single_match(conn, call, res_type, query, "patch")
         return committing(call, conn, patch_in(conn, call, res_type, res_id, operations,
                                                expected))
@@ -313,7 +313,7 @@ def _apply_patch(conn, call: Call, current: StoredResource, operations: Any,  # 
 def delete(call: Call, res_type: str, res_id: str, *, if_match: str | None = None) -> Result:
     """DELETE [type]/[id]: a deletion version; history is kept. Idempotent."""
     expected = require_etag(if_match)
-    with call.db.write() as conn:
+    with call.write() as conn:
         return committing(call, conn, delete_in(conn, call, res_type, res_id, expected))
 
 
@@ -337,7 +337,7 @@ def delete_in(conn, call: Call, res_type: str, res_id: str,  # type: ignore[no-u
 
 def conditional_delete(call: Call, res_type: str, query: str) -> Result:
     """DELETE [type]?criteria: deletes the single match (412 when several match)."""
-    with call.db.write() as conn:
+    with call.write() as conn:
         return committing(call, conn, conditional_delete_in(conn, call, res_type, query))
 
 

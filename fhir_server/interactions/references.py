@@ -36,3 +36,24 @@ def collect_references(node: Any, out: list[str]) -> list[str]:
         for value in node:
             collect_references(value, out)
     return out
+
+
+def located_references(node: Any, where: str) -> list[tuple[str, str]]:
+    """Every `reference` string in the tree with the FHIRPath of the Reference holding it
+    (`where` is the root, e.g. `Task`): [(reference, 'Task.focus'), ...]."""
+    out: list[tuple[str, str]] = []
+    _locate(node, where, out)
+    return out
+
+
+def _locate(node: Any, where: str, out: list[tuple[str, str]]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                out.append((value, where))
+            elif isinstance(value, dict):
+                _locate(value, f"{where}.{key}", out)
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    if isinstance(item, (dict, list)):
+                        _locate(item, f"{where}.{key}[{i}]", out)

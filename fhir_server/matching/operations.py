@@ -183,7 +183,7 @@ def update_capacity(call: Call, res_type: str | None, res_id: str | None,
     """POST HealthcareService/[id]/$update-capacity: capacity-status (required),
     capacity-notes, wait-days, confirmed. Only the service's own organization may call it."""
     status, notes, wait, confirmed = _capacity_params(body)
-    with call.db.write() as conn:
+    with call.write() as conn:
         repo = Repository(conn)
         service = _current(repo, "HealthcareService", res_id or "")
         check_owner(call, service)

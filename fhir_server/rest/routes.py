@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from fhir_server.errors import FhirError
-from fhir_server.interactions import access, crud
+from fhir_server.interactions import access, audit_events, crud
 from fhir_server.interactions.context import Call, Services, new_budget
 from fhir_server.interactions.history import history
 from fhir_server.interactions.results import Result
@@ -80,8 +80,13 @@ def dispatch(path: str = "") -> Response:
         if replayed is not None:
             return replayed
         call.response_recorder = recorder
+    method = request.method if request.method != "HEAD" else "GET"
     try:
-        result = route(call, request.method if request.method != "HEAD" else "GET", segments)
+        result = route(call, method, segments)
+        if method == "GET" and isinstance(result, Result):
+            access.audit_reads(call, read_interaction(segments), result,
+                               request.query_string.decode(errors="replace"),
+                               request.remote_addr)
     finally:
         access.flush_audit(call)
     response = recorder.response if recorder is not None else None
@@ -110,6 +115,19 @@ def _idempotency_recorder(call: Call, fmt: str) -> idempotency.Recorder | None:
     body = io.body_bytes(request, "Resource") if _has_body() else b""
     return idempotency.Recorder(call, key, idempotency.fingerprint(request, body),
                                 lambda result: _render(call, result, fmt))
+
+
+def read_interaction(seg: list[str]) -> str:
+    """The interaction a GET on these path segments is (for the audit log)."""
+    if not seg:
+        return "search-system"
+    last = seg[-1]
+    if last.startswith("$"):
+        return "operation"
+    if "_history" in seg:
+        return {1: "history-system", 2: "history-type", 3: "history-instance"}.get(
+            len(seg), "vread")
+    return {1: "search-type", 2: "read"}.get(len(seg), "search-type")
 
 
 def _not_allowed(method: str, allowed: str) -> FhirError:
@@ -146,6 +164,9 @@ def route(call: Call, method: str, seg: list[str]) -> Result | Response:
         return _operation(call, method, head[1:], "system", None, None)
     if not is_resource_type(head):
         raise FhirError(404, "not-supported", f"Unknown resource type '{head}'")
+    if head == "AuditEvent" and (n == 1 or (n == 2 and not seg[1].startswith(("$", "_")))):
+        return audit_events.route(call, method, seg[1] if n == 2 else None,
+                                  [(k, v) for k, v in query_params() if k != "_format"])
     res_type = head
     if n == 1:
         return _type_level(call, method, res_type)

@@ -39,6 +39,21 @@ def referenced_by(r: Any, target_type: str, source_type: str, params: tuple[str,
         x.c.target_id == r.c.res_id, s.c.deleted.is_(False), source_visible(s)))
 
 
+def written_by(r: Any, organization: str) -> ColumnElement[bool]:
+    """Row `r` was written (created) by `organization`."""
+    return r.c.author_org == organization
+
+
+def referenced_by_author(r: Any, target_type: str, organization: str) -> ColumnElement[bool]:
+    """A live resource written by `organization` references row `r` (of `target_type`),
+    through any reference parameter."""
+    x = idx_reference.alias()
+    s = resources.alias()
+    return exists(select(1).select_from(x.join(s, s.c.pid == x.c.pid)).where(
+        x.c.target_id == r.c.res_id, x.c.target_type == target_type,
+        s.c.author_org == organization, s.c.deleted.is_(False)))
+
+
 def has_token(r: Any, param: str, code: str, system: str | None = None) -> ColumnElement[bool]:
     """Row `r` has token `code` (optionally in `system`) for search parameter `param`."""
     z = idx_token.alias()
@@ -70,6 +85,40 @@ def any_of(clauses: list[ColumnElement[bool]]) -> ColumnElement[bool]:
 
 def all_of(clauses: list[ColumnElement[bool]]) -> ColumnElement[bool]:
     return and_(*clauses) if clauses else true()
+
+
+def org_refs(conn: Any, organization: str) -> frozenset[tuple[str, str]]:
+    """(type, id) of Organization/O and of every PractitionerRole and HealthcareService
+    whose `organization` parameter (PractitionerRole.organization,
+    HealthcareService.providedBy) references it."""
+    org_type, _, org_id = organization.partition("/")
+    x = idx_reference
+    rows = conn.execute(
+        select(resources.c.res_type, resources.c.res_id)
+        .select_from(x.join(resources, resources.c.pid == x.c.pid))
+        .where(x.c.param == "organization",
+               x.c.res_type.in_(("PractitionerRole", "HealthcareService")),
+               x.c.target_type == org_type, x.c.target_id == org_id,
+               resources.c.deleted.is_(False))).all()
+    return frozenset({(org_type, org_id), *((row.res_type, row.res_id) for row in rows)})
+
+
+def visible_keys(conn: Any, keys: list[tuple[str, str]], clause_for: Any
+                 ) -> set[tuple[str, str]]:
+    """Which of `keys` ((type, id) pairs) are live resources satisfying `clause_for(alias,
+    type)` (None: no narrowing). One statement per type."""
+    by_type: dict[str, list[str]] = {}
+    for res_type, res_id in keys:
+        by_type.setdefault(res_type, []).append(res_id)
+    found: set[tuple[str, str]] = set()
+    for res_type, ids in by_type.items():
+        r = resources.alias()
+        conds = [r.c.res_type == res_type, r.c.res_id.in_(sorted(set(ids))),
+                 r.c.deleted.is_(False)]
+        if clause_for is not None:
+            conds.append(clause_for(r, res_type))
+        found.update((res_type, row[0]) for row in conn.execute(select(r.c.res_id).where(*conds)))
+    return found
 
 
 def row_visible(conn: Any, pid: int, clause_for: Any) -> bool:

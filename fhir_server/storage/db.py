@@ -47,15 +47,18 @@ class Database:
         write_buffer.install(self.engine)
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A read-write transaction: committed on normal exit, rolled back on any exception."""
+    def write(self, author_org: str | None = None) -> Iterator[Connection]:
+        """A read-write transaction: committed on normal exit, rolled back on any exception.
+
+        `author_org` ("Organization/x") is recorded as the author of every resource this
+        transaction creates (see `author_of`); None for the server's own writes."""
         if self.is_sqlite:
             with self._sqlite_writer_turn(), self.engine.connect() as conn:
                 conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-                with conn.begin():
+                with _authored(conn, author_org), conn.begin():
                     yield conn
             return
-        with self.engine.connect() as conn, conn.begin():
+        with self.engine.connect() as conn, _authored(conn, author_org), conn.begin():
             yield conn
 
     @contextmanager
@@ -92,6 +95,25 @@ def _install_statement_timeout(engine: Engine, seconds: float) -> None:
         with dbapi_conn.cursor() as cur:
             cur.execute(f"SET statement_timeout = {milliseconds}")
         dbapi_conn.commit()
+
+
+_AUTHOR_KEY = "fhir_author_org"
+
+
+@contextmanager
+def _authored(conn: Connection, author_org: str | None) -> Iterator[None]:
+    """Mark `conn` (its DB-API connection's info, which outlives this checkout) with the
+    author of the writes in this transaction, and clear it afterwards."""
+    conn.info[_AUTHOR_KEY] = author_org
+    try:
+        yield
+    finally:
+        conn.info.pop(_AUTHOR_KEY, None)
+
+
+def author_of(conn: Connection) -> str | None:
+    """The organization writing in this transaction (None: the server itself)."""
+    return conn.info.get(_AUTHOR_KEY)
 
 
 def _install_sqlite_hooks(engine: Engine) -> None:

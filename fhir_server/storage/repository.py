@@ -24,6 +24,7 @@ from sqlalchemy import Connection, and_, select, update
 from fhir_server.errors import FhirError
 from fhir_server.formats.decimals import json_default
 from fhir_server.storage import index_store, write_buffer
+from fhir_server.storage.db import author_of
 from fhir_server.storage.schema import history, resources
 
 MAX_WRITE_RETRIES = 20
@@ -102,14 +103,18 @@ _HCOLS = (
 _COLUMN_LIST = "pid, res_type, res_id, version, last_updated, deleted, body"
 _RAW_SQL = {
     "read": f"SELECT {_COLUMN_LIST} FROM resources WHERE res_type = ? AND res_id = ?",
-    "insert": "INSERT INTO resources (res_type, res_id, version, last_updated, deleted, body) "
-              "VALUES (?, ?, ?, ?, ?, ?) RETURNING pid",
+    "insert": "INSERT INTO resources "
+              "(res_type, res_id, version, last_updated, deleted, body, author_org) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING pid",
     "insert_if_absent": "INSERT INTO resources "
-                        "(res_type, res_id, version, last_updated, deleted, body) "
-                        "VALUES (?, ?, ?, ?, ?, ?) "
+                        "(res_type, res_id, version, last_updated, deleted, body, author_org) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?) "
                         "ON CONFLICT (res_type, res_id) DO NOTHING RETURNING pid",
     "update": "UPDATE resources SET version = ?, last_updated = ?, deleted = ?, body = ? "
               "WHERE pid = ? AND version = ?",
+    # re-creating a deleted resource: whoever writes it now is its author
+    "revive": "UPDATE resources SET version = ?, last_updated = ?, deleted = ?, body = ?, "
+              "author_org = ? WHERE pid = ? AND version = ?",
 }
 _RAW_SQL_FORMAT = {name: sql.replace("?", "%s") for name, sql in _RAW_SQL.items()}
 
@@ -178,7 +183,8 @@ class Repository:
         res_type = resource["resourceType"]
         updated = now_us()
         body = _with_meta(resource, res_id, 1, updated)
-        row = self._execute(statement, (res_type, res_id, 1, updated, False, body)).fetchone()
+        row = self._execute(statement, (res_type, res_id, 1, updated, False, body,
+                                        author_of(self.conn))).fetchone()
         if row is None:
             return None
         pid = row[0]
@@ -208,8 +214,13 @@ class Repository:
             version = current.version + 1
             updated = max(now_us(), current.last_updated + 1)
             body = _with_meta(resource, res_id, version, updated)
-            result = self._execute("update", (version, updated, False, body, current.pid,
-                                              current.version))
+            if current.deleted:
+                result = self._execute("revive", (version, updated, False, body,
+                                                  author_of(self.conn), current.pid,
+                                                  current.version))
+            else:
+                result = self._execute("update", (version, updated, False, body, current.pid,
+                                                  current.version))
             if result.rowcount != 1:
                 if expected_version is not None:
                     raise FhirError(412, "conflict",
@@ -269,7 +280,7 @@ class Repository:
     def history(self, *, res_type: str | None = None, res_id: str | None = None,
                 since_us: int | None = None, before_us: int | None = None,
                 cursor: tuple[int, int] | None = None, count: int = 20,
-                restrict: Callable[[Any], Any] | None = None,
+                restrict: Callable[..., Any] | None = None,
                 ) -> tuple[list[StoredResource], tuple[int, int] | None, int]:
         """Versions newest first. Keyset paging on (last_updated, hid): `cursor` is the key of
         the last entry of the previous page. Returns (page, next cursor or None, total).
@@ -277,10 +288,11 @@ class Repository:
         from sqlalchemy import exists, func, or_
 
         conds = []
+        types = None if res_type is None else (res_type,)
         if restrict is not None:
             r = resources.alias()
             conds.append(exists(select(1).select_from(r).where(r.c.pid == history.c.pid,
-                                                              restrict(r))))
+                                                              restrict(r, types))))
         if res_type:
             conds.append(history.c.res_type == res_type)
         if res_id:

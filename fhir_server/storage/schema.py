@@ -35,9 +35,14 @@ resources = Table(
     Column("last_updated", BigInteger, nullable=False),  # epoch microseconds, UTC
     Column("deleted", Boolean, nullable=False, default=False),
     Column("body", Text, nullable=True),  # current JSON (with id/meta); NULL when deleted
+    # "Organization/x" whose staff or client created the resource (NULL: the server itself,
+    # an administrator without an organization, or data older than migration 0005). The
+    # access policy lets an organization see what it wrote (fhir_server/auth/README.md).
+    Column("author_org", String(128), nullable=True),
     UniqueConstraint("res_type", "res_id", name="uq_resources_type_id"),
 )
 Index("ix_resources_type_updated", resources.c.res_type, resources.c.last_updated)
+Index("ix_resources_author", resources.c.author_org, resources.c.res_type)
 
 history = Table(
     "resource_history",

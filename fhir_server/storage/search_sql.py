@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     Boolean,
     Connection,
@@ -71,7 +72,8 @@ from fhir_server.storage.index_schema import (
 from fhir_server.storage.schema import resources
 from fhir_server.storage.sql_limits import time_limited
 
-Restrict = Callable[[Any], ColumnElement[bool]]
+# (resources alias, types the alias can hold or None for any) -> the caller's narrowing
+Restrict = Callable[..., ColumnElement[bool]]
 MAX_ITERATE_DEPTH = 3
 DEFAULT_TOTAL_CAP = 100
 _TOP = "\U0010ffff"
@@ -167,7 +169,7 @@ class _SqlBuilder:
         if res_type is not None:
             cond = and_(t.c.res_type == res_type, cond)
         if self.restrict is not None:
-            cond = and_(cond, self.restrict(t))
+            cond = and_(cond, self.restrict(t, None if res_type is None else (res_type,)))
         return cond
 
     def _chain(self, flt: ChainFilter, res_type: str | None) -> tuple[Any, Select]:
@@ -615,7 +617,7 @@ def where_clause(conn: Connection, parsed: ParsedSearch, r: Any,
     b = _SqlBuilder(conn, restrict)
     cond: ColumnElement[bool] = r.c.deleted == false()
     if restrict is not None:
-        cond = and_(cond, restrict(r))
+        cond = and_(cond, restrict(r, parsed.types))
     if parsed.types is None:
         return and_(cond, *b.conditions(parsed.filters, r, None))
     per_type = [and_(*b.conditions(parsed.filters, r, t)) for t in parsed.types]
@@ -758,7 +760,7 @@ def _include_rows(conn: Connection, inc: Include, sources: list[Row],
     t = resources.alias("t")
     live = t.c.deleted == false()
     if restrict is not None:
-        live = and_(live, restrict(t))
+        live = and_(live, restrict(t, None if inc.target_type is None else (inc.target_type,)))
     if not inc.reverse:
         pids = [s.pid for s in sources if inc.source_type in (None, s.res_type)]
         if not pids:
@@ -845,3 +847,18 @@ def find_ids(conn: Connection, res_type: str, params: str | list[tuple[str, str]
     where = where_clause(conn, parsed, r, restrict)
     recs = conn.execute(select(r.c.res_id).where(where).order_by(r.c.pid).limit(limit)).all()
     return [rec.res_id for rec in recs]
+
+
+def find_resources(conn: Connection, res_type: str, params: list[tuple[str, str]], *,
+                   limit: int = 1000, restrict: Restrict | None = None,
+                   empty_ok: bool = False) -> list[dict]:
+    """Bodies of the current `res_type` resources matching `params` (oldest first, at most
+    `limit`), in one statement, narrowed by `restrict` (the caller's access). With
+    `empty_ok`, no parameters means every resource of the type."""
+    parsed = parse_search(res_type, params, strict=True)
+    if not parsed.filters and not empty_ok:
+        raise FhirError(400, "invalid", "A search filter is required")
+    r = resources.alias("r")
+    where = and_(where_clause(conn, parsed, r, restrict), r.c.res_type == res_type)
+    recs = conn.execute(select(r.c.body).where(where).order_by(r.c.pid).limit(limit)).all()
+    return [orjson.loads(rec.body) for rec in recs]

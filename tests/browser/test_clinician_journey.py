@@ -28,10 +28,9 @@ def world(web_server):
     net.service("lakeside-crisis", "lakeside", "Lakeside 24/7 crisis team", "crisis",
                 "183866009", around_the_clock=True)
     net.service("lakeside-therapy", "lakeside", "Lakeside counseling", "therapy", "306226009")
-    # TODO(policy): admin=False once the author_org policy (issue 15, the lead's "Security:"
-    # work) lets clinic staff read their own patients' screening; until then an
-    # administrator (not narrowed to an organization) plays the clinician.
-    doctor = net.staff("dr_okafor", "riverside", "Amara", "Okafor", admin=True)
+    # An ordinary clinic user: the policy lets staff read their organization's patients
+    # and what their organization wrote (the screening, its scores and safety Flag).
+    doctor = net.staff("dr_okafor", "riverside", "Amara", "Okafor")
     net.staff("dr_hill", "hillside", "Sam", "Hill")
     clinic = net.client_for("riverside")
     patient = net.screened_patient(clinic, doctor, "Marisol", "Delgado",

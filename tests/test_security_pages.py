@@ -1,0 +1,107 @@
+"""Every page of every staff app, opened by a signed-in user of a foreign organization with
+another organization's patient, referral and screening ids in its path and query: nothing
+hidden comes back. Pages of apps added later are swept automatically (`fhir_server.web.APPS`).
+
+A page leaks when it shows the clinic's marker words (the patient's name) or an id of a
+hidden resource that its URL did not name."""
+
+from __future__ import annotations
+
+import re
+from importlib import import_module
+
+import pytest
+
+from fhir_server.web import APPS
+from tests.security_support import ref
+from tests.web_support import sign_in_http, web_server  # noqa: F401
+
+MARKER = "Quillfeather"
+SDOHCC = "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/"
+
+
+@pytest.fixture(scope="module")
+def world(web_server):  # noqa: F811
+    net = web_server.network
+    net.organization("clinic", "Harbor Clinic")
+    net.organization("evil", "Elsewhere Services")
+    net.organization("cbo", "Bay Counseling")
+    staff = net.staff("dr_harbor", "clinic", "Ana", "Harbor")
+    net.staff("dr_evil", "evil", "Eve", "Else")
+    clinic = net.client_for("clinic")
+    patient = net.screened_patient(clinic, staff, "Mara", MARKER, [2, 2, 2, 2, 2, 2, 2, 2, 1])
+    sr = clinic.post("ServiceRequest", {
+        "resourceType": "ServiceRequest", "meta": {"profile": [SDOHCC + "SDOHCC-ServiceRequest"]},
+        "status": "active", "intent": "order",
+        "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "410606002"}]}],
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "384692006"}]},
+        "subject": ref(f"Patient/{patient}"), "requester": ref("Organization/clinic"),
+        "authoredOn": "2026-11-20T10:00:00Z", "priority": "routine"})
+    assert sr.status_code == 201, sr.text
+    sr = sr.json()
+    task = clinic.post("Task", {
+        "resourceType": "Task", "meta": {"profile": [SDOHCC + "SDOHCC-TaskForReferralManagement"]},
+        "status": "requested", "intent": "order", "priority": "routine",
+        "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code",
+                             "code": "fulfill"}]}, "authoredOn": "2026-11-20T10:00:00Z",
+        "focus": ref(f"ServiceRequest/{sr['id']}"), "for": ref(f"Patient/{patient}"),
+        "requester": ref("Organization/clinic"), "owner": ref("Organization/cbo")})
+    assert task.status_code == 201, task.text
+    task = task.json()
+    qrs = clinic.get("QuestionnaireResponse", params={"subject": f"Patient/{patient}"}).json()
+    hidden = {"patient": patient, "task": task["id"], "service_request": sr["id"],
+              "qr": qrs["entry"][0]["resource"]["id"]}
+    return web_server, hidden
+
+
+def _fill(rule: str, hidden: dict[str, str]) -> list[str]:
+    """The URLs a rule gives with every path variable set to each hidden id."""
+    names = re.findall(r"<(?:[^:<>]+:)?([^<>]+)>", rule)
+    if not names:
+        return [rule]
+    urls = []
+    for value in hidden.values():
+        url = rule
+        for name in names:
+            url = re.sub(rf"<(?:[^:<>]+:)?{name}>", value, url)
+        urls.append(url)
+    return urls
+
+
+def _leaks(text: str, url: str, hidden: dict[str, str]) -> list[str]:
+    found = [MARKER] if MARKER in text else []
+    return found + [h for h in hidden.values() if h in text and h not in url]
+
+
+@pytest.mark.parametrize("module", APPS)
+def test_no_page_shows_hidden_data_to_a_foreign_organization(world, module):
+    server, hidden = world
+    spec = import_module(module).SPEC
+    if "patient/" in spec.scope and "user/" not in spec.scope:
+        pytest.skip(f"{spec.name} is for patients (swept by its own tests)")
+    browser = sign_in_http(server, "dr_evil", spec.path)
+    rules = [r for r in server.app.url_map.iter_rules()
+             if r.rule.startswith(spec.path + "/") and "GET" in r.methods
+             and not r.rule.endswith(("/logout", "/callback", "/launch", "/login"))]
+    assert rules, f"no pages found for {spec.path}"
+    query = "&".join(f"{k}={v}" for k, v in (
+        ("q", "Mara"), ("patient", hidden["patient"]), ("status", "requested")))
+    failures = []
+    for rule in rules:
+        for url in _fill(rule.rule, hidden):
+            for full in (url, f"{url}?{query}"):
+                resp = browser.get(server.root + full, allow_redirects=False, timeout=60)
+                if resp.status_code >= 500:
+                    failures.append(f"{full}: {resp.status_code}")
+                leaks = _leaks(resp.text, full, hidden)
+                if leaks:
+                    failures.append(f"{full}: {resp.status_code} shows {leaks}")
+    assert not failures, "\n".join(failures)
+
+
+def test_the_clinic_itself_sees_its_patient(world):
+    """Not vacuous: the same page shows the marker to the clinic's own staff."""
+    server, hidden = world
+    browser = sign_in_http(server, "dr_harbor", "/app")
+    page = browser.get(f"{server.root}/app/patients/{hidden['patient']}", timeout=60)
+    assert page.status_code == 200 and MARKER in page.text
