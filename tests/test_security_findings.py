@@ -82,7 +82,8 @@ def test_any_write_path_checks_references(world):
     assert patch.status_code == 422, patch.text
     put = e.put("Observation/obs-e", dict(obs, subject=ref(world.r1["patient"])))
     assert put.status_code == 422
-    cond = e.post("Observation", dict(obs, subject=ref(world.r1["patient"]), id=None),
+    fresh = {k: v for k, v in obs.items() if k != "id"}
+    cond = e.post("Observation", dict(fresh, subject=ref(world.r1["patient"])),
                   headers={"If-None-Exist": "code=http://loinc.org|44261-6&subject=Patient/x"})
     assert cond.status_code == 422
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
