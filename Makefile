@@ -3,6 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8080
+# pytest-xdist spreads the suite over the machine's cores (each worker has its own databases)
+PYTEST_ARGS ?= -n auto --durations=25
 EXAMPLES := $(wildcard examples/directory/directory-bundle.json) $(sort $(wildcard examples/referral-bundle-*.json))
 
 .PHONY: install run serve test lint bench mutation clean

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 import uuid
 from typing import Any
 
@@ -89,17 +90,28 @@ class World:
         self.rng = rng
         self.rows: dict[tuple[str, str], tuple[dict, str | None]] = {}
         self.since = -1
-        self.attacker = server.client("p-0")
-        self.browser = server.browser("dr_p0")
+        self._expected: tuple[int, set[str]] | None = None
+        self.signed_in = 0.0
+        self.renew()
         self.step_log: list[str] = []
+
+    def renew(self) -> None:
+        """A fresh token and sign-in, as a real client gets before its token expires
+        (access tokens live five minutes; a long run outlives them)."""
+        self.attacker = self.server.client("p-0")
+        self.browser = self.server.browser("dr_p0")
+        self.signed_in = time.monotonic()
 
     # -- the oracle's input: the database as it is -----------------------------------
     def refresh(self) -> list[tuple[dict, str | None]]:
+        """Read what changed since the last refresh (AuditEvents are nobody's but the
+        administrators': the oracle never grants them, so they are not loaded)."""
         r = resources
         with self.server.database.read() as conn:
             for row in conn.execute(select(r.c.res_type, r.c.res_id, r.c.deleted, r.c.body,
                                            r.c.author_org, r.c.last_updated)
-                                    .where(r.c.last_updated > self.since)):
+                                    .where(r.c.last_updated > self.since,
+                                           r.c.res_type != "AuditEvent")):
                 self.since = max(self.since, row.last_updated)
                 key = (row.res_type, row.res_id)
                 if row.deleted:
@@ -109,7 +121,11 @@ class World:
         return list(self.rows.values())
 
     def expected(self) -> set[str]:
-        return visible(f"Organization/{ATTACKER}", self.refresh())
+        """What the rules let the attacker read now (recomputed only after a change)."""
+        world = self.refresh()
+        if self._expected is None or self._expected[0] != self.since:
+            self._expected = (self.since, visible(f"Organization/{ATTACKER}", world))
+        return self._expected[1]
 
     def any_ref(self, res_type: str | None = None) -> str:
         keys = [k for k in self.rows if res_type is None or k[0] == res_type]
@@ -121,6 +137,8 @@ class World:
     # -- the attacker's steps -----------------------------------------------------------
     def step(self) -> list[str]:
         """One generated attack; returns the references it touched (to check after)."""
+        if time.monotonic() - self.signed_in > 120:
+            self.renew()
         kind = self.rng.choices(
             ["create", "update", "patch", "transaction", "delete", "operation", "launch",
              "picker"], weights=[30, 15, 10, 10, 5, 15, 8, 7])[0]
