@@ -62,6 +62,11 @@ class Settings:
     audit_retention_days: int = 2190
     # record reads of patient data as AuditEvents (off only to measure what it costs)
     audit_reads: bool = True
+    # equity breakdowns show counts of 1 to N-1 as "<N" (11: a common public-health rule;
+    # 0 or 1 shows every count)
+    small_cell_threshold: int = 11
+    # weeks after care starts that the follow-up PHQ-9/GAD-7 request is due (0 = none; 4-12)
+    follow_up_screening_weeks: int = 6
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -84,6 +89,8 @@ class Settings:
             "login_lockout_seconds": _env_int("FHIR_SERVER_LOGIN_LOCKOUT_SECONDS", 900),
             "audit_retention_days": _env_int("FHIR_SERVER_AUDIT_RETENTION_DAYS", 2190),
             "audit_reads": _env_bool("FHIR_SERVER_AUDIT_READS", True),
+            "small_cell_threshold": _env_int("FHIR_SERVER_SMALL_CELL_THRESHOLD", 11),
+            "follow_up_screening_weeks": _env_int("FHIR_SERVER_FOLLOW_UP_SCREENING_WEEKS", 6),
             "allow_plain_http_full_resource": _env_bool(
                 "FHIR_SERVER_ALLOW_PLAIN_HTTP_FULL_RESOURCE", False),
         }

@@ -13,6 +13,7 @@ def wire(app: Flask, services: Services, registry: OperationRegistry) -> None:
     from fhir_server.features import (
         auth,
         directory,
+        outcomes,
         profiles,
         screening,
         subscriptions,
@@ -26,6 +27,7 @@ def wire(app: Flask, services: Services, registry: OperationRegistry) -> None:
     profiles.install(services, registry)
     workflow.install(services, registry)
     screening.install(services, registry)
+    outcomes.install(services, registry)
     subscriptions.install(services, registry)
     directory.install(services, registry)
     # last of the checks, after every transform: references are capabilities
@@ -52,6 +54,22 @@ def register_cli(sub) -> None:  # type: ignore[no-untyped-def]
     demo.add_argument("--key-dir", default="var/demo")
     demo.add_argument("--base-url", default="http://127.0.0.1:8080/fhir")
     demo.set_defaults(handler=_demo_clients)
+    rebuild = sub.add_parser("rebuild-outcomes", help="recompute the facts the outcome measures "
+                                                      "count from the stored resources and the "
+                                                      "Task history")
+    rebuild.set_defaults(handler=_rebuild_outcomes)
+
+
+def _rebuild_outcomes(settings, args) -> int:  # type: ignore[no-untyped-def]
+    from fhir_server.features.outcomes import rebuild_database
+    from fhir_server.storage.db import Database
+
+    db = Database(settings.database_url)
+    try:
+        print(f"{rebuild_database(db)} referral Tasks measured again")
+    finally:
+        db.dispose()
+    return 0
 
 
 def _demo_clients(settings, args) -> int:  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.dbs import fresh_database_url
+from tests.outcomes_support import groups
 from tests.test_workflow_http import _TestPartyRequest, as_org, etag, resulting
 
 EXAMPLES = REPO_ROOT / "examples"
@@ -103,13 +104,13 @@ def test_full_direct_referral_loop(http):
     assert parts[2]["previousStatus"]["valueCode"] == "accepted"
     metrics = server.get("$referral-metrics", params={
         "owner": cbo, "start": "2026-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z"}).json()
-    org = next(p for p in metrics["parameter"] if p["name"] == "organization")
-    named = {p["name"]: p for p in org["part"]}
-    assert named["total"]["valueInteger"] == 1
-    assert named["completionRate"]["valueDecimal"] == 1
-    assert named["acceptanceRate"]["valueDecimal"] == 1
+    org = groups(metrics, "owner")[cbo]
+    assert org["total"] == 1 and org["funnel.completed"] == 1
+    assert org["closedLoopRate"] == 1 and org["acceptanceRate"] == 1
+    assert org["name"] == "Lakeside Behavioral Health Services"
     csv = server.get("$referral-metrics", params={"owner": cbo, "_format": "text/csv"})
     assert csv.status_code == 200 and cbo in csv.text
+    assert "Lakeside Behavioral Health Services" in csv.text
 
 
 def _put(server, ref: str, body: dict, org: str) -> dict:

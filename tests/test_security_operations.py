@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.outcomes_support import csv_rows, groups
 from tests.samples import sample
 from tests.security_support import create, directory, ref, referral, start
 
@@ -85,7 +86,7 @@ def _leaks(world: Any, request_text: str, response_text: str) -> list[str]:
 def test_every_operation_is_swept(world):
     names = {op.name for op in world.operations}
     assert {"recommend-care", "referral-metrics", "timeline", "match", "extract", "redirect",
-            "status", "events", "validate"} <= names
+            "status", "events", "validate", "evaluate-measure"} <= names
 
 
 def test_no_operation_returns_hidden_data_to_a_foreign_organization(world):
@@ -108,3 +109,44 @@ def test_the_recipient_sees_what_the_referral_gives_it(world):
     b = world.client("cbo-b")
     assert "Quillfeather" in b.get(world.hidden["patient"]).text
     assert "MARKER-CONDITION-TEXT" in b.get(world.hidden["condition"]).text  # consent given
+
+
+# -- the outcome measures' facts table: no row of another organization counts ------------
+EVERY_GROUPING = ("requester,owner,category,service,priority,week,month,age-band,sex,race,"
+                  "ethnicity,language,coverage")
+
+
+def _totals(http: Any) -> tuple[dict, dict, dict]:
+    """($referral-metrics "all" group, its CSV "all" row, closed-loop MeasureReport
+    populations) as the caller sees them."""
+    answer = http.get("$referral-metrics", params={"group-by": EVERY_GROUPING})
+    assert answer.status_code == 200, answer.text
+    table = http.get("$referral-metrics", params={"group-by": EVERY_GROUPING,
+                                                  "_format": "text/csv"})
+    assert table.status_code == 200, table.text
+    report = http.get("Measure/closed-loop-rate/$evaluate-measure",
+                      params={"periodStart": "2000-01-01", "periodEnd": "2100-01-01"})
+    assert report.status_code == 200, report.text
+    populations = {p["code"]["coding"][0]["code"]: p["count"]
+                   for p in report.json()["group"][0]["population"]}
+    row = next(r for r in csv_rows(table.text) if r["dimension"] == "all")
+    return groups(answer.json(), "all")["all"], row, populations
+
+
+def test_outcome_measures_count_no_referral_of_another_organization(world):
+    """The referral facts table is read through the access layer: a foreign organization
+    counts nothing of the clinic's referral, in any grouping, the CSV or a MeasureReport;
+    the clinic and the recipient each count it (not vacuous)."""
+    for client in ("ehr-a", "cbo-b"):
+        group, row, populations = _totals(world.client(client))
+        assert group["total"] >= 1 and row["total"] == str(group["total"]), client
+        assert populations["initial-population"] >= 1, client
+    evil = world.client("evil")
+    group, row, populations = _totals(evil)
+    assert group["total"] == 0 and row["total"] == "0"
+    assert populations["initial-population"] == 0
+    for query in ({"group-by": EVERY_GROUPING}, {"owner": "Organization/B"},
+                  {"requester": "Organization/A", "_format": "text/csv"}):
+        text = evil.get("$referral-metrics", params=query).text
+        assert "Org A" not in text and "Org B" not in text, query
+        assert not [i for i in world.hidden_ids if i in text], query

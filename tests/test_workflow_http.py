@@ -17,6 +17,7 @@ from flask import Request
 
 from fhir_server.auth.context import AccessContext
 from fhir_server.auth.scopes import parse_scopes
+from tests.outcomes_support import csv_rows, groups
 from tests.snapshot import db_snapshot
 from tests.workflow_expected import EXPECTED_NEXT, OWNER_MAY_SET, REQUESTER_MAY_SET, STATUSES
 
@@ -574,12 +575,12 @@ def test_metrics_csv_and_parameters(world, server):
     params = {"owner": world.owner}
     body = server.get("$referral-metrics", params=params).json()
     assert body["resourceType"] == "Parameters"
-    orgs = [p for p in body["parameter"] if p["name"] == "organization"]
-    assert len(orgs) == 1
-    total = next(p for p in orgs[0]["part"] if p["name"] == "total")["valueInteger"]
-    assert total > 10
+    owners = groups(body, "owner")
+    assert list(owners) == [world.owner]
+    assert owners[world.owner]["total"] > 10
+    assert groups(body, "all")["all"]["total"] == owners[world.owner]["total"]
     csv = server.get("$referral-metrics", params={**params, "_format": "text/csv"})
     assert csv.status_code == 200 and csv.headers["Content-Type"].startswith("text/csv")
-    lines = csv.text.strip().splitlines()
-    assert lines[0].startswith("organization") and world.owner in lines[1]
+    rows = csv_rows(csv.text)
+    assert [(r["dimension"], r["key"]) for r in rows] == [("all", "all"), ("owner", world.owner)]
 

@@ -13,10 +13,19 @@ from fhir.resources.R4B.parameters import Parameters
 from fhir_server.auth.context import SYSTEM, AccessContext
 from fhir_server.workflow.artifacts import code_systems, operation_definitions
 from fhir_server.workflow.authorship import author_of, stamp_author
-from fhir_server.workflow.canonical import EXT_MODIFIED_BY, STALLED_SYSTEM
-from fhir_server.workflow.metrics import metrics_csv, percentile, referral_metrics
+from fhir_server.workflow.canonical import EXT_MODIFIED_BY, EXT_REDIRECTED_TO, STALLED_SYSTEM
+from fhir_server.workflow.metrics import (
+    COLUMNS,
+    MetricsQuery,
+    answer,
+    metrics_csv,
+    parameters,
+    percentile,
+)
+from fhir_server.workflow.referral_facts import from_history, instant_us
 from fhir_server.workflow.stalled import mark_stalled
 from fhir_server.workflow.timeline import build_timeline
+from tests.outcomes_support import groups
 from tests.test_workflow_task_rules import OWNER, REQUESTER, make_task
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -84,7 +93,11 @@ def test_timeline_orders_status_changes_with_who_and_when():
 
 
 def build_population() -> list[list[dict]]:
-    """Six referrals to two CBOs with known timings."""
+    """Referrals to two CBOs with known timings."""
+    redirected = history("r", [("requested", 0, REQUESTER),
+                               ("rejected", 1, OWNER, "Better fit elsewhere")])
+    redirected[-1]["extension"] = [{"url": EXT_REDIRECTED_TO,
+                                    "valueReference": {"reference": "Task/f"}}]
     return [
         # cbo: accepted after 2h, started at 24h, completed
         history("a", [("requested", 0, REQUESTER), ("accepted", 2, OWNER),
@@ -100,6 +113,8 @@ def build_population() -> list[list[dict]]:
         # cbo: still requested and stalled
         history("e", [("requested", 2, REQUESTER),
                       ("requested", 90, SYSTEM, None, "stalled-not-accepted")]),
+        # cbo: redirected to another provider (not a rejection)
+        redirected,
         # other org, outside the window
         history("f", [("requested", -100, REQUESTER), ("accepted", -99, OWNER)],
                 owner="Organization/other"),
@@ -109,71 +124,89 @@ def build_population() -> list[list[dict]]:
     ]
 
 
-def org_parts(params: dict, ref: str) -> dict:
-    for p in params["parameter"]:
-        if p["name"] == "organization" and p["part"][0]["valueReference"].get("reference") == ref:
-            return p["part"]
-    raise AssertionError(ref)
+def rows_of(histories: list[list[dict]]) -> list[tuple]:
+    """Referral rows (metrics.COLUMNS) from histories, the way the facts table holds them."""
+    rows = []
+    for versions in histories:
+        facts = from_history([(instant_us(v["meta"]["lastUpdated"]), v) for v in versions])
+        values = {"status": facts.status, "redirected": facts.redirected,
+                  "stalled": facts.stalled, "status_reason": facts.status_reason,
+                  "requester": facts.requester, "owner": facts.owner,
+                  "priority": facts.priority, "patient_id": facts.patient_id,
+                  "referred_at": facts.referred_at, "accepted_at": facts.accepted_at,
+                  "started_at": facts.started_at, "completed_at": facts.completed_at}
+        rows.append(tuple(values.get(c) for c in COLUMNS))
+    return rows
 
 
-def scalar(parts, name):
-    for p in parts:
-        if p["name"] == name:
-            return next(v for k, v in p.items() if k.startswith("value"))
-    return None
+def run(query: MetricsQuery, rows: list[tuple] | None = None) -> dict:
+    start, end = query.start, query.end
+    kept = [r for r in rows or rows_of(build_population())
+            if (start is None or r[COLUMNS.index("referred_at")] >= start)
+            and (end is None or r[COLUMNS.index("referred_at")] < end)]
+    result = parameters(answer(kept, query, {}, 11))
+    Parameters.model_validate(result)
+    return result
+
+
+def us(at: datetime) -> int:
+    return int(at.timestamp() * 1_000_000)
 
 
 def test_metrics_per_owner():
-    result = referral_metrics(build_population(), group_by="owner", start=T0 - H,
-                              end=T0 + timedelta(days=30))
-    Parameters.model_validate(result)
-    parts = org_parts(result, "Organization/cbo")
-    assert scalar(parts, "total") == 5
-    statuses = {p["part"][0]["valueCode"]: p["part"][1]["valueInteger"]
-                for p in parts if p["name"] == "status"}
-    assert statuses == {"completed": 2, "cancelled": 1, "rejected": 1, "requested": 1}
-    assert scalar(parts, "acceptanceRate") == 0.75  # 3 accepted / (3 + 1 rejected)
-    assert scalar(parts, "timeToAcceptanceMedian")["value"] == 4.0  # 2, 4, 30
-    assert scalar(parts, "timeToAcceptanceP90") == {"value": 30.0, "unit": "h",
-                                                    "system": "http://unitsofmeasure.org",
-                                                    "code": "h"}
-    assert scalar(parts, "timeToFirstServiceMedian")["value"] == 17.0  # 10, 24
-    assert scalar(parts, "timeToFirstServiceP90")["value"] == 24.0
-    assert scalar(parts, "completionRate") == 0.4
-    assert scalar(parts, "stalled") == 1
-    reasons = [(p["name"], p["part"][0]["valueString"], p["part"][1]["valueInteger"])
-               for p in parts if p["name"].endswith("Reason")]
-    assert reasons == [("rejectionReason", "No capacity", 1),
-                       ("cancellationReason", "Patient declined", 1)]
-    other = org_parts(result, "Organization/other")
-    assert scalar(other, "total") == 1
-    assert scalar(other, "acceptanceRate") is None and scalar(other, "completionRate") is None
+    result = run(MetricsQuery(("all", "owner"), us(T0 - H), us(T0 + timedelta(days=30))))
+    cbo = groups(result, "owner")["Organization/cbo"]
+    assert cbo["total"] == 6 and cbo["funnel.sent"] == 5  # the redirect counts once
+    assert {k: v for k, v in cbo.items() if k.startswith("outcome.")} == {
+        "outcome.completed": 2, "outcome.cancelled": 1, "outcome.rejected": 1,
+        "outcome.waiting": 1, "outcome.redirected": 1}
+    assert cbo["status.rejected"] == 2  # the redirected Task is rejected as a status
+    assert (cbo["funnel.accepted"], cbo["funnel.started"], cbo["funnel.completed"]) == (3, 2, 2)
+    assert (cbo["funnel.accepted.lost"], cbo["funnel.started.lost"],
+            cbo["funnel.completed.lost"]) == (2, 1, 0)
+    assert cbo["acceptanceRate"] == 0.75  # 3 accepted / (3 + 1 rejected): no redirect
+    assert cbo["duration.accept.median"] == 4.0  # 2, 4, 30
+    assert cbo["duration.accept.p90"] == 30.0
+    assert cbo["duration.accept.count"] == 3 and cbo["duration.accept.under-4h"] == 1
+    assert cbo["duration.accept.4-24h"] == 1 and cbo["duration.accept.1-3d"] == 1
+    assert cbo["duration.first-service.median"] == 17.0  # 10, 24
+    assert cbo["duration.first-service.p90"] == 24.0
+    assert cbo["duration.completion.median"] == 29.0  # 10, 48
+    assert cbo["closedLoopRate"] == 0.4  # 2 completed / 5 sent
+    assert cbo["stalled.stalled-not-accepted"] == 1 and cbo["stalled.stalled-no-progress"] == 0
+    assert cbo["rejectionReason"] == [("No capacity", 1)]
+    assert cbo["cancellationReason"] == [("Patient declined", 1)]
+    other = groups(result, "owner")["Organization/other"]
+    assert other["total"] == 1 and other["outcome.draft"] == 1 and other["funnel.sent"] == 0
+    assert "acceptanceRate" not in other and "closedLoopRate" not in other
+    everyone = groups(result, "all")["all"]
+    assert everyone["total"] == 7 and everyone["funnel.sent"] == 5
 
 
 def test_metrics_filter_by_requester_and_window():
-    result = referral_metrics(build_population(), group_by="requester", start=None, end=None,
-                              organization="Organization/clinic")
-    orgs = [p for p in result["parameter"] if p["name"] == "organization"]
-    assert len(orgs) == 1
-    assert scalar(orgs[0]["part"], "total") == 7
-    narrow = referral_metrics(build_population(), group_by="owner", start=T0 + 0.5 * H,
-                              end=T0 + 3 * H)
-    assert scalar(org_parts(narrow, "Organization/cbo"), "total") == 2  # d and e
+    result = run(MetricsQuery(("all", "requester")))
+    assert list(groups(result, "requester")) == ["Organization/clinic"]
+    assert groups(result, "requester")["Organization/clinic"]["total"] == 8
+    narrow = run(MetricsQuery(("all", "owner"), us(T0 + 0.5 * H), us(T0 + 3 * H)))
+    assert groups(narrow, "owner")["Organization/cbo"]["total"] == 2  # d and e
 
 
 def test_metrics_csv():
-    result = referral_metrics(build_population(), group_by="owner", start=T0 - H,
-                              end=T0 + timedelta(days=30))
-    text = metrics_csv(result)
-    rows = list(csv.DictReader(io.StringIO(text)))
-    assert [r["organization"] for r in rows] == ["Organization/cbo", "Organization/other"]
-    cbo = rows[0]
-    assert cbo["total"] == "5" and cbo["completed"] == "2" and cbo["draft"] == "0"
+    query = MetricsQuery(("all", "owner"), us(T0 - H), us(T0 + timedelta(days=30)))
+    rows = [r for r in rows_of(build_population())
+            if r[COLUMNS.index("referred_at")] >= query.start]
+    text = metrics_csv(answer(rows, query, {"Organization/cbo": "Community Care"}, 11))
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert [(r["dimension"], r["key"]) for r in table] == [
+        ("all", "all"), ("owner", "Organization/cbo"), ("owner", "Organization/other")]
+    cbo = table[1]
+    assert cbo["name"] == "Community Care" and cbo["total"] == "6" and cbo["completed"] == "2"
+    assert cbo["outcome_redirected"] == "1" and cbo["outcome_draft"] == "0"
     assert cbo["acceptance_rate"] == "0.75"
-    assert cbo["time_to_acceptance_median_h"] == "4.0"
+    assert cbo["time_to_accept_median_h"] == "4.0"
     assert cbo["rejection_reasons"] == "No capacity (1)"
-    assert cbo["stalled"] == "1"
-    assert rows[1]["draft"] == "1" and rows[1]["acceptance_rate"] == ""
+    assert cbo["stalled_not_accepted"] == "1"
+    assert table[2]["outcome_draft"] == "1" and table[2]["acceptance_rate"] == ""
 
 
 def test_percentile_nearest_rank():

@@ -1,6 +1,6 @@
-"""The referral workflow wired into every write path, plus $redirect, $timeline and
-$referral-metrics, and coordination-platform mode (`features.coordination`: $assign-recipient)
-(rules in fhir_server/workflow/RULES.md)."""
+"""The referral workflow wired into every write path, plus $redirect and $timeline, and
+coordination-platform mode (`features.coordination`: $assign-recipient) (rules in
+fhir_server/workflow/RULES.md). `$referral-metrics` lives in `features.outcomes`."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from fhir_server.auth.context import AccessContext
 from fhir_server.errors import FhirError
 from fhir_server.features import coordination
 from fhir_server.interactions import access, crud
-from fhir_server.interactions.caller_view import CallerView, system_call
+from fhir_server.interactions.caller_view import system_call
 from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.results import Result
 from fhir_server.jobs import stalled_policy
 from fhir_server.json_tree import copy_tree
 from fhir_server.rest.operations import Operation, OperationRegistry
 from fhir_server.storage.repository import Repository, StoredResource
-from fhir_server.workflow import artifacts, metrics, redirect, task_rules, timeline
+from fhir_server.workflow import artifacts, redirect, task_rules, timeline
 from fhir_server.workflow.canonical import CANONICAL_BASE
 from fhir_server.workflow.write_path import prepare_service_request_write, prepare_task_write
 
@@ -40,10 +40,6 @@ def install(services: Services, registry: OperationRegistry) -> None:
         name="timeline", handler=_timeline, types=frozenset({"Task"}), instance_level=True,
         methods=frozenset({"GET"}), definition=f"{OPERATION_BASE}/Task-timeline",
         documentation="Ordered status changes of a referral Task, with who and when"))
-    registry.register(Operation(
-        name="referral-metrics", handler=_metrics, system=True, methods=frozenset({"GET"}),
-        definition=f"{OPERATION_BASE}/referral-metrics", raw_formats=frozenset({"text/csv"}),
-        documentation="Referral outcome metrics per organization (Parameters or CSV)"))
     services.seed_providers.append(
         lambda: artifacts.operation_definitions() + artifacts.code_systems())
     stalled_policy(services.settings)  # a malformed FHIR_SERVER_STALLED_POLICY stops the start
@@ -214,31 +210,3 @@ def _versions(conn: Connection, res_type: str, res_id: str) -> list[dict | None]
     page, _cursor, _total = Repository(conn).history(res_type=res_type, res_id=res_id,
                                                      count=10_000)
     return [v.resource() if v.body is not None else None for v in page]
-
-
-def _parse_time(name: str, value: str | None) -> datetime | None:
-    if not value:
-        return None
-    from fhir_server.interactions.history import parse_instant_param
-
-    return datetime.fromtimestamp(parse_instant_param(name, value) / 1_000_000, tz=UTC)
-
-
-def _metrics(call: Call, res_type: str | None, res_id: str | None,
-             params: list[tuple[str, str]], body: Any) -> Result:
-    args = dict(params)
-    group_by = "owner" if "owner" in args else "requester"
-    organization = args.get(group_by)
-    start, end = _parse_time("start", args.get("start")), _parse_time("end", args.get("end"))
-    search = [("code", "http://hl7.org/fhir/CodeSystem/task-code|fulfill")]
-    if organization:
-        search.append((group_by, organization))
-    with call.db.read() as conn:  # only the Tasks the caller may see count
-        tasks = CallerView(conn, call).search("Task", search, limit=1_000_000)
-        histories = [_versions(conn, "Task", task["id"]) for task in tasks]
-    parameters = metrics.referral_metrics(histories, group_by=group_by, start=start, end=end,
-                                          organization=organization)
-    if call.requested_raw_format == "text/csv":
-        return Result(200, raw=(metrics.metrics_csv(parameters).encode(),
-                                "text/csv; charset=utf-8"))
-    return Result(200, resource=parameters)

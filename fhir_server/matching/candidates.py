@@ -23,9 +23,8 @@ from sqlalchemy import Connection, func, select
 
 from fhir_server.matching.pool import Pool
 from fhir_server.matching.ranking import Stats
-from fhir_server.storage.schema import history, resources
-from fhir_server.workflow.metrics import task_facts
-from fhir_server.workflow.timeline import ordered_versions
+from fhir_server.storage.outcomes_store import owner_acceptance
+from fhir_server.storage.schema import resources
 from mappers.directory_model import ServiceFacts, location_position, service_facts
 
 _DIRECTORY_TYPES = ("HealthcareService", "Location")
@@ -181,18 +180,9 @@ def provider_stats(conn: Connection, key: str) -> dict[str, Stats]:
     if cached is not None and cached[0] == fp:
         _mark("stats", key)
         return cached[1]
-    versions: dict[str, list[dict | None]] = defaultdict(list)
-    rows = conn.execute(select(history.c.res_id, history.c.body).where(
-        history.c.res_type == "Task"))
-    for res_id, body in rows:
-        versions[res_id].append(orjson.loads(body) if body else None)
-    per_owner: dict[str, list] = defaultdict(list)
-    for task_versions in versions.values():
-        ordered = ordered_versions(task_versions)
-        facts = task_facts(ordered)
-        owner = ((ordered[-1] or {}).get("owner") or {}).get("reference") if ordered else None
-        if facts is not None and owner:
-            per_owner[owner].append(facts)
+    per_owner: dict[str, list[tuple]] = defaultdict(list)
+    for owner, status, redirected, referred_at, accepted_at in owner_acceptance(conn):
+        per_owner[owner].append((status, redirected, referred_at, accepted_at))
     out = {owner: _summarise(facts) for owner, facts in per_owner.items()}
     with _lock:
         _stats[key] = (fp, out)
@@ -200,12 +190,14 @@ def provider_stats(conn: Connection, key: str) -> dict[str, Stats]:
     return out
 
 
-def _summarise(facts: list) -> Stats:
-    accepted = [f for f in facts if f.accepted_at is not None]
-    rejected = [f for f in facts if f.status == "rejected" and f.accepted_at is None]
-    decided = len(accepted) + len(rejected)
-    hours = [(f.accepted_at - f.referred_at).total_seconds() / 3600 for f in accepted
-             if f.referred_at is not None]
+def _summarise(facts: list[tuple]) -> Stats:
+    """Acceptance rate (redirects are not rejections) and median hours to accept of one
+    owner's referrals, given as (status, redirected, referred_at, accepted_at)."""
+    accepted = [(referred, at) for _s, _r, referred, at in facts if at is not None]
+    rejected = sum(1 for status, redirected, _f, at in facts
+                   if status == "rejected" and not redirected and at is None)
+    decided = len(accepted) + rejected
+    hours = [max(at - referred, 0) / 3_600_000_000 for referred, at in accepted]
     return Stats(acceptance_rate=round(len(accepted) / decided, 4) if decided else None,
                  median_hours_to_accept=round(statistics.median(hours), 2) if hours else None,
                  referrals=len(facts))

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -63,9 +65,25 @@ class StoredResource:
         return orjson.loads(self.body)
 
 
+_REPLAY_CLOCK: ContextVar[int | None] = ContextVar("replay_clock", default=None)
+
+
 def now_us() -> int:
-    """Current time in epoch microseconds."""
-    return time.time_ns() // 1000
+    """Current time in epoch microseconds (the replay time inside `replay_clock`)."""
+    replayed = _REPLAY_CLOCK.get()
+    return replayed if replayed is not None else time.time_ns() // 1000
+
+
+@contextmanager
+def replay_clock(at_us: int) -> Iterator[None]:
+    """Stamp the writes made in this context (this thread only) at `at_us`, for loading
+    data with the times they happened (the synthetic population in examples/, imports).
+    Never used by a request: every version a client writes is stamped with the real time."""
+    token = _REPLAY_CLOCK.set(at_us)
+    try:
+        yield
+    finally:
+        _REPLAY_CLOCK.reset(token)
 
 
 def format_instant(us: int) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+from mappers.languages import language_name
+
 NO_NAME = "(no name recorded)"
 
 TASK_STATUS = {
@@ -28,10 +30,6 @@ PRIORITY = {"routine": "Routine", "urgent": "Urgent", "asap": "As soon as possib
 STALLED = {"stalled-not-accepted": "not accepted in time",
            "stalled-not-started": "accepted but not started in time",
            "stalled-no-progress": "no progress for too long"}
-LANGUAGES = {"en": "English", "es": "Spanish", "zh": "Chinese", "vi": "Vietnamese",
-             "fr": "French", "ar": "Arabic", "ko": "Korean", "ru": "Russian",
-             "pt": "Portuguese", "ht": "Haitian Creole", "tl": "Tagalog", "de": "German",
-             "so": "Somali", "pl": "Polish", "hi": "Hindi", "ja": "Japanese"}
 
 
 def human_name(resource: dict | None) -> str:
@@ -137,13 +135,6 @@ def day_time(value: str | None) -> str:
         return day(value)
     moment = moment.astimezone(UTC)
     return f"{moment.day} {moment:%b %Y}, {moment:%H:%M} UTC"
-
-
-def language_name(code: str | None) -> str:
-    """`Spanish` for `es` / `es-MX` (the code itself when unknown)."""
-    if not code:
-        return ""
-    return LANGUAGES.get(code.split("-")[0].lower(), code)
 
 
 def patient_language(patient: dict | None) -> str:

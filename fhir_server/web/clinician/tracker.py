@@ -13,6 +13,7 @@ from flask import Blueprint, Response, request
 from fhir_server.web import words
 from fhir_server.web.api import ApiError, entries, next_link
 from fhir_server.web.apps import current, render, signed_in
+from fhir_server.web.clinician.follow_ups import follow_ups, follow_ups_in
 from fhir_server.web.clinician.referrals import ReferralRow, referral_rows
 from fhir_server.web.clinician.summary import REFERRAL_TASK_CODE
 from fhir_server.web.names import Names
@@ -21,9 +22,11 @@ from fhir_server.workflow.canonical import STALLED_SYSTEM
 STATUSES = ("requested", "accepted", "in-progress", "on-hold", "completed", "rejected",
             "cancelled", "failed")
 PAGE_SIZE = 25
-INCLUDES = (("_include", "Task:owner"), ("_include", "Task:patient"))  # names, same query
+# names and follow-up screenings (workflow/OUTCOMES.md), same query
+INCLUDES = (("_include", "Task:owner"), ("_include", "Task:patient"),
+            ("_revinclude", "Task:part-of"))
 ALLOWED_PAGE_PARAMS = frozenset({"code", "status", "priority", "owner:Organization.name",
-                                 "_include",
+                                 "_include", "_revinclude",
                                  "patient:Patient.name", "authored-on", "_sort", "_count",
                                  "_cursor", "_offset", "_page", "_after", "_before"})
 
@@ -98,12 +101,15 @@ def add_tracker_views(bp: Blueprint) -> None:
         params = _page_params(request.args.get("page", "")) or filters.search()
         api = current().api
         bundle = api.search("Task", params)
-        rows = referral_rows(_names_with(entries(bundle, "include")), entries(bundle))
+        included = entries(bundle, "include")
+        rows = referral_rows(_names_with(included), entries(bundle))
+        screenings = follow_ups_in(included, [r.id for r in rows])
         more = next_link(bundle)
         page = ("?" + urlsplit(more).query) if more else ""
         template = "clinician/_tracker_rows.html" if request.headers.get("X-Refresh") \
             else "clinician/tracker.html"
-        return render(template, rows=rows, filters=filters, statuses=STATUSES,
+        return render(template, rows=rows, follow_ups=screenings, filters=filters,
+                      statuses=STATUSES,
                       priorities=list(words.PRIORITY.items()), next_page=page,
                       version=_version(rows), refresh=current().config.refresh_seconds,
                       refresh_url=request.full_path)
@@ -189,6 +195,7 @@ def load_referral(task_id: str) -> dict:
     rows = referral_rows(names, [task])
     sr = names.get(focus) or {}
     return {"task": task, "row": rows[0], "sr": sr,
+            "follow_ups": follow_ups(api, [task_id]).get(task_id, []),
             "events": [_event_words(names, p) for p in events],
             "outcome": _outcome(names, outputs), "version": _version(rows),
             "patient_id": rows[0].patient_id, "notes": [n.get("text") for n in
