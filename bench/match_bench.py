@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import insert  # noqa: E402
 
 from fhir_server.app import create_app  # noqa: E402
+from fhir_server.auth.context import SYSTEM  # noqa: E402
 from fhir_server.config import Settings  # noqa: E402
 from fhir_server.directory_cli import import_tables  # noqa: E402
 from fhir_server.interactions.context import Call  # noqa: E402
@@ -136,7 +137,8 @@ def bench_import(organizations: int, url: str | None) -> dict:
     db = _fresh_db(url, "hsds")
     app = create_app(Settings.from_env(database_url=db.url.render_as_string(
         hide_password=False), auth_mode="off"), db=db)
-    call = Call(services=app.extensions["fhir_services"], base_url="http://bench/fhir")
+    call = Call(services=app.extensions["fhir_services"], base_url="http://bench/fhir",
+                access=SYSTEM)
     tables = _generator().hsds_sample(organizations=organizations)
     rows = sum(len(v) for v in tables.values())
     t0 = time.perf_counter()

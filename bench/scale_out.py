@@ -38,7 +38,7 @@ from pathlib import Path
 import requests
 from sqlalchemy import select
 
-from bench.subscription_bench import subscription, task
+from bench.subscription_bench import parties, subscription, task
 from fhir_server.storage.db import Database
 from subscriptions.outbox_schema import delivery, registry
 from subscriptions.testing import HookReceiver
@@ -134,6 +134,9 @@ class Cluster:
 
 def subscribe(cluster: Cluster, subs: int) -> None:
     session = requests.Session()
+    for body in parties(subs):
+        session.put(f"{cluster.base}/{body['resourceType']}/{body['id']}", headers=JSON,
+                    timeout=60, data=json.dumps(body)).raise_for_status()
     for org in range(subs):
         resp = session.post(f"{cluster.base}/Subscription", headers=JSON, timeout=60,
                             data=json.dumps(subscription(cluster.receiver.url, org)))

@@ -62,6 +62,14 @@ def task(org: int, n: int = 0) -> dict:
             "owner": {"reference": f"Organization/org-{org}"}}
 
 
+def parties(orgs: int) -> list[dict]:
+    """The Patient and Organizations the bench Tasks reference (a write may only reference
+    what exists on the server)."""
+    patient = {"resourceType": "Patient", "id": "bench", "name": [{"family": "Bench"}]}
+    return [patient] + [{"resourceType": "Organization", "id": oid, "name": oid}
+                        for oid in ["bench-clinic", *(f"org-{n}" for n in range(orgs))]]
+
+
 def subscription(endpoint: str, org: int) -> dict:
     return {"resourceType": "Subscription", "status": "requested", "reason": "bench",
             "criteria": TASK_TOPIC,
@@ -272,6 +280,11 @@ def delivery_stats(receiver: HookReceiver, subs: dict[str, int], expected: int) 
 
 def seed_tasks(port: int, orgs: int) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for body in parties(orgs):
+        path = f"/fhir/{body['resourceType']}/{body['id']}"
+        status, payload, _h = json_request(conn, "PUT", path, body)
+        if status >= 300:
+            raise RuntimeError(f"seed {path} failed: {status} {payload[:300]!r}")
     for org in range(orgs):
         for n in range(TASKS_PER_ORG):
             body = task(org, n)
@@ -360,6 +373,7 @@ def micro(backend: str, subs: int, writes: int = 200, rounds: int = 5) -> dict:
 
     from sqlalchemy import update
 
+    from fhir_server.auth.context import SYSTEM
     from fhir_server.config import Settings
     from fhir_server.interactions import crud
     from fhir_server.interactions.context import Call
@@ -370,7 +384,10 @@ def micro(backend: str, subs: int, writes: int = 200, rounds: int = 5) -> dict:
     url = database_url(backend, os.environ.get("FHIR_TEST_PG_URL"))
     prepare_database(url)
     services = make_services(Settings.from_env(database_url=url, auth_mode="off"))
-    call = Call(services=services, base_url="http://127.0.0.1/fhir", prefer_return="minimal")
+    call = Call(services=services, base_url="http://127.0.0.1/fhir", prefer_return="minimal",
+                access=SYSTEM)
+    for body in parties(subs):
+        crud.update(call, body["resourceType"], body["id"], body)
     for org in range(subs):
         crud.update(call, "Task", f"bench-{org}-0", task(org))
         crud.create(call, "Subscription", subscription("http://127.0.0.1:9/hook", org))

@@ -15,7 +15,7 @@ from fhir_server.auth.policy import (
     restrict_for,
     searchable_types,
 )
-from fhir_server.auth.referral_compartment import OrgRef
+from fhir_server.auth.referral_compartment import OrgRef, WrittenBy
 from fhir_server.errors import FhirError
 from tests.test_auth_policy import OBS_P1, ctx
 
@@ -139,7 +139,7 @@ def test_restrict_for_organizations():
     task = restrict_for(c, "Task")
     assert (task.allowed, task.organization, task.shared) == (True, "Organization/cbo", False)
     assert task.alternatives == (Alternative((("status", "requested"),), None, ()),)
-    assert task.rules == (OrgRef("Task.owner"), OrgRef("Task.requester"))
+    assert task.rules == (WrittenBy(), OrgRef("Task.owner"), OrgRef("Task.requester"))
     org = restrict_for(c, "Organization")
     assert (org.allowed, org.organization, org.rules, org.shared) == (
         True, "Organization/cbo", (), True)

@@ -111,7 +111,7 @@ def test_chain_too_deep(server, unchanged):
     _error(server.get(f"Patient?{has}=x"), 400)
 
 
-def test_chain_at_the_limit_runs_on_every_database(server):
+def test_chain_at_the_limit_runs_on_every_database(server, sample_world):
     root = server.post("Task", sample("Task")).json()["id"]
     parent = root
     for _ in range(3):

@@ -77,7 +77,7 @@ def test_phq9_scored_into_observations_without_flag(server):
     assert server.get("Task", params={"patient": patient}).json().get("entry", []) == []
 
 
-def test_item9_positive_creates_flag_and_risk_task_and_raises_priority(server):
+def test_item9_positive_creates_flag_and_risk_task_and_raises_priority(server, sample_world):
     patient = _patient(server)
     resp = server.post("QuestionnaireResponse",
                        qr_for("phq-9", [3, 3, 2, 2, 1, 1, 1, 1, 3], patient))

@@ -252,7 +252,7 @@ def test_malformed_values_are_400(db, name, value):
 
 
 def test_restrict_narrows_matches_and_includes(db):
-    def only_p1_and_tasks(r):
+    def only_p1_and_tasks(r, types=None):
         return (r.c.res_id == literal("p1")) | (r.c.res_type == literal("Task"))
 
     b = search(db, "Task", [("_include", "Task:*")], restrict=only_p1_and_tasks)
