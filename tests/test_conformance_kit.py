@@ -38,8 +38,6 @@ KNOWN_GAPS = {
     "cap.resource.CareTeam": "us-core-careteam is not among our profiles (profiles/)",
     "cap.resource.DocumentReference": "us-core-documentreference is not among our profiles",
     "cap.resource.Questionnaire": "sdc-questionnaire-extr-smap is not among our profiles",
-    "search.DocumentReference._id": "the access policy hides a DocumentReference from the "
-                                    "organization that created it (author_org pending)",
 }
 
 
