@@ -85,6 +85,17 @@ TARGETS: dict[str, Target] = {
         {"fhir_server/auth/policy.py": ("*",)},
         ("tests/test_auth_policy.py", "tests/test_auth_policy_rules.py",
          "tests/test_access_http.py")),
+    "access": Target(
+        {"fhir_server/auth/referral_compartment.py": ("*",),
+         "fhir_server/interactions/access.py": (
+             "owns_directory_entry", "_directory_write_check", "ctx_of", "_unrestricted",
+             "check_type", "check_new", "check_existing", "_author_write_check",
+             "restriction*", "_org_refs", "type_clause", "_alternative", "_visible",
+             "_source_visible*"),
+         "fhir_server/storage/access_sql.py": ("*",),
+         "fhir_server/interactions/reference_check.py": ("*",)},
+        ("tests/test_access_rules.py", "tests/test_auth_policy_rules.py",
+         "tests/test_access_http.py", "tests/test_security_findings.py")),
 }
 
 
