@@ -19,10 +19,8 @@ SKIP_CONSTRAINTS = {"ele-1", "ext-1", "dom-2", "dom-3", "dom-4", "dom-5", "dom-6
 # Profile URLs we reference but do not ship, with their resource type (for reference checks).
 EXTERNAL_PROFILE_TYPES = {
     f"{USCORE}/StructureDefinition/us-core-encounter": "Encounter",
-    f"{USCORE}/StructureDefinition/us-core-documentreference": "DocumentReference",
     f"{USCORE}/StructureDefinition/us-core-questionnaireresponse": "QuestionnaireResponse",
     f"{USCORE}/StructureDefinition/us-core-relatedperson": "RelatedPerson",
-    f"{USCORE}/StructureDefinition/us-core-careteam": "CareTeam",
     f"{USCORE}/StructureDefinition/us-core-careplan": "CarePlan",
     f"{FHIR_SD}condition-assertedDate": "Extension",
     f"{FHIR_SD}resource-pertainsToGoal": "Extension",
@@ -94,6 +92,21 @@ EXTRA_VALUESETS: list[dict[str, Any]] = [
          {"system": OBS_CAT, "concept": [{"code": c} for c in (
              "social-history", "vital-signs", "imaging", "laboratory", "procedure", "survey",
              "exam", "therapy", "activity")]}]}},
+    # The two DocumentReference value sets of US Core 7.0.0 (HL7/US-Core input/resources).
+    {"id": "us-core-documentreference-type",
+     "url": f"{USCORE}/ValueSet/us-core-documentreference-type", "version": "7.0.0",
+     "name": "USCoreDocumentReferenceType",
+     "compose": {"include": [
+         {"system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor",
+          "concept": [{"code": "UNK", "display": "unknown"}]},
+         {"system": "http://loinc.org",
+          "filter": [{"property": "SCALE_TYP", "op": "=", "value": "DOC"}]}]}},
+    {"id": "us-core-documentreference-category",
+     "url": f"{USCORE}/ValueSet/us-core-documentreference-category", "version": "7.0.0",
+     "name": "USCoreDocumentReferenceCategory",
+     "compose": {"include": [{
+         "system": f"{USCORE}/CodeSystem/us-core-documentreference-category",
+         "concept": [{"code": "clinical-note", "display": "Clinical Note"}]}]}},
     {"id": "backport-content-value-set",
      "url": "http://hl7.org/fhir/uv/subscriptions-backport/ValueSet/backport-content-value-set",
      "version": "1.1.0", "name": "BackportContentValueSet",

@@ -27,6 +27,10 @@ FSH = SHARED / "gravity" / "fsh-3.0.0" / "input" / "fsh"
 OUT_SD = REPO / "profiles" / "structuredefinitions"
 OUT_VS = REPO / "profiles" / "valuesets"
 OUT_BASE = REPO / "profiles" / "base"
+# US Core 7.0.0 StructureDefinitions shipped as published by HL7 (JSON from HL7/US-Core,
+# see profiles/SOURCES.md), not generated: kept when the folder is rewritten, and read here
+# so the base data and value sets they need are built with the rest.
+OFFICIAL_SDS = ("us-core-careteam.json", "us-core-documentreference.json")
 
 SDOH = "http://hl7.org/fhir/us/sdoh-clinicalcare"
 USCORE = "http://hl7.org/fhir/us/core"
@@ -502,12 +506,14 @@ def main() -> int:
     sds = build_profiles()
     OUT_SD.mkdir(parents=True, exist_ok=True)
     for old in OUT_SD.glob("*.json"):
-        old.unlink()
+        if old.name not in OFFICIAL_SDS:
+            old.unlink()
     for sd in sds:
         sd = build_data.no_empty_strings(sd)  # FHIR forbids "" (omit the element instead)
         (OUT_SD / f"{sd['id']}.json").write_text(json.dumps(sd, indent=1) + "\n", "utf-8")
-    build_data.build_base(sds, OUT_BASE)
-    build_data.build_terminology(sds, OUT_VS)
+    official = [json.loads((OUT_SD / name).read_text("utf-8")) for name in OFFICIAL_SDS]
+    build_data.build_base(sds + official, OUT_BASE)
+    build_data.build_terminology(sds + official, OUT_VS)
     print(f"wrote {len(sds)} StructureDefinitions")
     return 0
 
