@@ -115,8 +115,10 @@ def test_command_line_prints_progress_and_writes_the_reports(kit_server, tmp_pat
     assert data["exitCode"] == 0 and data["actor"] == "referral-source"
     legal = next(r for r in data["results"] if r["id"] == "workflow.legal-transitions")
     assert {q["key"] for q in legal["requirements"]} >= {"refer-6", "task-update-permissions"}
+    assert {s["key"] for g in data["notTested"] for s in g["statements"]} >= {"cond-1", "conf-9"}
     html = (out / "gravity-referral-source.html").read_text()
     assert "workflow.owner-limits" in html and "PASS" in html
+    assert "IG conformance statements this kit does not test" in html and "obsscreen-3" in html
     assert "<script" not in html and 'src="http' not in html and "<link" not in html
 
 
@@ -264,15 +266,18 @@ def _statement_keys(text: str) -> set[str]:
     return keys
 
 
-def test_readme_lists_exactly_the_statements_the_kit_does_not_test():
-    """The README's section names every IG conformance statement no test of any actor
-    checks, and the ones tested; it stays true when tests are added."""
-    from fhir_server.conformance.requirements import statements
+def test_readme_and_reports_list_exactly_the_statements_the_kit_does_not_test():
+    """NOT_TESTED (shown in the reports) and the README's section name every IG conformance
+    statement no test of any actor checks, and the README the ones tested; this stays true
+    when tests are added."""
+    from fhir_server.conformance.requirements import NOT_TESTED, statements
     from fhir_server.conformance.suites import build_suite
 
     all_keys = set(statements())
     tested = {r.key for actor in ACTORS for t in build_suite(actor) for r in t.requirements
               } & all_keys
+    listed = [k for _topic, keys, _why in NOT_TESTED for k in keys]
+    assert len(listed) == len(set(listed)) and set(listed) == all_keys - tested
     readme = (REPO_ROOT / "README.md").read_text()
     section = readme.split("## Testing your server for Gravity SDOH conformance", 1)[1]
     section = section.split("\n## ", 1)[0]
@@ -280,6 +285,8 @@ def test_readme_lists_exactly_the_statements_the_kit_does_not_test():
     assert _statement_keys(not_tested) & all_keys == all_keys - tested
     assert _statement_keys(listed_tested.split("The kit tests", 1)[1]) & all_keys == tested
     assert f"The kit tests {len(tested)} of the IG's {len(all_keys)}" in section
+    for topic, _keys, _why in NOT_TESTED:
+        assert f"**{topic}**" in not_tested, topic
     assert (REPO_ROOT / "docs" / "screenshots" / "conformance-report.png").stat().st_size > 10_000
 
 

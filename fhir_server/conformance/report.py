@@ -12,6 +12,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from fhir_server.conformance.model import ERROR, FAIL, NA, OUTCOMES, PASS, SKIP, WARN, RunReport
+from fhir_server.conformance.requirements import not_tested
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 EXIT_MEANING = {0: "every SHALL test passed", 1: "a SHALL test failed",
@@ -56,6 +57,7 @@ def as_json(report: RunReport) -> dict[str, Any]:
         "validation": report.validation, "exitCode": report.exit_code,
         "counts": dict(Counter(r.outcome for r in report.results)),
         "results": [r.as_json() for r in report.results], "cleanup": report.cleanup,
+        "notTested": not_tested(),
     }
 
 
@@ -107,7 +109,7 @@ def html(report: RunReport) -> str:
     attention = sorted((r for r in report.results if r.outcome in (FAIL, ERROR, WARN) or (
         r.outcome == SKIP and r.test.level == "SHALL")), key=lambda r: severity[r.outcome])
     return template.render(report=report, groups=groups, counts=counts, outcomes=OUTCOMES,
-                           attention=attention,
+                           attention=attention, not_tested=not_tested(),
                            shall_na=sum(r.test.level == "SHALL" and r.outcome == NA
                                         for r in report.results),
                            exit_meaning=EXIT_MEANING[report.exit_code],

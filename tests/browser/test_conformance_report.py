@@ -42,6 +42,10 @@ def test_the_html_report_shows_the_failure_with_what_was_sent(browser_page, repo
     assert "PUT http" in attention.inner_text()
     assert page.locator("tr#cap\\.formats .badge").inner_text() == "PASS"
     assert "Bearer " not in page.content()  # tokens are never written
+    not_tested = page.locator("section[aria-labelledby=not-tested]")
+    assert not_tested.locator("details").count() == 7
+    not_tested.locator("summary", has_text="Domain terminology").click()
+    assert "obsscreen-3" in not_tested.inner_text() and "VSAC" in not_tested.inner_text()
     checks = PageChecks("conformance")
     page.screenshot(path=str(checks.folder / "report-top.png"))  # the README's picture
     checks(page, "report")
