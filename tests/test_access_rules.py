@@ -65,6 +65,9 @@ WORLD: dict[str | None, list[dict]] = {
         *({"resourceType": "QuestionnaireResponse", "id": f"qr{n}", "status": "completed",
            "subject": ref(f"Patient/p{n}")} for n in (1, 2, 3, 4)),
         {"resourceType": "Condition", "id": "cond1", "subject": ref("Patient/p1")},
+        # ids that other types referenced from B's compartment also carry: a rule that
+        # follows a reference matches its target's type, not its id alone
+        {"resourceType": "Patient", "id": "cond1", "managingOrganization": org("A")},
         {"resourceType": "Observation", "id": "obs1", "status": "final",
          "code": {"text": "PHQ-9"}, "subject": ref("Patient/p1")},
         {"resourceType": "Encounter", "id": "enc1", "status": "finished",
@@ -75,8 +78,12 @@ WORLD: dict[str | None, list[dict]] = {
          "supportingInfo": [ref("Consent/consent1"), ref("QuestionnaireResponse/qr1"),
                             ref("Observation/obs1")],
          "reasonReference": [ref("Condition/cond1")]},
+        # an active Consent of A's that sr2 names outside supportingInfo opens nothing
+        {"resourceType": "Consent", "id": "consent2a", "status": "active",
+         "patient": ref("Patient/p2")},
         {"resourceType": "ServiceRequest", "id": "sr2", "status": "active",
          "intent": "order", "subject": ref("Patient/p2"), "requester": org("A"),
+         "basedOn": [ref("Consent/consent2a")],
          "supportingInfo": [ref("QuestionnaireResponse/qr2")]},
         {"resourceType": "ServiceRequest", "id": "sr4", "status": "active",
          "intent": "order", "subject": ref("Patient/p4"), "requester": org("A"),
@@ -93,9 +100,15 @@ WORLD: dict[str | None, list[dict]] = {
     ],
     "B": [
         {"resourceType": "Procedure", "id": "proc1", "status": "completed",
-         "subject": ref("Patient/p1"), "performer": [{"actor": org("B")}]},
+         "subject": ref("Patient/p1"), "performer": [{"actor": org("B")}],
+         "reasonReference": [ref("Condition/cond1")]},
         {"resourceType": "Goal", "id": "goal-b", "lifecycleStatus": "active",
          "description": {"text": "sleep"}, "subject": ref("Patient/p1")},
+    ],
+    "E": [
+        {"resourceType": "Patient", "id": "pe"},
+        {"resourceType": "Consent", "id": "qr1", "status": "active",
+         "patient": ref("Patient/pe")},
     ],
     "C": [
         # C's own active Consent beside A's ServiceRequest sr2 cannot open A's screening.
@@ -108,7 +121,9 @@ WORLD: dict[str | None, list[dict]] = {
 
 #: Every resource of WORLD each organization may read (directory entries aside).
 EXPECTED = {
-    "A": {"Patient/p1", "Patient/p2", "Patient/p3", "Patient/p4", "Consent/consent1",
+    "A": {"Patient/p1", "Patient/p2", "Patient/p3", "Patient/p4", "Patient/cond1",
+          "Consent/consent2a",
+          "Consent/consent1",
           "Consent/consent4", "QuestionnaireResponse/qr1", "QuestionnaireResponse/qr2",
           "QuestionnaireResponse/qr3", "QuestionnaireResponse/qr4", "Condition/cond1",
           "Observation/obs1", "Encounter/enc1", "ServiceRequest/sr1", "ServiceRequest/sr2",
@@ -118,7 +133,7 @@ EXPECTED = {
           "Procedure/proc1", "Goal/goal-b", "Procedure/proc-c"},
     "C": {"Task/t2", "ServiceRequest/sr2", "Patient/p2", "Task/t4", "ServiceRequest/sr4",
           "Patient/p4", "Consent/consent4", "Consent/consent2c", "Procedure/proc-c"},
-    "E": set(),
+    "E": {"Consent/qr1", "Patient/pe"},
 }
 CLINICAL = ("Patient", "Consent", "QuestionnaireResponse", "Condition", "Observation",
             "Encounter", "ServiceRequest", "Task", "Procedure", "Goal")
@@ -134,8 +149,12 @@ def world(database):
             repo = Repository(conn)
             for resource in batch:
                 repo.create(dict(resource), res_id=resource["id"], method="PUT")
+    with database.write(author_org="Organization/A") as conn:
+        Repository(conn).create({"resourceType": "Patient", "id": "p-gone"}, res_id="p-gone",
+                                method="PUT")
     with database.write() as conn:
         Repository(conn).delete("PractitionerRole", "role-gone")
+        Repository(conn).delete("Patient", "p-gone")
     return services
 
 
@@ -252,6 +271,18 @@ def test_unrestricted_and_failing_closed(world):
     assert (err.value.status, err.value.code) == (403, "forbidden")
 
 
+def test_a_deleted_resource_is_named_by_its_type_and_id(world):
+    """A deleted resource (no body left) outside a granular scope is a 404 naming it."""
+    with world.db.read() as conn:
+        gone = stored(conn, "Patient/p-gone")
+        assert gone.deleted and gone.body is None
+        call = call_as(world, caller("A", "system/Patient.rs?_id=p3"))
+        with pytest.raises(FhirError) as err:
+            access.check_existing(conn, call, "read", gone)
+        assert (err.value.status, err.value.code) == (404, "not-found")
+        assert err.value.diagnostics == "Resource Patient/p-gone is not known"
+
+
 def test_patient_context_narrows_to_the_patient(world):
     """A patient-context scope (launch) narrows to that patient's compartment, within
     what the organization may see."""
@@ -264,6 +295,27 @@ def test_patient_context_narrows_to_the_patient(world):
     assert visible_to(world, granular, ("Observation",)) == {"Observation/obs1"}
     other = caller("A", "system/Observation.rs?status=amended")
     assert visible_to(world, other, ("Observation",)) == set()
+
+
+def test_a_scope_with_an_unknown_parameter_opens_nothing(world):
+    """Granular scope parameters are parsed strictly: one the server does not know
+    refuses the search (400) instead of being dropped (which would widen the scope)."""
+    with pytest.raises(FhirError) as err:
+        visible_to(world, caller("A", "system/Observation.rs?nonsense=1"), ("Observation",))
+    assert (err.value.status, err.value.code) == (400, "not-supported")
+
+
+def test_new_content_outside_a_granular_scope_is_403_on_update_too(world):
+    """New content is checked as new content (403), not as a stored resource (404)."""
+    call = call_as(world, caller("A", "system/Observation.cruds?status=final"))
+    amended = {"resourceType": "Observation", "id": "obs1", "status": "amended"}
+    for interaction in ("create", "update", "patch"):
+        with pytest.raises(FhirError) as err:
+            access.check_new(call, interaction, "Observation", amended)
+        assert (err.value.status, err.value.code) == (403, "forbidden"), interaction
+        assert [e["what"]["reference"] for e in call.pending_audit[-1]["entity"]] == [
+            "Observation/obs1"]
+    access.check_new(call, "update", "Observation", {**amended, "status": "final"})
 
 
 def test_scope_refusals_are_403_and_audited(world):
