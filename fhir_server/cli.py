@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -17,18 +16,21 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve the FHIR API with gunicorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int,
-                       default=int(os.environ.get("FHIR_SERVER_WORKERS", "4")))
-    serve.add_argument("--threads", type=int,
-                       default=int(os.environ.get("FHIR_SERVER_THREADS", "8")))
+    serve.add_argument("--workers", type=int, default=None,
+                       help="gunicorn processes (default: FHIR_SERVER_WORKERS, 4)")
+    serve.add_argument("--threads", type=int, default=None,
+                       help="threads per process (default: FHIR_SERVER_THREADS, 8)")
     sub.add_parser("init-db", help="apply database migrations")
+    sub.add_parser("config", help="list the current settings (secrets masked) and where "
+                                  "each value comes from")
     load = sub.add_parser("load", help="load resources or bundles from JSON files")
     load.add_argument("files", nargs="+", type=Path)
     _register_feature_commands(sub)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = Settings.from_env()
     try:
+        settings = Settings.from_env()
+        logging.basicConfig(level=settings.log_level,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
         return _dispatch(parser, args, settings)
     except ValueError as exc:  # a bad setting: one clear line, not a traceback
         parser.exit(2, f"configuration error: {exc}\n")
@@ -38,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace,
               settings: Settings) -> int:
     if args.command == "serve":
-        return _serve(settings, args.host, args.port, args.workers, args.threads)
+        return _serve(settings, args.host, args.port, args.workers or settings.serve_workers,
+                      args.threads or settings.serve_threads)
+    if args.command == "config":
+        return _config(settings)
     if args.command == "init-db":
         return _init_db(settings)
     if args.command == "load":
@@ -75,6 +80,19 @@ def _init_db(settings: Settings) -> int:
     return 0
 
 
+def _config(settings: Settings) -> int:
+    """Print every setting as `NAME=value  # source: meaning`, grouped, secrets masked (the
+    unmasked lines are valid in a settings file)."""
+    group = None
+    for row_group, name, value, source, doc in settings.describe():
+        if row_group != group:
+            print(f"{'' if group is None else chr(10)}# -- {row_group}")
+            group = row_group
+        shown = f'"{value}"' if any(c.isspace() for c in value) else value
+        print(f"{name}={shown}".ljust(46) + f"  # {source}: {doc}")
+    return 0
+
+
 def _load(settings: Settings, files: list[Path]) -> int:
     from fhir_server.loader import load_files
 
@@ -98,7 +116,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int, threads: int)
             # gthread, answering protocol errors (414, 431, bad chunks) with OperationOutcomes
             self.cfg.set("worker_class", WORKER_CLASS)
             self.cfg.set("limit_request_line", 8190)  # gunicorn's maximum; longer: 414
-            self.cfg.set("accesslog", os.environ.get("FHIR_SERVER_ACCESS_LOG") or None)
+            self.cfg.set("accesslog", settings.access_log or None)
             self.cfg.set("timeout", 120)
             self.cfg.set("keepalive", 30)
 

@@ -27,11 +27,10 @@ def run(settings: Settings, *, sweep_interval: float, stop: threading.Event | No
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     services = make_services(settings)
-    values: dict[str, Any] = {"base_url": settings.base_url or "http://127.0.0.1:8080/fhir",
-                              "status_hook": subscription_status_hook,
+    values: dict[str, Any] = {"status_hook": subscription_status_hook,
                               "readable_by": services.readable_by}
     values.update(overrides or {})
-    cfg = WorkerConfig.from_env(**values)
+    cfg = WorkerConfig.from_settings(settings, **values)
     delivery = threading.Thread(target=Worker(services.db, cfg).run, args=(stop,),
                                 name="delivery", daemon=True)
     delivery.start()

@@ -6,7 +6,6 @@ connections to an endpoint are kept alive and reused by every delivery thread.
 
 from __future__ import annotations
 
-import os
 import smtplib
 import threading
 from dataclasses import dataclass
@@ -31,19 +30,11 @@ class DeliveryError(Exception):
 
 @dataclass(frozen=True)
 class SmtpSettings:
-    """SMTP server used by the email channel (FHIR_SERVER_SMTP_HOST / _PORT / _FROM)."""
+    """SMTP server used by the email channel (settings smtp_host, smtp_port, smtp_from)."""
 
     host: str = "localhost"
     port: int = 25
     sender: str = "fhir-server@localhost"
-
-    @classmethod
-    def from_env(cls) -> SmtpSettings:
-        return cls(
-            host=os.environ.get("FHIR_SERVER_SMTP_HOST", "localhost"),
-            port=int(os.environ.get("FHIR_SERVER_SMTP_PORT", "25") or 25),
-            sender=os.environ.get("FHIR_SERVER_SMTP_FROM", "fhir-server@localhost"),
-        )
 
 
 _pool_lock = threading.Lock()

@@ -41,6 +41,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 
+from fhir_server.config import Settings
 from fhir_server.storage.db import Database
 from subscriptions import notifications as nb
 from subscriptions.channels import DeliveryError, SmtpSettings, deliver
@@ -74,24 +75,24 @@ class WorkerConfig:
     default_max_count: int = 20
     retention_days: float = 30.0
     prune_every: float = 300.0
-    smtp: SmtpSettings = field(default_factory=SmtpSettings.from_env)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
     readable_by: ReadableBy | None = None
     status_hook: StatusHook | None = None
 
     @classmethod
-    def from_env(cls, **overrides: object) -> WorkerConfig:
-        """Config from FHIR_SERVER_* environment variables (overrides win)."""
-        env = os.environ.get
+    def from_settings(cls, settings: Settings, **overrides: object) -> WorkerConfig:
+        """Config from the server's settings (fhir_server/config.py); overrides win."""
         values: dict[str, object] = {
-            "base_url": env("FHIR_SERVER_BASE_URL", "http://127.0.0.1:8080/fhir"),
-            "poll_interval": float(env("FHIR_SERVER_WORKER_POLL", "0.05")),
-            "threads": int(env("FHIR_SERVER_WORKER_THREADS", "8")),
-            "max_inflight": int(env("FHIR_SERVER_WORKER_MAX_INFLIGHT", "64")),
-            "lease_seconds": float(env("FHIR_SERVER_WORKER_LEASE_SECONDS", "6")),
-            "error_window": float(env("FHIR_SERVER_SUBSCRIPTION_ERROR_WINDOW", "600")),
-            "backoff_base": float(env("FHIR_SERVER_SUBSCRIPTION_BACKOFF_BASE", "1")),
-            "backoff_max": float(env("FHIR_SERVER_SUBSCRIPTION_BACKOFF_MAX", "300")),
-            "retention_days": float(env("FHIR_SERVER_SUBSCRIPTION_RETENTION_DAYS", "30")),
+            "base_url": settings.base_url or "http://127.0.0.1:8080/fhir",
+            "poll_interval": settings.worker_poll,
+            "threads": settings.worker_threads,
+            "max_inflight": settings.worker_max_inflight,
+            "lease_seconds": settings.worker_lease_seconds,
+            "error_window": settings.subscription_error_window,
+            "backoff_base": settings.subscription_backoff_base,
+            "backoff_max": settings.subscription_backoff_max,
+            "retention_days": settings.subscription_retention_days,
+            "smtp": SmtpSettings(settings.smtp_host, settings.smtp_port, settings.smtp_from),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -467,7 +468,7 @@ class Worker:
 def run_worker(database_url: str, *, stop_event: threading.Event,
                poll_interval: float | None = None, config: WorkerConfig | None = None) -> None:
     """Run a delivery worker against `database_url` until `stop_event` is set."""
-    cfg = config or WorkerConfig.from_env()
+    cfg = config or WorkerConfig.from_settings(Settings.from_env())
     if poll_interval is not None:
         cfg.poll_interval = poll_interval
     db = Database(database_url)
@@ -479,8 +480,6 @@ def run_worker(database_url: str, *, stop_event: threading.Event,
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: `python -m subscriptions.worker [--database-url URL] [--poll-interval S]`."""
-    from fhir_server.config import Settings
-
     parser = argparse.ArgumentParser(description="FHIR Subscription delivery worker")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--poll-interval", type=float, default=None)
@@ -489,13 +488,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backoff-base", type=float, default=None)
     parser.add_argument("--lease-seconds", type=float, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("FHIR_SERVER_LOG_LEVEL", "INFO"))
     settings = Settings.from_env()
-    overrides: dict[str, object] = {"base_url": settings.base_url}
+    logging.basicConfig(level=settings.log_level)
+    overrides: dict[str, object] = {}
     for key in ("threads", "error_window", "backoff_base", "lease_seconds"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    cfg = WorkerConfig.from_env(**overrides)
+    cfg = WorkerConfig.from_settings(settings, **overrides)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

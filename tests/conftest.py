@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ from fhir_server.storage.migrate import upgrade
 from tests.dbs import backends, fresh_database_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# A developer's settings file (.env) must not change what the tests see; subprocesses
+# inherit this too. Tests of the settings file name their own.
+os.environ["FHIR_SERVER_ENV_FILE"] = os.devnull
 
 
 @pytest.fixture(scope="module", params=backends())

@@ -79,8 +79,8 @@ def ehr(database, tmp_path_factory):
     db = Database(url)
     upgrade(db)
     app = create_app(Settings(database_url=url, base_url="", auth_mode="on",
-                              extra={"web_secret_file": str(tmp_path_factory.mktemp("k") /
-                                                            "k")}), db=db)
+                              web_secret_file=str(tmp_path_factory.mktemp("k") / "k")),
+                     db=db)
     services = app.extensions["fhir_services"]
     seed_definitions(services)
     live = LiveServer(app)
@@ -268,12 +268,12 @@ def test_iss_not_in_allow_list(hub, ehr):
 
 
 def test_allow_list_config():
-    on = WebConfig.from_settings(Settings(auth_mode="on", extra={"app_allowed_iss": ""}))
+    on = WebConfig.from_settings(Settings(auth_mode="on", app_allowed_iss=""))
     assert not on.iss_allowed("https://any.example/fhir")  # production: no list, no launch
-    dev = WebConfig.from_settings(Settings(auth_mode="off", extra={"app_allowed_iss": ""}))
+    dev = WebConfig.from_settings(Settings(auth_mode="off", app_allowed_iss=""))
     assert dev.iss_allowed("https://any.example/fhir")
-    listed = WebConfig.from_settings(Settings(auth_mode="off", extra={
-        "app_allowed_iss": "https://a.example/fhir/, https://b.example/fhir"}))
+    listed = WebConfig.from_settings(Settings(
+        auth_mode="off", app_allowed_iss="https://a.example/fhir/, https://b.example/fhir"))
     assert listed.iss_allowed("https://a.example/fhir")
     assert listed.iss_allowed("https://b.example/fhir/")
     assert not listed.iss_allowed("https://c.example/fhir")

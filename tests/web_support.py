@@ -183,8 +183,7 @@ def start_web_server(database, tmp_path: Path, **extra: str):
     secret = tmp_path / "web-secret.key"
     settings = Settings.from_env(
         database_url=database.url.render_as_string(hide_password=False), base_url="",
-        auth_mode="on", extra={"web_secret_file": str(secret), "web_refresh_seconds": "10",
-                               **extra})
+        auth_mode="on", web_secret_file=str(secret), web_refresh_seconds=10, **extra)
     app = create_app(settings, db=database)
     services = app.extensions["fhir_services"]
     seed_definitions(services)

@@ -41,7 +41,7 @@ class AuthUrls:
         if not base:
             base = (host_url or "http://127.0.0.1:8080/").rstrip("/") + DEFAULT_FHIR_PATH
         parts = urlsplit(base)
-        auth = settings.extra.get("auth_base_url") or f"{parts.scheme}://{parts.netloc}/auth"
+        auth = settings.auth_base_url or f"{parts.scheme}://{parts.netloc}/auth"
         return cls(base, auth.rstrip("/"))
 
     @property

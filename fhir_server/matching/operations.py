@@ -21,12 +21,10 @@ from mappers import directory_model as dm
 
 EXT_MATCH_REASON = f"{dm.SD_BASE}/match-reason"
 EXT_MATCH_FAILED = f"{dm.SD_BASE}/match-failed"
-DEFAULT_STALE_DAYS = 30
 
 
 def _base_criteria(call: Call) -> Criteria:
-    stale = call.settings.extra.get("capacity_stale_days") if call.settings.extra else None
-    return Criteria(stale_days=int(stale) if stale else DEFAULT_STALE_DAYS, today=date.today())
+    return Criteria(stale_days=call.settings.capacity_stale_days, today=date.today())
 
 
 def match_parameters(call: Call, res_type: str | None, res_id: str | None,

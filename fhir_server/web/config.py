@@ -1,25 +1,6 @@
-"""Configuration of our web apps (`fhir_server/web/`): where their FHIR API is, the key that
-seals their cookies, and how the clinician app accepts launches from external EHRs.
-
-Values come from `Settings.extra` (tests) first, then from the environment:
-
-* `web_api_base` / `FHIR_SERVER_WEB_API_BASE`: the FHIR base the apps use; empty = this
-  server, called in process.
-* `web_secret_file` / `FHIR_SERVER_WEB_SECRET_FILE`: the file holding the cookie-sealing key
-  (created on first use); default `<FHIR_SERVER_VAR_DIR or var>/web-secret.key`.
-* `web_refresh_seconds` / `FHIR_SERVER_WEB_REFRESH_SECONDS`: how often lists poll for changes
-  (at least 10; default 15).
-* `app_client_id` / `FHIR_SERVER_APP_CLIENT_ID`: the clinician app's client_id at external
-  EHRs (default `mh-referral-app`, also its id at this server).
-* `app_client_secret` / `FHIR_SERVER_APP_CLIENT_SECRET_FILE`: a file with the secret, for
-  EHRs that registered the app as a confidential client.
-* `app_redirect_uri` / `FHIR_SERVER_APP_REDIRECT_URI`: the callback given to EHRs; default
-  `<this host>/app/callback`.
-* `app_allowed_iss` / `FHIR_SERVER_APP_ALLOWED_ISS`: comma-separated external EHR FHIR bases
-  accepted as `iss`.
-* `app_scope` / `FHIR_SERVER_APP_SCOPE`: scopes asked of an external EHR besides `launch`.
-* `app_timeout` / `FHIR_SERVER_APP_TIMEOUT`: seconds for each call to another server
-  (default 10).
+"""Configuration of our web apps (`fhir_server/web/`), from the `web_*` and `app_*`
+settings of `fhir_server/config.py`: where their FHIR API is, the key that seals their
+cookies, and how the clinician app accepts launches from external EHRs.
 
 An empty EHR allow-list accepts any external `iss` only in development (`FHIR_SERVER_AUTH=off`);
 launches from this server itself are always accepted.
@@ -27,7 +8,6 @@ launches from this server itself are always accepted.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,37 +39,27 @@ class WebConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebConfig:
-        """Read `Settings.extra`, then the environment."""
-        extra = settings.extra or {}
-
-        def pick(key: str, env: str, default: str = "") -> str:
-            value = extra.get(key)
-            return value if value is not None else os.environ.get(env, default)
-
-        secret = extra.get("app_client_secret")
-        secret_file = os.environ.get("FHIR_SERVER_APP_CLIENT_SECRET_FILE", "")
-        if secret is None and secret_file:
-            secret = Path(secret_file).read_text().strip() or None
-        allowed = tuple(normalise_base(x) for x in
-                        pick("app_allowed_iss", "FHIR_SERVER_APP_ALLOWED_ISS").split(",")
+        """The apps' configuration from the server settings (reads the secret file)."""
+        secret = None
+        if settings.app_client_secret_file:
+            secret = Path(settings.app_client_secret_file).read_text().strip() or None
+        allowed = tuple(normalise_base(x) for x in settings.app_allowed_iss.split(",")
                         if x.strip())
-        var_dir = Path(os.environ.get("FHIR_SERVER_VAR_DIR", "var"))
-        refresh = int(pick("web_refresh_seconds", "FHIR_SERVER_WEB_REFRESH_SECONDS", "15"))
         return cls(
-            api_base=normalise_base(pick("web_api_base", "FHIR_SERVER_WEB_API_BASE")),
-            secret_file=Path(pick("web_secret_file", "FHIR_SERVER_WEB_SECRET_FILE",
-                                  str(var_dir / "web-secret.key"))),
-            refresh_seconds=max(MIN_REFRESH_SECONDS, refresh),
+            api_base=normalise_base(settings.web_api_base),
+            secret_file=Path(settings.web_secret_file
+                             or Path(settings.var_dir) / "web-secret.key"),
+            refresh_seconds=max(MIN_REFRESH_SECONDS, settings.web_refresh_seconds),
             auth_off=settings.auth_mode == "off",
             base_url=normalise_base(settings.base_url),
             platform_organization=settings.platform_organization,
-            client_id=pick("app_client_id", "FHIR_SERVER_APP_CLIENT_ID", DEFAULT_CLIENT_ID),
-            ehr_client_secret=secret or None,
-            ehr_redirect_uri=pick("app_redirect_uri", "FHIR_SERVER_APP_REDIRECT_URI"),
+            client_id=settings.app_client_id,
+            ehr_client_secret=secret,
+            ehr_redirect_uri=settings.app_redirect_uri,
             allowed_iss=allowed,
             allow_any_iss=not allowed and settings.auth_mode == "off",
-            ehr_scope=pick("app_scope", "FHIR_SERVER_APP_SCOPE", DEFAULT_EHR_SCOPE),
-            timeout=float(pick("app_timeout", "FHIR_SERVER_APP_TIMEOUT", "10")),
+            ehr_scope=settings.app_scope,
+            timeout=settings.app_timeout,
         )
 
     def iss_allowed(self, iss: str) -> bool:
