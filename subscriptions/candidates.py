@@ -20,8 +20,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from fhir_server.paths import values_at
-from subscriptions import search_eval
+from fhir_server.errors import FhirError
+from fhir_server.search import match
+from fhir_server.search.parser import ParamFilter
+from fhir_server.search.registry import COLUMN_PARAMS
 from subscriptions.outbox_schema import registry
 from subscriptions.subscription_rules import SubscriptionSpec, filters_match
 
@@ -48,31 +50,45 @@ class _TopicIndex:
 
 
 def _index_keys(spec: SubscriptionSpec) -> tuple[str, str, list[str]] | None:
-    """(resource type, param, keys) of the first filter usable as an index, or None."""
+    """(resource type, param, keys) of the first filter usable as an index, or None: a
+    reference filter without modifier (keys: the target ids or urls) or a token filter
+    whose every value names a code (keys: the codes)."""
     for f in spec.filters:
         if f.modifier:
             continue
-        definition = search_eval.param_def(f.resource_type, f.param)
-        if definition is None:
+        try:
+            (flt,) = f.criteria().filters
+        except (FhirError, ValueError):
             continue
-        kind = definition[0]
-        if kind == "reference":
-            return f.resource_type, f.param, [search_eval._ref_key(v)[1] for v in f.values]
-        if kind == "token" and all(v.partition("|")[2] or "|" not in v for v in f.values):
-            return f.resource_type, f.param, [v.rpartition("|")[2] for v in f.values]
+        if not isinstance(flt, ParamFilter) or flt.param.code in COLUMN_PARAMS:
+            continue
+        if flt.param.type == "reference":
+            keys = [v.target_id or _id_of(v.url) for v in flt.values]  # type: ignore[attr-defined]
+        elif flt.param.type == "token":
+            keys = [v.code for v in flt.values]  # type: ignore[attr-defined]
+        else:
+            continue
+        if all(keys):
+            return f.resource_type, f.param, keys  # type: ignore[return-value]
     return None
 
 
-def _resource_keys(resource: dict[str, Any], res_type: str, param: str) -> set[str]:
-    definition = search_eval.param_def(res_type, param)
-    if definition is None:
-        return set()
-    kind, path, system = definition
-    found = values_at(resource, path)
-    if kind == "reference":
-        return {search_eval._ref_key(v["reference"])[1] for v in found
-                if isinstance(v, dict) and isinstance(v.get("reference"), str)}
-    return {code for _s, code in search_eval._tokens(found, system)}
+def _id_of(url: str | None) -> str | None:
+    """The id an absolute reference ends with (`.../Type/id[/_history/n]`): a key that
+    finds the Subscription whichever base URL the filter or the resource uses."""
+    if not url:
+        return None
+    return url.split("/_history/")[0].rstrip("/").rsplit("/", 1)[-1] or None
+
+
+def _resource_keys(resource: match.Indexed, param: str) -> set[str]:
+    """The keys `_index_keys` would give for the values the resource holds in `param`."""
+    keys: set[str] = set()
+    for row in resource.rows(param):
+        key = (row[3] or _id_of(row[4])) if len(row) == 7 else row[3]  # reference | token
+        if key:
+            keys.add(key)
+    return keys
 
 
 class Snapshot:
@@ -93,21 +109,25 @@ class Snapshot:
             for value in set(values):
                 index.by_key.setdefault((res_type, param, value), []).append(cand)
 
-    def matching(self, topic_url: str, resource: dict[str, Any], now_us: int) -> list[Candidate]:
-        """Live, unexpired Subscriptions of the topic whose filters the resource passes."""
+    def matching(self, topic_url: str, resource: dict[str, Any] | match.Indexed,
+                 now_us: int, base_url: str | None = None) -> list[Candidate]:
+        """Live, unexpired Subscriptions of the topic whose filters the resource passes
+        (`base_url`: this server's, so filters naming its absolute URLs match)."""
         index = self.topics.get(topic_url)
         if index is None:
             return []
-        res_type = str(resource.get("resourceType", ""))
+        resource = match.indexed(resource)
+        res_type = resource.res_type
         pool: dict[str, Candidate] = {c.sub_id: c for c in index.always}
         for rtype, param in index.params:
             if rtype != res_type:
                 continue
-            for key in _resource_keys(resource, rtype, param):
+            for key in _resource_keys(resource, param):
                 for c in index.by_key.get((rtype, param, key), ()):
                     pool[c.sub_id] = c
         return [c for c in pool.values()
-                if (c.end_at is None or c.end_at >= now_us) and filters_match(c.spec, resource)]
+                if (c.end_at is None or c.end_at >= now_us)
+                and filters_match(c.spec, resource, base_url)]
 
 
 _lock = threading.Lock()

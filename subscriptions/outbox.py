@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
 
+from fhir_server.search import match
 from subscriptions import candidates
 from subscriptions.outbox_schema import delivery, events, registry
 from subscriptions.subscription_rules import SubscriptionSpec, validate_subscription
@@ -117,31 +118,37 @@ def remove_subscription(conn: Connection, sub_id: str) -> None:
 
 def record_events(
     conn: Connection,
-    previous: dict[str, Any] | None,
-    current: dict[str, Any] | None,
+    previous: dict[str, Any] | match.Indexed | None,
+    current: dict[str, Any] | match.Indexed | None,
     interaction: str,
     *,
     readable_by: ReadableBy | None = None,
     timestamp_us: int | None = None,
+    base_url: str | None = None,
 ) -> int:
     """Append outbox rows for every Subscription this change notifies; return how many.
 
     `current`/`previous` carry `id` and `meta.versionId`; for a delete `current` is None.
+    Either may come with its index values (`match.Indexed`), or they are extracted here.
     `readable_by(owner, resource)` (when given) must allow the Subscription's owner to read
-    the resource, or no event is recorded for that Subscription.
+    the resource, or no event is recorded for that Subscription. `base_url` is this
+    server's, so filters naming its absolute URLs match relative references.
     """
-    fired = fired_topics(previous, current, interaction)
+    # index values extracted once, for topic criteria and Subscription filters alike
+    before = match.indexed(previous) if previous is not None else None
+    after = match.indexed(current) if current is not None else None
+    fired = fired_topics(before, after, interaction)
     if not fired:
         return 0
-    resource = current if current is not None else previous
+    resource = after if after is not None else before
     assert resource is not None
     by_topic = {ev.topic_url: ev for ev in fired}
     ts = timestamp_us or now_us()
     snap = candidates.snapshot(conn)
     chosen: dict[str, str] = {}
     for topic_url in by_topic:
-        for cand in snap.matching(topic_url, resource, ts):
-            if readable_by is not None and not readable_by(cand.owner, resource):
+        for cand in snap.matching(topic_url, resource, ts, base_url):
+            if readable_by is not None and not readable_by(cand.owner, resource.resource):
                 continue
             chosen[cand.sub_id] = topic_url
     if not chosen:

@@ -13,7 +13,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from fhir_server.errors import FhirError
-from subscriptions import search_eval
+from fhir_server.search import match
+from fhir_server.search.terms import split_escaped
 from subscriptions.topics import Topic, get_topic
 
 BP = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -35,12 +36,20 @@ MAX_TIMEOUT = 120
 
 @dataclass(frozen=True)
 class Filter:
-    """One filter clause on the topic's resource type."""
+    """One filter clause on the topic's resource type: `param[:modifier]=v1,v2` (values
+    keep their search escapes), evaluated with the search matcher."""
 
     resource_type: str
     param: str
     modifier: str
     values: tuple[str, ...]
+
+    def criteria(self, base_url: str | None = None) -> match.Criteria:
+        """The clause as search criteria (parsed once per process); with this server's
+        `base_url`, values naming its absolute URLs also match relative references."""
+        name = f"{self.param}:{self.modifier}" if self.modifier else self.param
+        return match.criteria(self.resource_type, ((name, ",".join(self.values)),),
+                              base_url=base_url)
 
 
 @dataclass(frozen=True)
@@ -147,37 +156,34 @@ def parse_filter(text: str, topic: Topic, expr: str) -> list[Filter]:
                 expr,
             )
     try:
-        criteria = search_eval.parse_query(query)
-    except ValueError as exc:
-        raise _bad(f"Malformed filter criteria {text!r}: {exc}", expr, 400, "invalid") from exc
+        criteria = match.split_query(query)
+    except FhirError as exc:
+        raise _bad(f"Malformed filter criteria {text!r}: {exc.diagnostics}", expr, 400,
+                   "invalid") from exc
     if not criteria:
         raise _bad(f"Empty filter criteria {text!r}", expr, 400, "invalid")
     out: list[Filter] = []
-    for crit in criteria:
+    for name, value in criteria:
+        param, _, modifier = name.partition(":")
         candidates = [res_type] if res_type else types
-        owner = next((t for t in candidates if crit.param in topic.filters.get(t, ())), None)
+        owner = next((t for t in candidates if param in topic.filters.get(t, ())), None)
         if owner is None:
             allowed = sorted({p for t in candidates for p in topic.filters.get(t, ())})
             raise _bad(
-                f"Filter parameter {crit.param!r} is not supported by topic {topic.url}; "
+                f"Filter parameter {param!r} is not supported by topic {topic.url}; "
                 f"allowed: {', '.join(allowed)}",
                 expr,
             )
-        kind = search_eval.param_def(owner, crit.param)
-        if kind is None or crit.modifier not in search_eval.MODIFIERS[kind[0]]:
-            raise _bad(f"Modifier {crit.modifier!r} is not supported for {crit.param!r}", expr)
-        for v in crit.values:
-            try:
-                if crit.modifier == "missing":
-                    if v not in ("true", "false"):
-                        raise ValueError(":missing takes true or false")
-                else:
-                    search_eval.validate_value(kind[0], v)
-            except ValueError as exc:
-                raise _bad(
-                    f"Invalid value {v!r} for filter {crit.param!r}: {exc}", expr, 400, "invalid"
-                ) from exc
-        out.append(Filter(owner, crit.param, crit.modifier, crit.values))
+        clause = Filter(owner, param, modifier, tuple(split_escaped(value, ",")))
+        try:
+            clause.criteria()
+        except match.Unsupported as exc:
+            raise _bad(f"Modifier {modifier!r} is not supported for {param!r} in a "
+                       f"filter: {exc.diagnostics}", expr) from exc
+        except FhirError as exc:
+            raise _bad(f"Invalid filter {name}={value!r}: {exc.diagnostics}", expr, 400,
+                       "invalid") from exc
+        out.append(clause)
     return out
 
 
@@ -335,14 +341,10 @@ def validate_subscription(
     )
 
 
-def filters_match(spec: SubscriptionSpec, resource: dict[str, Any]) -> bool:
-    """Whether the resource passes every filter of the Subscription (filters are ANDed)."""
-    res_type = resource.get("resourceType")
-    for f in spec.filters:
-        if f.resource_type != res_type:
-            return False
-        crit = search_eval.Criterion(f.param, f.modifier, f.values)
-        if not search_eval.criterion_matches(resource, crit):
-            return False
-    return True
-
+def filters_match(spec: SubscriptionSpec, resource: dict[str, Any] | match.Indexed,
+                  base_url: str | None = None) -> bool:
+    """Whether the resource passes every filter of the Subscription (filters are ANDed),
+    as a search on this server (`base_url`) would find it."""
+    subject = match.indexed(resource)
+    return all(f.resource_type == subject.res_type
+               and match.matches(subject, f.criteria(base_url)) for f in spec.filters)

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from subscriptions import search_eval
+from fhir_server.search import match
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 V5 = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic."
@@ -186,38 +186,41 @@ def _compiled_fhirpath(expr: str) -> Callable[..., list[Any]]:
     return fp_compile(expr, model=models["r4"])
 
 
-def _query_result(criteria: str | None, resource: dict[str, Any] | None, default: bool) -> bool:
+def _query_result(res_type: str, criteria: str | None,
+                  resource: dict[str, Any] | match.Indexed | None, default: bool) -> bool:
     if criteria is None:
         return True
     if resource is None:
         return default
-    return search_eval.matches(resource, _parsed(criteria))
+    return match.matches(resource, match.criteria(res_type, criteria))
 
 
-@lru_cache(maxsize=256)
-def _parsed(criteria: str) -> list[search_eval.Criterion]:
-    return search_eval.parse_query(criteria)
+def _plain(resource: dict[str, Any] | match.Indexed | None) -> dict[str, Any] | None:
+    return resource.resource if isinstance(resource, match.Indexed) else resource
 
 
 def trigger_fires(
     trigger: Trigger,
-    previous: dict[str, Any] | None,
-    current: dict[str, Any] | None,
+    previous: dict[str, Any] | match.Indexed | None,
+    current: dict[str, Any] | match.Indexed | None,
     interaction: str,
 ) -> bool:
-    """Whether one resourceTrigger fires for this change (R5 resourceTrigger semantics)."""
+    """Whether one resourceTrigger fires for this change (R5 resourceTrigger semantics).
+    `previous` / `current` may come with their index values (`match.Indexed`)."""
     if interaction not in trigger.interactions:
         return False
-    subject = current if current is not None else previous
+    subject = _plain(current if current is not None else previous)
     if subject is None or subject.get("resourceType") != trigger.resource_type:
         return False
     if trigger.previous is not None or trigger.current is not None:
         prev_ok = _query_result(
-            trigger.previous, previous if interaction != "create" else None,
+            trigger.resource_type, trigger.previous,
+            previous if interaction != "create" else None,
             trigger.result_for_create,
         )
         cur_ok = _query_result(
-            trigger.current, current if interaction != "delete" else None,
+            trigger.resource_type, trigger.current,
+            current if interaction != "delete" else None,
             trigger.result_for_delete,
         )
         both_defined = trigger.previous is not None and trigger.current is not None
@@ -229,7 +232,7 @@ def trigger_fires(
             return False
     if trigger.fhirpath:
         fn = _compiled_fhirpath(trigger.fhirpath)
-        result = fn(subject, {"previous": previous, "current": current})
+        result = fn(subject, {"previous": _plain(previous), "current": _plain(current)})
         if result != [True]:
             return False
     return True
@@ -251,7 +254,9 @@ def additional_context(topic: Topic, resource: dict[str, Any]) -> tuple[str, ...
 
 
 def fired_topics(
-    previous: dict[str, Any] | None, current: dict[str, Any] | None, interaction: str
+    previous: dict[str, Any] | match.Indexed | None,
+    current: dict[str, Any] | match.Indexed | None,
+    interaction: str,
 ) -> list[TopicEvent]:
     """The topics fired by one resource change. `interaction` is create | update | delete.
 
@@ -261,13 +266,17 @@ def fired_topics(
     interaction = "update" if interaction == "patch" else interaction
     if interaction not in INTERACTIONS:
         raise ValueError(f"unknown interaction {interaction!r}")
-    subject = current if current is not None else previous
+    subject = _plain(current if current is not None else previous)
     if subject is None:
         return []
     res_type = subject.get("resourceType", "")
     out: list[TopicEvent] = []
-    for topic in topics_for_type(res_type):
-        if any(trigger_fires(t, previous, current, interaction) for t in topic.triggers):
+    watching = topics_for_type(res_type)
+    # index values extracted (once) for every trigger's query criteria
+    before = match.indexed(previous) if previous is not None else None
+    after = match.indexed(current) if current is not None else None
+    for topic in watching:
+        if any(trigger_fires(t, before, after, interaction) for t in topic.triggers):
             out.append(
                 TopicEvent(
                     topic_url=topic.url,

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from hypothesis import strategies as st
 from sqlalchemy import Connection, delete, insert, select
 
 from fhir_server.storage.index_store import delete_index, replace_index
@@ -65,3 +66,32 @@ def wipe(conn: Connection) -> None:
     for table in INDEX_TABLES.values():
         conn.execute(delete(table))
     conn.execute(delete(resources))
+
+
+# -- random values for the search property tests ------------------------------------------
+# A small calendar so that range boundaries of different precisions often coincide
+# (e.g. "2020" and "2020-12-31" share their upper bound), where prefix bugs hide.
+_years = st.sampled_from([2020, 2021])
+_months = st.sampled_from([1, 2, 12])
+_days = st.sampled_from([1, 28, 29])
+dates = st.one_of(
+    _years.map(str),
+    st.tuples(_years, _months).map(lambda t: f"{t[0]}-{t[1]:02d}"),
+    st.tuples(_years, _months, _days).map(lambda t: f"{t[0]}-{t[1]:02d}-{t[2]:02d}")
+    .filter(lambda d: not d.endswith("2021-02-29")),
+    st.tuples(_years, _months, _days, st.sampled_from([0, 23])).map(
+        lambda t: f"{t[0]}-{t[1]:02d}-{t[2]:02d}T{t[3]:02d}:30:00Z")
+    .filter(lambda d: "2021-02-29" not in d),
+)
+codes = st.sampled_from(["a", "b", "c"])
+systems = st.sampled_from(["http://s1", "http://s2", None])
+names = st.sampled_from(["Éloïse", "eloise", "Elo", "Mark", "Marco", "anne marie", "ANN"])
+
+
+def coding(system: str | None, code: str, display: str | None = None) -> dict[str, Any]:
+    """A Coding (no system when `system` is None)."""
+    out: dict[str, Any] = {"code": code} if system is None else {"system": system,
+                                                                  "code": code}
+    if display:
+        out["display"] = display
+    return out

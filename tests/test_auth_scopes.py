@@ -160,8 +160,14 @@ def test_several_granular_scopes_are_or():
     ((("subject", "Patient/p2"),), False),
     ((("status", "final"),), True),
     ((("_id", "1"),), True),
-    ((("code:in", "http://vs"),), False),  # modifiers fail closed
-    ((("value-quantity", "5"),), False),  # unsupported parameter types fail closed
+    ((("status:not", "final"),), False),  # every modifier a search supports
+    ((("status:not", "amended"),), True),
+    ((("subject:Patient", "p1"),), True),
+    ((("value-quantity:missing", "true"),), True),  # and every parameter type
+    ((("value-quantity", "5"),), False),
+    ((("code:in", "http://vs"),), False),  # needs a stored ValueSet: fails closed
+    ((("subject.name", "x"),), False),  # chains need other resources: fail closed
+    ((("no-such-param", "x"),), False),  # unknown: fails closed
 ])
 def test_granular_matching(params, expected):
     assert matches(LAB_OBS, params) is expected

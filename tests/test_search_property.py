@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from fhir_server.interactions.search import search_bundle
 from tests.reference_data import search_parameters
-from tests.search_fixtures import store, wipe
+from tests.search_fixtures import codes, coding, dates, names, store, systems, wipe
 
 BASE = "http://test.local/fhir"
 PARAMS = {
@@ -38,8 +38,8 @@ def _expressions() -> dict[tuple[str, str], object]:
     out = {}
     for e in bundle["entry"]:
         sp = e["resource"]
-        for rt, codes in PARAMS.items():
-            if sp["code"] in codes and rt in sp["base"]:
+        for rt, wanted in PARAMS.items():
+            if sp["code"] in wanted and rt in sp["base"]:
                 branches = [b.strip() for b in sp["expression"].split("|")
                             if b.strip().lstrip("(").startswith(rt + ".")]
                 expr = " | ".join(branches)
@@ -148,28 +148,7 @@ def brute_matches(resource: dict, rt: str, name: str, value: str) -> bool:
 
 # -- random data ----------------------------------------------------------------------------
 
-# A small calendar so that range boundaries of different precisions often coincide
-# (e.g. "2020" and "2020-12-31" share their upper bound), where prefix bugs hide.
-_years = st.sampled_from([2020, 2021])
-_months = st.sampled_from([1, 2, 12])
-_days = st.sampled_from([1, 28, 29])
-dates = st.one_of(
-    _years.map(str),
-    st.tuples(_years, _months).map(lambda t: f"{t[0]}-{t[1]:02d}"),
-    st.tuples(_years, _months, _days).map(lambda t: f"{t[0]}-{t[1]:02d}-{t[2]:02d}")
-    .filter(lambda d: not d.endswith("2021-02-29")),
-    st.tuples(_years, _months, _days, st.sampled_from([0, 23])).map(
-        lambda t: f"{t[0]}-{t[1]:02d}-{t[2]:02d}T{t[3]:02d}:30:00Z")
-    .filter(lambda d: "2021-02-29" not in d),
-)
-codes = st.sampled_from(["a", "b", "c"])
-systems = st.sampled_from(["http://s1", "http://s2", None])
 refs = st.sampled_from(["Organization/o1", "Organization/o2", "Patient/p1", "Practitioner/x"])
-names = st.sampled_from(["Éloïse", "eloise", "Elo", "Mark", "Marco", "anne marie", "ANN"])
-
-
-def coding(system, code):
-    return {"code": code} if system is None else {"system": system, "code": code}
 
 
 @st.composite

@@ -15,7 +15,6 @@ from tests.reference_data import DATA
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPTS = {
-    "fhir_server/auth/data/_generate.py",
     "fhir_server/conformance/devtools/build_data.py",
     "fhir_server/formats/build_xml_data.py",
     "fhir_server/search/data/build.py",

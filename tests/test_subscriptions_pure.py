@@ -129,8 +129,21 @@ def test_safety_flag_topic_on_positive_item9_only():
 ])
 def test_three_filter_syntaxes(text):
     spec = validate_subscription(sub(filters=(text,)))
-    assert filters_match(spec, task())
-    assert not filters_match(spec, task(requester={"reference": "Organization/other"}))
+    base = "https://ex.org/fhir"  # this server: its absolute URLs are its references
+    assert filters_match(spec, task(), base)
+    assert not filters_match(spec, task(requester={"reference": "Organization/other"}), base)
+
+
+def test_filters_match_as_a_search_does():
+    """An absolute URL names a resource on this server only with this server's base URL
+    (as a search does); a bare id matches a reference of any type."""
+    spec = validate_subscription(sub(filters=("requester=https://ex.org/fhir/Organization/"
+                                              "clinic-1",)))
+    assert not filters_match(spec, task(), "https://elsewhere.example/fhir")
+    absolute = task(requester={"reference": "https://ex.org/fhir/Organization/clinic-1"})
+    assert filters_match(spec, absolute) and filters_match(spec, absolute, "https://x/fhir")
+    bare = validate_subscription(sub(filters=("requester=clinic-1",)))
+    assert filters_match(bare, task())
 
 
 def test_filters_are_anded_and_support_tokens_and_dates():
@@ -138,9 +151,12 @@ def test_filters_are_anded_and_support_tokens_and_dates():
         "Task?owner=Organization/cbo-2&status=accepted,in-progress",
         "code=http://hl7.org/fhir/CodeSystem/task-code|fulfill",
         "_lastUpdated=ge2026-01-01")))
-    assert filters_match(spec, task("accepted"))
-    assert not filters_match(spec, task("requested"))
-    assert not filters_match(spec, task("accepted", meta={"lastUpdated": "2025-12-31T23:00:00Z"}))
+    base = "https://ex.org/fhir"  # task()'s owner is an absolute URL of this server
+    assert filters_match(spec, task("accepted"), base)
+    assert not filters_match(spec, task("accepted"))  # a foreign server's Organization
+    assert not filters_match(spec, task("requested"), base)
+    assert not filters_match(
+        spec, task("accepted", meta={"lastUpdated": "2025-12-31T23:00:00Z"}), base)
     spec2 = validate_subscription(sub(filters=("status:not=completed",)))
     assert filters_match(spec2, task("accepted")) and not filters_match(spec2, task("completed"))
     sr_spec = validate_subscription(sub(SERVICEREQUEST_TOPIC, filters=("_id=sr1,sr2",)))

@@ -117,3 +117,20 @@ def test_nothing_is_left_pending_after_commit(database):
     with database.write() as conn:
         assert not conn.info.get("fhir_write_buffer")
         write_buffer.flush(conn)  # a no-op
+
+
+def test_the_index_values_of_each_written_version_are_kept_for_the_write_phases(database):
+    """Subscription matching on the write path reuses what the write extracted, per
+    (pid, version): a later version of the same resource never answers for an earlier."""
+    from fhir_server.storage.index_store import recent_values
+
+    with database.write() as conn:
+        repo = Repository(conn)
+        first = repo.create(_patient("wb-rv", "Hartwell"), res_id="wb-rv")
+        second, _previous = repo.update(_patient("wb-rv", "Kestrel", "male"), "wb-rv")
+        v1, v2 = recent_values(conn, first.pid, 1), recent_values(conn, first.pid, 2)
+        assert v1 is not None and v2 is not None
+        assert [row[2] for row in v1.strings if row[0] == "family"] == ["hartwell"]
+        assert [row[2] for row in v2.strings if row[0] == "family"] == ["kestrel"]
+        assert v2.tokens == extract_index(second.resource()).tokens
+        assert recent_values(conn, first.pid, 3) is None

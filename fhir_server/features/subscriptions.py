@@ -25,6 +25,8 @@ from fhir_server.errors import FhirError
 from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.results import Result
 from fhir_server.rest.operations import Operation, OperationRegistry
+from fhir_server.search import match
+from fhir_server.storage import index_store
 from fhir_server.storage.repository import StoredResource
 from subscriptions import operations as sub_ops
 from subscriptions import outbox, topics
@@ -78,13 +80,16 @@ def _after_write(conn: Connection, call: Call, interaction: str,
                  previous: StoredResource | None, new: StoredResource) -> None:
     if not topics.topics_for_type(new.res_type):
         return  # no topic watches this type: no need to parse the bodies on the write path
-    current = new.resource() if new.body is not None else None
+    current = None
+    if new.body is not None:  # with the index values the write just extracted
+        current = match.Indexed(new.resource(), new.last_updated,
+                                index_store.recent_values(conn, new.pid, new.version))
     before = previous.resource() if previous is not None and previous.body is not None else None
     if current is None and before is not None:  # a delete: the event names the deletion version
         before.setdefault("meta", {})["versionId"] = str(new.version)
     outbox.record_events(conn, before, current, interaction,
                          readable_by=_in_transaction(call.services.readable_by, conn),
-                         timestamp_us=new.last_updated)
+                         timestamp_us=new.last_updated, base_url=call.base_url or None)
 
 
 @functools.lru_cache(maxsize=64)

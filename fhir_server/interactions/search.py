@@ -21,19 +21,12 @@ from fhir_server.search.capability import (
 )
 from fhir_server.search.parser import (
     DEFAULT_LIMITS,
-    AnyFilter,
-    ParamFilter,
     ParsedSearch,
     SearchLimits,
+    compartment_filter,
     parse_search,
 )
-from fhir_server.search.registry import (
-    get_param,
-    mandatory_elements,
-    patient_compartment,
-    summary_elements,
-)
-from fhir_server.search.terms import ReferenceValue, TokenValue
+from fhir_server.search.registry import mandatory_elements, summary_elements
 from fhir_server.storage.search_sql import Restrict, Row, SearchResult, execute_search
 
 __all__ = ["search_bundle", "capability_search_params", "supported_includes",
@@ -60,27 +53,6 @@ def search_bundle(conn: Connection, res_type: str | None, params: list[tuple[str
         path = f"{compartment[0]}/{compartment[1]}/{res_type}"
     result = execute_search(conn, parsed, restrict=restrict, budget=budget)
     return _bundle(parsed, result, base_url, path)
-
-
-def compartment_filter(compartment: tuple[str, str], res_type: str) -> AnyFilter:
-    """Membership of res_type resources in a Patient compartment, as an OR of filters."""
-    comp_type, comp_id = compartment
-    if comp_type != "Patient":
-        raise FhirError(400, "not-supported", f"Compartment {comp_type} is not supported")
-    options: list[Any] = []
-    for code in patient_compartment().get(res_type, []):
-        p = get_param(res_type, code)
-        if p is not None and p.type == "reference":
-            value = ReferenceValue("Patient", comp_id, None, None, None)
-            options.append(ParamFilter(p, None, (value,), code))
-    if res_type == "Patient":
-        id_param = get_param("Patient", "_id")
-        assert id_param is not None
-        options.append(ParamFilter(id_param, None, (TokenValue(None, comp_id, False),), "_id"))
-    if not options:
-        raise FhirError(400, "not-supported",
-                        f"{res_type} is not in the Patient compartment")
-    return AnyFilter(tuple(options))
 
 
 def _link(base_url: str, path: str, params: list[tuple[str, str]]) -> str:

@@ -18,6 +18,7 @@ from fhir_server.search.registry import (
     all_resource_types,
     get_param,
     params_for,
+    patient_compartment,
     reference_params,
 )
 from fhir_server.search.terms import (
@@ -515,3 +516,24 @@ def _near_value(raw: str) -> NearValue:
     if unit not in _DISTANCE_UNITS:
         raise ValueError(f"unknown distance unit {unit}")
     return NearValue(lat, lon, dist * _DISTANCE_UNITS[unit])
+
+
+def compartment_filter(compartment: tuple[str, str], res_type: str) -> AnyFilter:
+    """Membership of res_type resources in a Patient compartment, as an OR of filters."""
+    comp_type, comp_id = compartment
+    if comp_type != "Patient":
+        raise FhirError(400, "not-supported", f"Compartment {comp_type} is not supported")
+    options: list[Filter] = []
+    for code in patient_compartment().get(res_type, []):
+        p = get_param(res_type, code)
+        if p is not None and p.type == "reference":
+            value = ReferenceValue("Patient", comp_id, None, None, None)
+            options.append(ParamFilter(p, None, (value,), code))
+    if res_type == "Patient":
+        id_param = get_param("Patient", "_id")
+        assert id_param is not None
+        options.append(ParamFilter(id_param, None, (TokenValue(None, comp_id, False),), "_id"))
+    if not options:
+        raise FhirError(400, "not-supported",
+                        f"{res_type} is not in the Patient compartment")
+    return AnyFilter(tuple(options))

@@ -35,11 +35,33 @@ _COLUMNS: list[tuple[str, Table, tuple[str, ...]]] = [
     ("uris", idx_uri, ("uri",)),
 ]
 _COORD_COLS = ("latitude", "longitude")
+# The index values of the versions this connection wrote last, by (pid, version), for the
+# write phases that match a new version against search criteria (Subscriptions): they need
+# not extract them again.
+_RECENT_KEY = "fhir_recent_index"
+_RECENT_MAX = 64
 
 
 def _queue(conn: Connection, table: Table, cols: tuple[str, ...],
            rows: list[tuple[Any, ...]]) -> None:
     write_buffer.add_rows(conn, table.name, ("pid", "res_type", "param", "grp", *cols), rows)
+
+
+def recent_values(conn: Connection, pid: int, version: int) -> IndexValues | None:
+    """The index values this connection wrote for version `version` of `pid`, if that was
+    among its last few writes (None otherwise: extract them)."""
+    return conn.info.get(_RECENT_KEY, {}).get((pid, str(version)))
+
+
+def _remember(conn: Connection, pid: int, resource: dict[str, Any],
+              values: IndexValues) -> IndexValues:
+    version = (resource.get("meta") or {}).get("versionId")
+    if version is not None:
+        recent = conn.info.setdefault(_RECENT_KEY, {})
+        if len(recent) >= _RECENT_MAX:
+            recent.clear()
+        recent[(pid, str(version))] = values
+    return values
 
 
 def insert_index(conn: Connection, pid: int, res_type: str, values: IndexValues) -> None:
@@ -76,13 +98,13 @@ def delete_index(conn: Connection, pid: int, previous: dict[str, Any] | None = N
 
 def index_new(conn: Connection, pid: int, res_type: str, resource: dict[str, Any]) -> None:
     """Index a resource that has no index rows yet (a create: nothing to delete)."""
-    insert_index(conn, pid, res_type, extract_index(resource))
+    insert_index(conn, pid, res_type, _remember(conn, pid, resource, extract_index(resource)))
 
 
 def replace_index(conn: Connection, pid: int, res_type: str, resource: dict[str, Any],
                   previous: dict[str, Any] | None = None) -> None:
     """Replace a resource's index rows with those extracted from its new body; `previous`
     (the body being replaced) limits the deletes to the tables that hold its rows."""
-    values = extract_index(resource)
+    values = _remember(conn, pid, resource, extract_index(resource))
     delete_index(conn, pid, previous)
     insert_index(conn, pid, res_type, values)

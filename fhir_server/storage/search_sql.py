@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +50,14 @@ from fhir_server.search.parser import (
     parse_search,
 )
 from fhir_server.search.registry import reference_params
+from fhir_server.search.relations import (
+    date_point_relation,
+    date_range_relation,
+    near_relation,
+    number_relation,
+    starts_with,
+    uri_ancestors,
+)
 from fhir_server.search.terms import (
     CompositeValue,
     DateValue,
@@ -62,7 +69,6 @@ from fhir_server.search.terms import (
     TokenValue,
     UriValue,
 )
-from fhir_server.search.values import MAX_TIME, MIN_TIME
 from fhir_server.storage.index_schema import (
     INDEX_TABLES,
     idx_reference,
@@ -76,7 +82,6 @@ from fhir_server.storage.sql_limits import time_limited
 Restrict = Callable[..., ColumnElement[bool]]
 MAX_ITERATE_DEPTH = 3
 DEFAULT_TOTAL_CAP = 100
-_TOP = "\U0010ffff"
 
 
 @dataclass
@@ -101,10 +106,6 @@ class SearchResult:
     next_cursor: str | None = None
     prev_cursor: str | None = None
     warnings: list[str] = field(default_factory=list)
-
-
-def _prefix_range(col: Any, prefix: str) -> ColumnElement[bool]:
-    return and_(col >= prefix, col < prefix + _TOP)
 
 
 def _like_escape(text: str) -> str:
@@ -211,7 +212,8 @@ class _SqlBuilder:
             ids = r.c.res_id.in_([v.code for v in flt.values])  # type: ignore[attr-defined]
             return not_(ids) if flt.modifier == "not" else ids
         if p.code == "_lastUpdated":
-            return or_(*(_point_cond(v, r.c.last_updated, self.now_us) for v in flt.values))
+            return or_(*(date_point_relation(v, r.c.last_updated, self.now_us, and_, or_)
+                         for v in flt.values))
         if p.type == "composite":
             first, sub = self._composite(flt, _scope_type(res_type, drive))
             return _member(r, sub, first.c.pid, negate=False, drive=drive)
@@ -311,13 +313,13 @@ class _SqlBuilder:
         if ptype == "string":
             assert isinstance(v, StringValue)
             if modifier == "exact":
-                return and_(_prefix_range(t.c.value_norm, v.norm), t.c.value_exact == v.exact)
+                return and_(starts_with(t.c.value_norm, v.norm, and_), t.c.value_exact == v.exact)
             if modifier == "contains":
                 return t.c.value_norm.like(f"%{_like_escape(v.norm)}%", escape="\\")
-            return _prefix_range(t.c.value_norm, v.norm)
+            return starts_with(t.c.value_norm, v.norm, and_)
         if ptype == "token":
             if isinstance(v, StringValue):  # :text
-                return _prefix_range(t.c.text, v.norm)
+                return starts_with(t.c.text, v.norm, and_)
             assert isinstance(v, TokenValue)
             conds = []
             if v.code is not None:
@@ -343,13 +345,13 @@ class _SqlBuilder:
             return t.c.target_id == v.target_id
         if ptype == "date":
             assert isinstance(v, DateValue)
-            return _date_cond(v, t.c.low, t.c.high, self.now_us)
+            return date_range_relation(v, t.c.low, t.c.high, self.now_us, and_, or_)
         if ptype == "number":
             assert isinstance(v, NumberValue)
-            return _number_cond(v.prefix, v.value, v.low, v.high, t.c.value)
+            return number_relation(v.prefix, v.value, v.low, v.high, t.c.value, and_, or_)
         if ptype == "quantity":
             assert isinstance(v, QuantityValue)
-            cond = _number_cond(v.prefix, v.value, v.low, v.high, t.c.value)
+            cond = number_relation(v.prefix, v.value, v.low, v.high, t.c.value, and_, or_)
             if v.system is not None:
                 cond = and_(cond, t.c.system == v.system)
             if v.code is not None:
@@ -359,16 +361,13 @@ class _SqlBuilder:
         if ptype == "uri":
             assert isinstance(v, UriValue)
             if modifier == "below":
-                return _prefix_range(t.c.uri, v.uri)
+                return starts_with(t.c.uri, v.uri, and_)
             if modifier == "above":
-                return t.c.uri.in_(_uri_ancestors(v.uri))
+                return t.c.uri.in_(uri_ancestors(v.uri))
             return t.c.uri == v.uri
         if ptype == "special":
             assert isinstance(v, NearValue)
-            dlat = v.distance_km / 111.32
-            dlon = v.distance_km / max(111.32 * math.cos(math.radians(v.latitude)), 1e-6)
-            return and_(t.c.latitude.between(v.latitude - dlat, v.latitude + dlat),
-                        t.c.longitude.between(v.longitude - dlon, v.longitude + dlon))
+            return near_relation(v, t.c.latitude, t.c.longitude, and_)
         raise FhirError(400, "not-supported", f"Unsupported search type {ptype}")
 
 
@@ -444,82 +443,6 @@ def _member(r: Any, sub: Select, pid_col: Any, *, negate: bool,
         return _PidIn(r.c.pid, sub)
     probe = sub.where(pid_col == r.c.pid).exists()
     return ~probe if negate else probe
-
-
-def _uri_ancestors(uri: str) -> list[str]:
-    out = [uri]
-    cur = uri
-    while "/" in cur.rstrip("/"):
-        cur = cur.rstrip("/").rsplit("/", 1)[0]
-        if cur.endswith(":/") or cur.endswith(":"):
-            break
-        out.append(cur)
-    return out
-
-
-def _date_cond(v: DateValue, low: Any, high: Any, now_us: int) -> ColumnElement[bool]:
-    sl, sh = v.low, v.high
-    eq = and_(low >= sl, high <= sh)
-    if v.prefix == "eq":
-        return eq
-    if v.prefix == "ne":
-        return or_(low < sl, high > sh)
-    if v.prefix == "gt":
-        return high > sh
-    if v.prefix == "lt":
-        return low < sl
-    if v.prefix == "ge":
-        return or_(high > sh, eq)
-    if v.prefix == "le":
-        return or_(low < sl, eq)
-    if v.prefix == "sa":
-        return low >= sh
-    if v.prefix == "eb":
-        return high <= sl
-    delta = approx_margin(sl, now_us)  # ap
-    return and_(low < min(sh + delta, MAX_TIME), high > max(sl - delta, MIN_TIME))
-
-
-def _point_cond(v: DateValue, t: Any, now_us: int) -> ColumnElement[bool]:
-    """_date_cond for a stored instant t (range [t, t+1)), in index-friendly form."""
-    sl, sh = v.low, v.high
-    if v.prefix == "eq":
-        return and_(t >= sl, t < sh)
-    if v.prefix == "ne":
-        return or_(t < sl, t >= sh)
-    if v.prefix in ("gt", "sa"):
-        return t >= sh
-    if v.prefix in ("lt", "eb"):
-        return t < sl
-    if v.prefix == "ge":
-        return t >= sl
-    if v.prefix == "le":
-        return t < sh
-    delta = approx_margin(sl, now_us)
-    return and_(t >= sl - delta, t < sh + delta)
-
-
-def approx_margin(search_low: int, now_us: int) -> int:
-    """Date `ap` widening: 10% of the distance from now, at least one day."""
-    return max(abs(now_us - search_low) // 10, 86_400_000_000)
-
-
-def _number_cond(prefix: str, value: float, low: float, high: float,
-                 col: Any) -> ColumnElement[bool]:
-    if prefix == "eq":
-        return and_(col >= low, col < high)
-    if prefix == "ne":
-        return or_(col < low, col >= high)
-    if prefix in ("gt", "sa"):
-        return col > value
-    if prefix in ("lt", "eb"):
-        return col < value
-    if prefix == "ge":
-        return col >= value
-    if prefix == "le":
-        return col <= value
-    margin = abs(value) * 0.1  # ap
-    return and_(col >= value - margin, col <= value + margin)
 
 
 # -- sorting and cursors ---------------------------------------------------------------------

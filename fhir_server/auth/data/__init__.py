@@ -1,1 +1,0 @@
-"""FHIR definition data used by the access policy (see _generate.py)."""
