@@ -377,13 +377,13 @@ def micro(backend: str, subs: int, writes: int = 200, rounds: int = 5) -> dict:
     from fhir_server.config import Settings
     from fhir_server.interactions import crud
     from fhir_server.interactions.context import Call
-    from fhir_server.loader import make_services
+    from fhir_server.wiring import build_services
     from subscriptions.outbox import record_events
     from subscriptions.outbox_schema import registry
 
     url = database_url(backend, os.environ.get("FHIR_TEST_PG_URL"))
     prepare_database(url)
-    services = make_services(Settings.from_env(database_url=url, auth_mode="off"))
+    services = build_services(Settings.from_env(database_url=url, auth_mode="off"))
     call = Call(services=services, base_url="http://127.0.0.1/fhir", prefer_return="minimal",
                 access=SYSTEM)
     for body in parties(subs):

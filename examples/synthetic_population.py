@@ -392,18 +392,11 @@ def load(settings, population: Population) -> list[str]:  # type: ignore[no-unty
 
 
 def _services(settings):  # type: ignore[no-untyped-def]
-    """The services and operations, wired as the web app wires them."""
-    from flask import Flask
+    """The services and operations, built as every entry point builds them."""
+    from fhir_server.wiring import build_services
 
-    from fhir_server.interactions.context import Services
-    from fhir_server.rest.operations import OperationRegistry
-    from fhir_server.storage.db import Database
-    from fhir_server.wiring import wire
-
-    services = Services(settings=settings, db=Database(settings.database_url))
-    operations = OperationRegistry()
-    wire(Flask(__name__), services, operations)
-    return services, operations
+    services = build_services(settings)
+    return services, services.operations
 
 
 def _write_patient(crud, call, patient: Patient, seed: int) -> None:  # type: ignore[no-untyped-def]

@@ -9,11 +9,10 @@ from werkzeug.exceptions import HTTPException
 
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError
-from fhir_server.interactions.context import Services
 from fhir_server.rest import io
-from fhir_server.rest.operations import OperationRegistry
 from fhir_server.rest.routes import bp as fhir_blueprint
 from fhir_server.storage.db import Database
+from fhir_server.wiring import build_services, init_app
 
 log = logging.getLogger("fhir_server")
 
@@ -27,13 +26,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     db = db or Database(settings.database_url, statement_timeout=settings.request_seconds)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    services = Services(settings=settings, db=db)
-    registry = OperationRegistry()
+    services = build_services(settings, db)
     app.extensions["fhir_services"] = services
-    app.extensions["fhir_operations"] = registry
-    from fhir_server.wiring import wire
-
-    wire(app, services, registry)
+    init_app(app, services)
     app.register_blueprint(fhir_blueprint)
 
     @app.errorhandler(FhirError)

@@ -1,13 +1,27 @@
-"""Command line: serve, init-db, load, worker (and feature commands registered in wiring)."""
+"""Command line: `python -m fhir_server COMMAND`.
+
+This module adds `serve`, `init-db` and `config`; every other command belongs to the module
+that implements it, which adds it with its own `register_cli(subparsers)` (setting
+`handler(settings, args) -> exit status`). The modules are listed in `COMMAND_MODULES`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from pathlib import Path
+from types import ModuleType
 
+from fhir_server import demo, directory_cli, loader, worker
+from fhir_server.auth import cli as auth_cli
 from fhir_server.config import Settings
+from fhir_server.conformance import cli as conformance_cli
+from fhir_server.features import outcomes
+
+#: Modules that add their own commands (load, worker, demo-clients, import-hsds, users,
+#: clients, conformance, rebuild-outcomes).
+COMMAND_MODULES: tuple[ModuleType, ...] = (loader, worker, demo, directory_cli, auth_cli,
+                                           conformance_cli, outcomes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,67 +34,39 @@ def main(argv: list[str] | None = None) -> int:
                        help="gunicorn processes (default: FHIR_SERVER_WORKERS, 4)")
     serve.add_argument("--threads", type=int, default=None,
                        help="threads per process (default: FHIR_SERVER_THREADS, 8)")
-    sub.add_parser("init-db", help="apply database migrations")
+    serve.set_defaults(handler=_serve)
+    sub.add_parser("init-db", help="apply database migrations").set_defaults(handler=_init_db)
     sub.add_parser("config", help="list the current settings (secrets masked) and where "
-                                  "each value comes from")
-    load = sub.add_parser("load", help="load resources or bundles from JSON files")
-    load.add_argument("files", nargs="+", type=Path)
-    _register_feature_commands(sub)
+                                  "each value comes from").set_defaults(handler=_config)
+    for module in COMMAND_MODULES:
+        module.register_cli(sub)
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
         logging.basicConfig(level=settings.log_level,
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        return _dispatch(parser, args, settings)
+        return int(args.handler(settings, args) or 0)
     except ValueError as exc:  # a bad setting: one clear line, not a traceback
         parser.exit(2, f"configuration error: {exc}\n")
     return 2
 
 
-def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace,
-              settings: Settings) -> int:
-    if args.command == "serve":
-        return _serve(settings, args.host, args.port, args.workers or settings.serve_workers,
-                      args.threads or settings.serve_threads)
-    if args.command == "config":
-        return _config(settings)
-    if args.command == "init-db":
-        return _init_db(settings)
-    if args.command == "load":
-        return _load(settings, args.files)
-    handler = getattr(args, "handler", None)
-    if handler is None and getattr(args, "auth_handler", None) is not None:
-        from fhir_server.wiring import run_auth_command
-
-        handler = run_auth_command
-    if handler is None:
-        parser.error(f"unknown command {args.command}")
-    return int(handler(settings, args) or 0)
-
-
-def _register_feature_commands(sub: argparse._SubParsersAction) -> None:
-    """Commands that features add (worker, users, clients, import-hsds)."""
-    from fhir_server.wiring import register_cli
-
-    register_cli(sub)
-
-
-def _init_db(settings: Settings) -> int:
-    from fhir_server.loader import make_services
+def _init_db(settings: Settings, args: argparse.Namespace) -> int:
     from fhir_server.seed import seed_definitions
     from fhir_server.storage.db import Database
     from fhir_server.storage.migrate import upgrade
+    from fhir_server.wiring import build_services
 
     db = Database(settings.database_url)
     upgrade(db)
-    written = seed_definitions(make_services(settings, db))
+    written = seed_definitions(build_services(settings, db))
     db.dispose()
     print(f"database migrated: {db.url.render_as_string(hide_password=True)}; "
           f"{written} definitional resources stored")
     return 0
 
 
-def _config(settings: Settings) -> int:
+def _config(settings: Settings, args: argparse.Namespace) -> int:
     """Print every setting as `NAME=value  # source: meaning`, grouped, secrets masked (the
     unmasked lines are valid in a settings file)."""
     group = None
@@ -93,20 +79,15 @@ def _config(settings: Settings) -> int:
     return 0
 
 
-def _load(settings: Settings, files: list[Path]) -> int:
-    from fhir_server.loader import load_files
-
-    summary = load_files(settings, files)
-    for line in summary:
-        print(line)
-    return 0
-
-
-def _serve(settings: Settings, host: str, port: int, workers: int, threads: int) -> int:
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     from fhir_server.app import create_app
     from fhir_server.rest.gunicorn_worker import WORKER_CLASS
+
+    host, port = args.host, args.port
+    workers = args.workers or settings.serve_workers
+    threads = args.threads or settings.serve_threads
 
     class _Gunicorn(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:

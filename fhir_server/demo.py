@@ -5,6 +5,7 @@ apps (a Practitioner with a PractitionerRole, password generated into var/demo/)
 
 from __future__ import annotations
 
+import argparse
 import json
 import secrets
 from pathlib import Path
@@ -26,6 +27,23 @@ DEMO_USERS = {
     "demo-clinician": ("1457398021", "Amara", "Okafor"),
     "demo-provider": ("1902886548", "Jordan", "Reyes"),
 }
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add `demo-clients [--key-dir DIR] [--base-url URL]`."""
+    demo = sub.add_parser("demo-clients", help="register Backend Services clients for the "
+                                               "example organizations and print token help")
+    demo.add_argument("--key-dir", default="var/demo")
+    demo.add_argument("--base-url", default="http://127.0.0.1:8080/fhir")
+    demo.set_defaults(handler=_handler)
+
+
+def _handler(settings: Settings, args: argparse.Namespace) -> int:
+    for text in setup_demo_clients(settings, Path(args.key_dir), args.base_url):
+        print(text)
+    for text in setup_demo_users(settings, Path(args.key_dir)):
+        print(text)
+    return 0
 
 
 def setup_demo_clients(settings: Settings, key_dir: Path, base_url: str) -> list[str]:
@@ -54,11 +72,10 @@ def setup_demo_clients(settings: Settings, key_dir: Path, base_url: str) -> list
 def setup_demo_users(settings: Settings, key_dir: Path) -> list[str]:
     """Staff accounts for the example organizations (idempotent); returns how to sign in."""
     from fhir_server.auth.context import SYSTEM
-    from fhir_server.interactions import crud
     from fhir_server.interactions.context import Call
-    from fhir_server.loader import make_services
+    from fhir_server.wiring import build_services
 
-    services = make_services(settings)
+    services = build_services(settings)
     call = Call(services=services, base_url=settings.base_url or "", access=SYSTEM)
     key_dir.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -70,10 +87,10 @@ def setup_demo_users(settings: Settings, key_dir: Path) -> list[str]:
                 lines.append(f"(no Organization with NPI {npi}: load examples/ first)")
                 continue
             practitioner, role = f"demo-{username}", f"demo-{username}-role"
-            crud.update(call, "Practitioner", practitioner, {
+            _put(call, {
                 "resourceType": "Practitioner", "id": practitioner, "active": True,
                 "name": [{"prefix": ["Dr"], "given": [given], "family": family}]})
-            crud.update(call, "PractitionerRole", role, {
+            _put(call, {
                 "resourceType": "PractitionerRole", "id": role, "active": True,
                 "practitioner": {"reference": f"Practitioner/{practitioner}"},
                 "organization": {"reference": f"Organization/{ids[0]}"}})
@@ -88,3 +105,19 @@ def setup_demo_users(settings: Settings, key_dir: Path) -> list[str]:
     finally:
         services.db.dispose()
     return lines
+
+
+def _put(call, resource: dict) -> None:  # type: ignore[no-untyped-def]
+    """PUT the resource unless it is stored with the same content (`make run` twice writes
+    no new versions)."""
+    from fhir_server.interactions import crud
+    from fhir_server.json_tree import same_content
+    from fhir_server.storage.repository import Repository
+
+    res_type, res_id = resource["resourceType"], resource["id"]
+    with call.db.read() as conn:
+        current = Repository(conn).read(res_type, res_id)
+    if current is not None and not current.deleted and same_content(current.resource(),
+                                                                    resource):
+        return
+    crud.update(call, res_type, res_id, resource)

@@ -17,6 +17,7 @@ from fhir_server.interactions.context import Call
 from fhir_server.json_tree import same_content
 from fhir_server.storage.repository import Repository
 from fhir_server.storage.search_sql import find_ids
+from fhir_server.wiring import build_services
 from mappers import directory_model as dm
 from mappers import hsds
 
@@ -39,9 +40,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def _handler(settings: Settings, args: argparse.Namespace) -> int:
-    from fhir_server.loader import make_services
-
-    services = make_services(settings)
+    services = build_services(settings)
     call = Call(services=services, base_url=settings.base_url or "http://localhost/fhir",
                 access=SYSTEM,
                 prefer_return="minimal")

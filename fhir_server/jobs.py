@@ -11,55 +11,20 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection
 
 from fhir_server.auth.context import SYSTEM
-from fhir_server.config import Settings
 from fhir_server.interactions import crud
 from fhir_server.interactions.context import Call, Services
 from fhir_server.storage.repository import Repository
 from fhir_server.storage.search_sql import find_ids
-from fhir_server.workflow.stalled import DEFAULT_POLICY, StalledPolicy, activity_points, plan_sweep
+from fhir_server.workflow.stalled import (
+    StalledPolicy,
+    activity_points,
+    plan_sweep,
+    stalled_policy,
+)
 
 log = logging.getLogger("fhir_server.jobs")
 OPEN_STATUSES = "requested,accepted,in-progress,on-hold"
 REFERRAL_CODE = "http://hl7.org/fhir/CodeSystem/task-code|fulfill"
-
-
-POLICY_ENV = "FHIR_SERVER_STALLED_POLICY"
-
-
-def parse_stalled_policy(text: str) -> StalledPolicy:
-    """The policy a `FHIR_SERVER_STALLED_POLICY` value describes (empty: the defaults).
-
-    Syntax: comma-separated `key=value` pairs, keys as `StalledPolicy.from_strings` takes them
-    (stat, asap, urgent, routine, accepted, in-progress: `<n>h|d|bd`; timezone: an IANA zone;
-    holidays: ISO dates, which may themselves be comma-separated). Raises ValueError naming
-    the setting on any bad part, so a misconfigured server refuses to start."""
-    values: dict[str, str] = {}
-    last_key: str | None = None
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if "=" not in part:
-            if last_key != "holidays":
-                raise ValueError(f"{POLICY_ENV}: {part!r} is not key=value "
-                                 "(e.g. stat=1h,urgent=1bd,routine=3bd)")
-            values["holidays"] += f",{part}"
-            continue
-        key, value = (x.strip() for x in part.split("=", 1))
-        if key in values:
-            raise ValueError(f"{POLICY_ENV}: {key!r} is given twice")
-        values[key], last_key = value, key
-    try:
-        policy = StalledPolicy.from_strings(values)
-        policy.tz  # noqa: B018 - an unknown time zone fails here, at startup
-    except (ValueError, KeyError) as exc:  # ZoneInfoNotFoundError is a KeyError
-        raise ValueError(f"{POLICY_ENV}: {exc}") from None
-    return policy
-
-
-def stalled_policy(settings: Settings) -> StalledPolicy:
-    """The configured stalled-referral policy (`Settings.stalled_policy`)."""
-    return parse_stalled_policy(settings.stalled_policy) if settings.stalled_policy \
-        else DEFAULT_POLICY
 
 
 def stalled_sweep(services: Services, *, now: datetime | None = None,

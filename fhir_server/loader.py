@@ -7,6 +7,7 @@ same (`same_content`) are skipped instead of getting a new version."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import orjson
@@ -16,28 +17,29 @@ from fhir_server.config import Settings
 from fhir_server.errors import FhirError
 from fhir_server.interactions import crud
 from fhir_server.interactions.bundles import process_bundle
-from fhir_server.interactions.context import Call, Services
+from fhir_server.interactions.context import Call
 from fhir_server.json_tree import same_content
-from fhir_server.storage.db import Database
 from fhir_server.storage.repository import Repository
+from fhir_server.wiring import build_services
 
 
-def make_services(settings: Settings, db: Database | None = None) -> Services:
-    """Services wired exactly as the web app wires them."""
-    from flask import Flask
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add `load FILE...`."""
+    load = sub.add_parser("load", help="load resources or bundles from JSON files")
+    load.add_argument("files", nargs="+", type=Path)
+    load.set_defaults(handler=_handler)
 
-    from fhir_server.rest.operations import OperationRegistry
-    from fhir_server.wiring import wire
 
-    services = Services(settings=settings, db=db or Database(settings.database_url))
-    wire(Flask(__name__), services, OperationRegistry())
-    return services
+def _handler(settings: Settings, args: argparse.Namespace) -> int:
+    for line in load_files(settings, args.files):
+        print(line)
+    return 0
 
 
 def load_files(settings: Settings, files: list[Path]) -> list[str]:
     """Load each file: a transaction/batch Bundle is posted as is; a collection's entries and
     single resources are PUT when they have an id (idempotent) and POSTed otherwise."""
-    services = make_services(settings)
+    services = build_services(settings)
     call = Call(services=services, base_url=settings.base_url or "http://localhost/fhir",
                 access=SYSTEM,
                 prefer_return="minimal")

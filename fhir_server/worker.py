@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import threading
@@ -12,6 +13,16 @@ from fhir_server.config import Settings
 log = logging.getLogger("fhir_server.worker")
 
 
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add `worker [--sweep-interval S]`."""
+    worker = sub.add_parser("worker", help="deliver Subscription notifications and run the "
+                                           "stalled-referral sweep")
+    worker.add_argument("--sweep-interval", type=float, default=300.0,
+                        help="seconds between stalled-referral sweeps (default 300)")
+    worker.set_defaults(handler=lambda settings, args: run(
+        settings, sweep_interval=args.sweep_interval))
+
+
 def run(settings: Settings, *, sweep_interval: float, stop: threading.Event | None = None,
         overrides: dict[str, Any] | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop`): delivery threads and a periodic sweep.
@@ -19,14 +30,14 @@ def run(settings: Settings, *, sweep_interval: float, stop: threading.Event | No
     `overrides` replace WorkerConfig fields (tests and benchmarks tune intervals with it).
     """
     from fhir_server.jobs import audit_retention_sweep, stalled_sweep, subscription_status_hook
-    from fhir_server.loader import make_services
+    from fhir_server.wiring import build_services
     from subscriptions.worker import Worker, WorkerConfig
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    services = make_services(settings)
+    services = build_services(settings)
     values: dict[str, Any] = {"status_hook": subscription_status_hook,
                               "readable_by": services.readable_by}
     values.update(overrides or {})

@@ -26,7 +26,7 @@ def test_capability_statement_is_generated_from_the_server(server):
     params = {p["name"]: p["type"] for p in task["searchParam"]}
     assert params["owner"] == "reference" and params["status"] == "token"
     assert "output" in params  # the Gravity Task output parameter
-    registry = server.app.extensions["fhir_operations"]
+    registry = server.app.extensions["fhir_services"].operations
     for op in registry.operations.values():  # every registered operation is advertised
         if op.system:
             assert op.name in {o["name"] for o in rest["operation"]}

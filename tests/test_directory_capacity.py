@@ -11,8 +11,8 @@ import pytest
 from fhir_server.auth.context import AccessContext
 from fhir_server.auth.scopes import parse_scopes
 from fhir_server.errors import FhirError
+from fhir_server.features.directory import update_capacity
 from fhir_server.interactions.context import Call
-from fhir_server.matching.operations import update_capacity
 from mappers import directory_model as dm
 from tests.snapshot import db_snapshot
 

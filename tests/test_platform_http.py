@@ -293,7 +293,7 @@ def test_configured_stalled_policy_drives_the_sweep(platform_server, world):
 def test_bad_stalled_policy_stops_the_start(value, message, monkeypatch, tmp_path):
     from fhir_server.app import create_app
     from fhir_server.config import Settings
-    from fhir_server.jobs import parse_stalled_policy
+    from fhir_server.workflow.stalled import parse_stalled_policy
 
     monkeypatch.setenv("FHIR_SERVER_STALLED_POLICY", value)
     settings = Settings.from_env(database_url=f"sqlite:///{tmp_path / 'x.sqlite3'}",
@@ -306,7 +306,7 @@ def test_bad_stalled_policy_stops_the_start(value, message, monkeypatch, tmp_pat
 
 
 def test_good_stalled_policy_values_parse():
-    from fhir_server.jobs import parse_stalled_policy
+    from fhir_server.workflow.stalled import parse_stalled_policy
 
     policy = parse_stalled_policy("stat=2h, urgent=2bd ,routine=5bd,accepted=3d,"
                                   "in-progress=10d,timezone=America/New_York,"

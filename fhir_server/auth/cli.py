@@ -1,8 +1,8 @@
 """Command-line registration of users and clients (`python -m fhir_server users|clients add`).
 
-The lead's `__main__` calls `register_cli(subparsers)` and then, after parsing,
-`args.auth_handler(args, db)` when the attribute is present (`db` may be None when
-`getattr(args, "auth_needs_db", True)` is False: `clients keygen` and `clients token`).
+`register_cli(subparsers)` adds the commands; each leaf sets `auth_handler(args, db)`, run
+by `run_command` on the configured database (`db` is None when `auth_needs_db` is False:
+`clients keygen` and `clients token`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from fhir_server.auth.registry import (
     save_client,
     save_user,
 )
+from fhir_server.config import Settings
 from fhir_server.storage.db import Database
 
 
@@ -220,3 +221,15 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     tk.add_argument("--token-url", required=True)
     tk.add_argument("--scope", required=True)
     tk.set_defaults(auth_handler=_clients_token, auth_needs_db=False)
+    for parser in (users, clients):
+        parser.set_defaults(handler=run_command)
+
+
+def run_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Run a `users ...` / `clients ...` leaf on the configured database."""
+    db = Database(settings.database_url) if getattr(args, "auth_needs_db", True) else None
+    try:
+        return int(args.auth_handler(args, db) or 0)
+    finally:
+        if db is not None:
+            db.dispose()

@@ -22,9 +22,9 @@ from fhir_server.auth.server import create_auth_blueprint
 from fhir_server.interactions import access
 from fhir_server.interactions.caller_view import CallerView
 from fhir_server.interactions.context import Call, Services
+from fhir_server.interactions.operations import Operation, OperationRegistry
 from fhir_server.interactions.references import collect_references
 from fhir_server.interactions.results import Result
-from fhir_server.rest.operations import Operation, OperationRegistry
 from fhir_server.storage.repository import Repository, StoredResource
 from fhir_server.storage.schema import resources
 
@@ -32,7 +32,7 @@ OPEN_PATHS = ("/fhir/metadata", "/fhir/.well-known")
 PROVENANCE_TYPES = frozenset({"Task", "ServiceRequest"})
 
 
-def install(app: Flask, services: Services, registry: OperationRegistry) -> None:
+def init_app(app: Flask, services: Services) -> None:
     """Mount the authorization server and authenticate every FHIR request."""
     settings, db = services.settings, services.db
     app.register_blueprint(create_auth_blueprint(
@@ -48,6 +48,11 @@ def install(app: Flask, services: Services, registry: OperationRegistry) -> None
         request.fhir_access = authenticate(request.headers, db, settings,
                                            address=request.remote_addr, base_url=base)
 
+
+def install(services: Services, registry: OperationRegistry) -> None:
+    """Audit every write, publish the security block, $audit-events and the
+    subscription visibility check (the web part: `init_app`)."""
+    settings = services.settings
     services.capability_extras.security = lambda call: capability_security(
         settings, _host_url())
     registry.register(Operation(
@@ -57,7 +62,7 @@ def install(app: Flask, services: Services, registry: OperationRegistry) -> None
                       "outcome (0 success, 4 denied), client, _count"))
     services.hooks.after.append(_audit_write)
     if settings.audit_reads:
-        services.audit_queue = AuditQueue(db)
+        services.audit_queue = AuditQueue(services.db)
     services.readable_by = lambda owner, resource, conn=None: readable_by(
         services, owner, resource, conn)
     services.subscription_filter = _subscription_filter

@@ -3,7 +3,7 @@ and the write hook that keeps source Tasks and platform sub-Tasks in step.
 
 The planning is pure (`fhir_server.workflow.platform`); this module reads what the planner
 needs, stores what it returns inside the caller's transaction with the SYSTEM context, and is
-installed by `fhir_server.features.workflow`. Rules: fhir_server/workflow/RULES.md §7.
+installed by `fhir_server.wiring` after the workflow. Rules: fhir_server/workflow/RULES.md §7.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from sqlalchemy import Connection
 
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError
+from fhir_server.features.common import access_of, party_organizations, read_ref
 from fhir_server.interactions import crud
 from fhir_server.interactions.caller_view import system_call
 from fhir_server.interactions.context import Call, Services
+from fhir_server.interactions.operations import Operation, OperationRegistry
 from fhir_server.interactions.results import Result
-from fhir_server.rest.operations import Operation, OperationRegistry
 from fhir_server.storage.repository import Repository, StoredResource
 from fhir_server.storage.search_sql import find_ids
 from fhir_server.workflow.access_context import is_privileged, represents
@@ -90,7 +91,6 @@ def parse_assign_parameters(body: Any) -> tuple[str, str | None]:
 
 def _assign_recipient(call: Call, res_type: str | None, res_id: str | None,
                       params: list[tuple[str, str]], body: Any) -> Result:
-    from fhir_server.features.workflow import access_of, party_organizations, read_ref
 
     platform = platform_organization(call.settings)
     assert platform is not None  # registered only in platform mode
@@ -123,7 +123,7 @@ def _assign_recipient(call: Call, res_type: str | None, res_id: str | None,
         if note:
             sub["note"] = [{"authorReference": {"reference": platform},
                             "time": format_instant(now), "text": note}]
-        system = _system_call(call)
+        system = system_call(call)
         stored_sr = crud.create_in(conn, system, "ServiceRequest", sr, res_id=sr["id"])
         stored_sub = crud.create_in(conn, system, "Task", sub, res_id=sub["id"])
         stored_source = crud.store_update(conn, system, "Task", source["id"],
@@ -143,7 +143,6 @@ def _entry(call: Call, stored: StoredResource | None) -> dict:
 def _recipient(repo: Repository, recipient_ref: str) -> tuple[str, dict]:
     """(reference, resource) to plan with: the recipient itself, or for a PractitionerRole
     its Organization (the planner routes to organizations and services)."""
-    from fhir_server.features.workflow import read_ref
 
     kind = ref_type(recipient_ref)
     if kind not in RECIPIENT_TYPES or recipient_ref.count("/") != 1:
@@ -168,7 +167,6 @@ def _recipient(repo: Repository, recipient_ref: str) -> tuple[str, dict]:
 
 def _check_no_open_subtask(conn: Connection, repo: Repository, source: dict,
                            platform: str) -> None:
-    from fhir_server.features.workflow import read_ref
 
     for sub in _sub_tasks(conn, repo, source, platform, read_ref):
         if sub.get("status") in OPEN:
@@ -208,10 +206,9 @@ def _after_write(conn: Connection, call: Call, interaction: str,
 
 def _reflect_up(conn: Connection, call: Call, before: dict | None, sub: dict,
                 platform: str) -> None:
-    from fhir_server.features.workflow import read_ref
 
     repo = Repository(conn)
-    system = _system_call(call)
+    system = system_call(call)
     platform_sr = read_ref(repo, reference_of(sub.get("focus")))
     for part in sub.get("partOf") or []:
         current = _current(repo, reference_of(part))
@@ -235,7 +232,6 @@ def _reflect_up(conn: Connection, call: Call, before: dict | None, sub: dict,
 
 def _procedures(conn: Connection, repo: Repository, platform_sr: dict | None) -> list[dict]:
     """Completed Procedures the recipient recorded against the platform ServiceRequest."""
-    from fhir_server.features.workflow import read_ref
 
     if platform_sr is None:
         return []
@@ -250,7 +246,6 @@ def _procedures(conn: Connection, repo: Repository, platform_sr: dict | None) ->
 
 def _cancel_down(conn: Connection, call: Call, before: dict | None, source: dict,
                  platform: str) -> None:
-    from fhir_server.features.workflow import read_ref
 
     if source.get("status") not in ("cancelled", "entered-in-error"):
         return
@@ -260,7 +255,7 @@ def _cancel_down(conn: Connection, call: Call, before: dict | None, source: dict
         return
     requests = [sr for sr in (read_ref(repo, reference_of(s.get("focus"))) for s in subs)
                 if sr is not None]
-    system = _system_call(call)
+    system = system_call(call)
     for change in propagate_source_cancellation(before, source, subs, requests,
                                                 now=datetime.now(UTC)):
         _store_if_changed(conn, system, change)
@@ -282,7 +277,3 @@ def _current(repo: Repository, ref: str | None) -> StoredResource | None:
     res_type, res_id = ref.split("/")
     stored = repo.read(res_type, res_id)
     return stored if stored is not None and not stored.deleted else None
-
-
-def _system_call(call: Call) -> Call:
-    return system_call(call)

@@ -21,12 +21,12 @@ from typing import Any
 from sqlalchemy import Connection
 
 from fhir_server.errors import FhirError
-from fhir_server.features.workflow import party_organizations, read_ref
+from fhir_server.features.common import party_organizations, read_ref
 from fhir_server.interactions import access, crud
 from fhir_server.interactions.caller_view import system_call
 from fhir_server.interactions.context import Call, Services
+from fhir_server.interactions.operations import Operation, OperationRegistry
 from fhir_server.interactions.results import Result
-from fhir_server.rest.operations import Operation, OperationRegistry
 from fhir_server.storage import access_sql
 from fhir_server.storage import outcomes_store as store
 from fhir_server.storage.db import Database
@@ -401,3 +401,21 @@ def _evaluate_measure(call: Call, res_type: str | None, res_id: str | None,
         names = names_for(conn, call, rows, query)
     result = metrics.answer(rows, query, names, _threshold(call))
     return Result(200, resource=measures.measure_report(definition, result, params))
+
+
+# -- the command ---------------------------------------------------------------------------
+def register_cli(sub) -> None:  # type: ignore[no-untyped-def]
+    """`python -m fhir_server rebuild-outcomes`."""
+    rebuild = sub.add_parser("rebuild-outcomes", help="recompute the facts the outcome measures "
+                                                      "count from the stored resources and the "
+                                                      "Task history")
+    rebuild.set_defaults(handler=_rebuild_outcomes)
+
+
+def _rebuild_outcomes(settings, args) -> int:  # type: ignore[no-untyped-def]
+    db = Database(settings.database_url)
+    try:
+        print(f"{rebuild_database(db)} referral Tasks measured again")
+    finally:
+        db.dispose()
+    return 0

@@ -9,7 +9,7 @@ from sqlalchemy import Connection
 
 from fhir_server.errors import FhirError, Issue
 from fhir_server.interactions.context import Call, Services
-from fhir_server.rest.operations import OperationRegistry
+from fhir_server.interactions.operations import OperationRegistry
 from profiles.loader import registry as profile_registry
 from profiles.policy import required_profiles
 from profiles.validator import validate

@@ -9,11 +9,12 @@ from typing import Any
 from sqlalchemy import Connection
 
 from fhir_server.errors import FhirError, Issue
+from fhir_server.features.common import patient_flags
 from fhir_server.interactions.bundles import transaction_in
 from fhir_server.interactions.caller_view import CallerView, system_call
 from fhir_server.interactions.context import Call, Services
+from fhir_server.interactions.operations import Operation, OperationRegistry
 from fhir_server.interactions.results import Result
-from fhir_server.rest.operations import Operation, OperationRegistry
 from fhir_server.storage.repository import Repository, StoredResource
 from fhir_server.storage.search_sql import find_ids
 from fhir_server.workflow.canonical import CANONICAL_BASE
@@ -69,19 +70,6 @@ def questionnaire_for(conn: Connection, qr: dict) -> dict | None:
 def _patient_ref(resource: dict, key: str = "subject") -> str | None:
     ref = (resource.get(key) or {}).get("reference")
     return ref if isinstance(ref, str) and ref.startswith("Patient/") else None
-
-
-def patient_flags(conn: Connection, patient_ref: str | None) -> list[dict]:
-    """Every current Flag of the patient (safety or not; callers filter)."""
-    if not patient_ref:
-        return []
-    repo = Repository(conn)
-    out = []
-    for fid in find_ids(conn, "Flag", [("patient", patient_ref)], limit=1000):
-        stored = repo.read("Flag", fid)
-        if stored is not None and not stored.deleted:
-            out.append(stored.resource())
-    return out
 
 
 def _requester_org(conn: Connection, qr: dict) -> str | None:

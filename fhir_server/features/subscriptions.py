@@ -23,8 +23,8 @@ from sqlalchemy import Connection
 
 from fhir_server.errors import FhirError
 from fhir_server.interactions.context import Call, Services
+from fhir_server.interactions.operations import Operation, OperationRegistry
 from fhir_server.interactions.results import Result
-from fhir_server.rest.operations import Operation, OperationRegistry
 from fhir_server.search import match
 from fhir_server.storage import index_store
 from fhir_server.storage.repository import StoredResource

@@ -1,6 +1,7 @@
-"""The referral workflow wired into every write path, plus $redirect and $timeline, and
-coordination-platform mode (`features.coordination`: $assign-recipient) (rules in
-fhir_server/workflow/RULES.md). `$referral-metrics` lives in `features.outcomes`."""
+"""The referral workflow wired into every write path, plus $redirect and $timeline (rules
+in fhir_server/workflow/RULES.md). Coordination-platform mode is its own feature
+(`features.coordination`: $assign-recipient); `$referral-metrics` lives in
+`features.outcomes`."""
 
 from __future__ import annotations
 
@@ -9,19 +10,23 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from fhir_server.auth.context import AccessContext
 from fhir_server.errors import FhirError
-from fhir_server.features import coordination
-from fhir_server.interactions import access, crud
+from fhir_server.features.common import (
+    access_of,
+    party_organizations,
+    read_ref,
+    ref_of,
+)
+from fhir_server.interactions import crud
 from fhir_server.interactions.caller_view import system_call
 from fhir_server.interactions.context import Call, Services
+from fhir_server.interactions.operations import Operation, OperationRegistry
 from fhir_server.interactions.results import Result
-from fhir_server.jobs import stalled_policy
 from fhir_server.json_tree import copy_tree
-from fhir_server.rest.operations import Operation, OperationRegistry
 from fhir_server.storage.repository import Repository, StoredResource
 from fhir_server.workflow import artifacts, redirect, task_rules, timeline
 from fhir_server.workflow.canonical import CANONICAL_BASE
+from fhir_server.workflow.stalled import stalled_policy
 from fhir_server.workflow.write_path import prepare_service_request_write, prepare_task_write
 
 OPERATION_BASE = f"{CANONICAL_BASE}/OperationDefinition"
@@ -43,55 +48,17 @@ def install(services: Services, registry: OperationRegistry) -> None:
     services.seed_providers.append(
         lambda: artifacts.operation_definitions() + artifacts.code_systems())
     stalled_policy(services.settings)  # a malformed FHIR_SERVER_STALLED_POLICY stops the start
-    coordination.install(services, registry)
-
-
-def access_of(call: Call) -> AccessContext:
-    """The caller's AccessContext (a call without one may do nothing)."""
-    return access.ctx_of(call)
-
-
-def _ref(value: Any) -> str | None:
-    return value.get("reference") if isinstance(value, dict) else None
-
-
-def read_ref(repo: Repository, ref: str | None) -> dict | None:
-    """The current resource a relative `Type/id` reference names (None if absent)."""
-    if not ref or ref.count("/") != 1:
-        return None
-    res_type, res_id = ref.split("/")
-    stored = repo.read(res_type, res_id)
-    return stored.resource() if stored is not None and not stored.deleted else None
-
-
-def party_organizations(repo: Repository, *resources: dict | None) -> dict[str, str]:
-    """PractitionerRole / HealthcareService parties mapped to their Organization."""
-    out: dict[str, str] = {}
-    for resource in resources:
-        if not resource:
-            continue
-        for key in ("requester", "owner"):
-            ref = _ref(resource.get(key))
-            if not ref or not ref.startswith(("PractitionerRole/", "HealthcareService/")):
-                continue
-            party = read_ref(repo, ref)
-            if party is None:
-                continue
-            org = _ref(party.get("organization") or party.get("providedBy"))
-            if org:
-                out[ref] = org
-    return out
 
 
 def _output_targets(repo: Repository, task: dict) -> dict[str, dict]:
     targets: dict[str, dict] = {}
     for output in task.get("output") or []:
-        ref = _ref(output.get("valueReference"))
+        ref = ref_of(output.get("valueReference"))
         resource = read_ref(repo, ref)
         if ref and resource is not None:
             targets[ref] = resource
             for based in resource.get("basedOn") or []:  # platform filler-orders
-                based_ref = _ref(based)
+                based_ref = ref_of(based)
                 based_res = read_ref(repo, based_ref)
                 if based_ref and based_res is not None:
                     targets[based_ref] = based_res
@@ -130,7 +97,7 @@ def _task_write(conn: Connection, call: Call, interaction: str, previous: dict |
             required=call.settings.require_if_match_for_tasks)
     stored = prepare_task_write(
         previous, new, ctx,
-        focus_service_request=read_ref(repo, _ref(new.get("focus"))),
+        focus_service_request=read_ref(repo, ref_of(new.get("focus"))),
         output_targets=_output_targets(repo, new),
         party_organizations=party_organizations(repo, previous, new))
     if stored is not new:

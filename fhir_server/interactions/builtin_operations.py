@@ -6,8 +6,8 @@ from typing import Any
 
 from fhir_server.errors import FhirError, Issue, operation_outcome
 from fhir_server.interactions.context import Call
+from fhir_server.interactions.operations import Operation, OperationRegistry
 from fhir_server.interactions.results import Result
-from fhir_server.rest.operations import Operation, OperationRegistry
 from fhir_server.storage.repository import Repository
 from profiles.base_r4 import validate_base
 

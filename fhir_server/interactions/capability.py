@@ -5,8 +5,8 @@ from __future__ import annotations
 from fhir_server import FHIR_VERSION, SOFTWARE_NAME, SOFTWARE_VERSION
 from fhir_server.interactions import audit_events
 from fhir_server.interactions.context import Call
+from fhir_server.interactions.operations import OperationRegistry
 from fhir_server.resource_types import resource_types
-from fhir_server.rest.operations import OperationRegistry
 from fhir_server.storage.repository import format_instant, now_us
 
 TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance",

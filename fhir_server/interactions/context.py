@@ -9,6 +9,7 @@ from typing import Any
 from fhir_server.budget import RequestBudget
 from fhir_server.config import Settings
 from fhir_server.interactions.hooks import WriteHooks
+from fhir_server.interactions.operations import OperationRegistry
 from fhir_server.search.parser import SearchLimits
 from fhir_server.storage.db import Database
 
@@ -32,6 +33,8 @@ class Services:
     settings: Settings
     db: Database
     hooks: WriteHooks = field(default_factory=WriteHooks)
+    # the $operations the features registered (dispatched by the router, listed in metadata)
+    operations: OperationRegistry = field(default_factory=OperationRegistry)
     capability_extras: CapabilityExtras = field(default_factory=CapabilityExtras)
     # callables returning definitional resources (with ids) that `seed` stores
     seed_providers: list[Callable[[], list[dict]]] = field(default_factory=list)

@@ -11,10 +11,10 @@ from fhir_server.errors import FhirError
 from fhir_server.interactions import access, audit_events, crud
 from fhir_server.interactions.context import Call, Services, new_budget
 from fhir_server.interactions.history import history
+from fhir_server.interactions.operations import OperationRegistry
 from fhir_server.interactions.results import Result
 from fhir_server.resource_types import is_resource_type
 from fhir_server.rest import idempotency, io
-from fhir_server.rest.operations import OperationRegistry
 from fhir_server.storage.repository import Repository
 
 bp = Blueprint("fhir", __name__)
@@ -25,7 +25,7 @@ def services() -> Services:
 
 
 def operations() -> OperationRegistry:
-    return current_app.extensions["fhir_operations"]
+    return services().operations
 
 
 def base_url() -> str:

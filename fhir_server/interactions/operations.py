@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fhir_server.interactions.context import Call
-from fhir_server.interactions.results import Result
+if TYPE_CHECKING:  # the registry is part of Services, which Call carries
+    from fhir_server.interactions.context import Call
+    from fhir_server.interactions.results import Result
 
 # handler(call, res_type or None, res_id or None, params: list[(k, v)], body or None) -> Result
-OperationHandler = Callable[[Call, str | None, str | None, list[tuple[str, str]], Any], Result]
+OperationHandler = Callable[["Call", str | None, str | None, list[tuple[str, str]], Any],
+                            "Result"]
 
 
 @dataclass

@@ -1,0 +1,67 @@
+"""Helpers shared by the features (and by the directory matching they install): who is
+calling and the lookups the workflow rules need. This module
+imports no feature, so any feature may import it without a cycle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from fhir_server.auth.context import AccessContext
+from fhir_server.interactions import access
+from fhir_server.interactions.context import Call
+from fhir_server.storage.repository import Repository
+from fhir_server.storage.search_sql import find_ids
+
+
+def access_of(call: Call) -> AccessContext:
+    """The caller's AccessContext (a call without one may do nothing)."""
+    return access.ctx_of(call)
+
+
+def ref_of(value: Any) -> str | None:
+    """The `reference` of a Reference element (None when absent)."""
+    return value.get("reference") if isinstance(value, dict) else None
+
+
+def read_ref(repo: Repository, ref: str | None) -> dict | None:
+    """The current resource a relative `Type/id` reference names (None if absent)."""
+    if not ref or ref.count("/") != 1:
+        return None
+    res_type, res_id = ref.split("/")
+    stored = repo.read(res_type, res_id)
+    return stored.resource() if stored is not None and not stored.deleted else None
+
+
+def party_organizations(repo: Repository, *resources: dict | None) -> dict[str, str]:
+    """PractitionerRole / HealthcareService parties mapped to their Organization."""
+    out: dict[str, str] = {}
+    for resource in resources:
+        if not resource:
+            continue
+        for key in ("requester", "owner"):
+            ref = ref_of(resource.get(key))
+            if not ref or not ref.startswith(("PractitionerRole/", "HealthcareService/")):
+                continue
+            party = read_ref(repo, ref)
+            if party is None:
+                continue
+            org = ref_of(party.get("organization") or party.get("providedBy"))
+            if org:
+                out[ref] = org
+    return out
+
+
+def patient_flags(conn: Connection, patient_ref: str | None) -> list[dict]:
+    """Every current Flag of the patient (safety or not; callers filter)."""
+    if not patient_ref:
+        return []
+    repo = Repository(conn)
+    out = []
+    for fid in find_ids(conn, "Flag", [("patient", patient_ref)], limit=1000):
+        stored = repo.read("Flag", fid)
+        if stored is not None and not stored.deleted:
+            out.append(stored.resource())
+    return out
