@@ -23,6 +23,7 @@ from fhir_server.features import (
     workflow,
 )
 from fhir_server.interactions import builtin_operations, reference_check
+from fhir_server.interactions.bundles import process_bundle
 from fhir_server.interactions.context import Services
 from fhir_server.storage.db import Database
 
@@ -33,7 +34,8 @@ FEATURES = (auth, profiles, workflow, coordination, screening, outcomes, subscri
 
 def build_services(settings: Settings, db: Database | None = None) -> Services:
     """Services with every feature's hooks, operations and definitions installed."""
-    services = Services(settings=settings, db=db or Database(settings.database_url))
+    services = Services(settings=settings, db=db or Database(settings.database_url),
+                        bundles=process_bundle)
     builtin_operations.register(services.operations)
     for feature in FEATURES:
         feature.install(services, services.operations)

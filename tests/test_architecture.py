@@ -31,3 +31,22 @@ def test_the_graph_covers_the_product():
     assert len(g) > 120
     assert "fhir_server.interactions.operations" in g["fhir_server.rest.routes"]
     assert not any(name.startswith("profiles.devtools") for name in g)
+
+
+def test_http_layer_opens_no_transaction_and_has_no_second_dispatcher():
+    """rest/ adapts HTTP to the one route table (interactions/route_table.py): no SQL and no
+    transaction of its own, no Repository; Bundle entries dispatch through the same table.
+    (Remembered responses of idempotent retries are stored through storage.request_keys.)"""
+    rest = sorted((ig.REPO / "fhir_server" / "rest").glob("*.py"))
+    assert rest
+    for path in rest:
+        text = path.read_text("utf-8")
+        assert ".db.read(" not in text and ".db.write(" not in text, path
+        assert "Repository(" not in text and "sqlalchemy" not in text, path
+    g = ig.graph()
+    for name in ig.product_modules():
+        if name.startswith("fhir_server.rest"):
+            storage = {t for t in g[name] if t.startswith("fhir_server.storage")}
+            assert storage <= {"fhir_server.storage.request_keys", "fhir_server.storage.db"}
+    bundles = (ig.REPO / "fhir_server" / "interactions" / "bundles.py").read_text("utf-8")
+    assert "route_table.dispatch(" in bundles and "_read_entry" not in bundles

@@ -235,3 +235,29 @@ def test_concurrent_conditional_creates_make_one_patient(server):
     orgs = server.get("Organization",
                       params={"identifier": f"http://hl7.org/fhir/sid/us-npi|NPI-{mrn}"})
     assert len(orgs.json()["entry"]) == 1
+
+
+def test_bundle_entries_use_the_http_route_table(server):
+    """Every entry goes through the same route table as HTTP: a GET entry answers what the
+    same GET over HTTP answers (compartment search, vread of a deletion: 410), and routes
+    that need their own transaction are refused inside a Bundle."""
+    patient = server.post("Patient", sample("Patient")).json()
+    obs = sample("Observation", subject={"reference": f"Patient/{patient['id']}"})
+    obs_id = server.post("Observation", obs).json()["id"]
+    gone = server.post("Basic", sample("Basic")).json()["id"]
+    assert server.delete(f"Basic/{gone}").status_code == 200
+    urls = [f"Patient/{patient['id']}/Observation", f"Basic/{gone}/_history/2",
+            f"Observation/{obs_id}", f"Observation/{obs_id}/_history",
+            f"Observation/{obs_id}/$validate", "metadata"]
+    out = server.post("", bundle(*[{"request": {"method": "GET", "url": u}} for u in urls],
+                                 kind="batch")).json()["entry"]
+    over_http = [server.get(u) for u in urls[:3]]
+    assert [e["response"]["status"][:3] for e in out] == ["200", "410", "200", "400",
+                                                           "400", "400"]
+    assert [r.status_code for r in over_http] == [200, 410, 200]
+    assert [e["resource"]["id"] for e in out[0]["resource"]["entry"]] == [obs_id]
+    assert over_http[0].json()["entry"][0]["resource"]["id"] == obs_id
+    assert "not supported inside a Bundle" in json.dumps(out[3]["response"]["outcome"])
+    wrong = server.post("", bundle({"request": {"method": "DELETE", "url": "metadata"}},
+                                   kind="batch")).json()["entry"][0]["response"]
+    assert wrong["status"].startswith("405")

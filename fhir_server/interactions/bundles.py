@@ -14,14 +14,14 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from fhir_server.errors import FhirError, Issue, operation_outcome
-from fhir_server.interactions import access, crud
+from fhir_server.interactions import crud, route_table
 from fhir_server.interactions.conditional import matching_ids, parse_criteria
 from fhir_server.interactions.context import Call
 from fhir_server.interactions.references import rewrite_references
 from fhir_server.interactions.results import Result
 from fhir_server.json_tree import copy_tree
 from fhir_server.resource_types import is_resource_type
-from fhir_server.storage.repository import Repository, format_instant, new_id, now_us
+from fhir_server.storage.repository import format_instant, new_id, now_us
 
 METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
@@ -294,33 +294,35 @@ def _conditional_reference(conn, call: Call, ref: str, where: str) -> str:  # ty
 
 
 def _execute(conn, call: Call, entry: Entry) -> Result:  # type: ignore[no-untyped-def]
-    method = entry.method
-    if method == "DELETE":
-        if entry.res_id:
-            return crud.delete_in(conn, call, entry.res_type, entry.res_id,
-                                  crud.require_etag(entry.request.get("ifMatch")))
-        return crud.conditional_delete_in(conn, call, entry.res_type, entry.query)
-    if method == "POST":
-        if entry.existing is not None:
-            return Result(200, stored=entry.existing, location=True)
-        if not entry.validated:
-            crud.check_valid(entry.resource, entry.res_type)
-        return crud.create_in(conn, call, entry.res_type, entry.resource,
-                              res_id=entry.target_id)
-    if method == "PUT":
+    """Run a prepared transaction entry through the route table, on the Bundle's connection:
+    conditional creates and conditional updates were resolved by `_resolve_identities`."""
+    if entry.method == "POST" and entry.existing is not None:
+        return Result(200, stored=entry.existing, location=True)
+    if entry.method == "PUT":
         entry.resource["id"] = entry.target_id
-        if not entry.validated:
-            crud.check_valid(entry.resource, entry.res_type, entry.target_id)
-        expected = crud.require_etag(entry.request.get("ifMatch"))
-        return crud.store_update(conn, call, entry.res_type, entry.target_id,
-                                 entry.resource, expected, "PUT")
-    if method == "PATCH":
-        ops = _patch_operations(entry)
-        expected = crud.require_etag(entry.request.get("ifMatch"))
-        res_id = entry.res_id or crud.single_match(conn, call, entry.res_type, entry.query,
-                                                   "patch")
-        return crud.patch_in(conn, call, entry.res_type, res_id, ops, expected)
-    return _read_entry(conn, call, entry)
+        return route_table.dispatch(call, _request(
+            entry, path=f"{entry.res_type}/{entry.target_id}", query=""), conn)
+    if entry.method == "POST":
+        return route_table.dispatch(call, _request(entry, if_none_exist=None), conn)
+    return route_table.dispatch(call, _request(entry), conn)
+
+
+def _request(entry: Entry, **changes: Any) -> route_table.Request:
+    """An entry as the route table sees it (`changes`: what the transaction resolved)."""
+    path, _, query = entry.url.partition("?")
+    req = entry.request
+    values: dict[str, Any] = {
+        "method": entry.method, "path": path, "query": query,
+        "params": parse_qsl(query, keep_blank_values=True),
+        "body": lambda root: entry.resource, "patch": lambda root: _patch_operations(entry),
+        "has_body": entry.resource is not None,
+        "if_match": req.get("ifMatch"), "if_none_match": req.get("ifNoneMatch"),
+        "if_none_exist": req.get("ifNoneExist"),
+        "new_id": entry.target_id if entry.method == "POST" else None,
+        "validated": entry.validated,
+    }
+    values.update(changes)
+    return route_table.Request(**values)
 
 
 def _patch_operations(entry: Entry) -> Any:
@@ -339,46 +341,6 @@ def _patch_operations(entry: Entry) -> Any:
                     "PATCH entries need a Binary resource holding a JSON Patch document")
 
 
-def _read_entry(conn, call: Call, entry: Entry) -> Result:  # type: ignore[no-untyped-def]
-    """GET inside a bundle: read, vread or search."""
-    segments = [s for s in entry.url.split("?", 1)[0].split("/") if s]
-    repo = Repository(conn)
-    if len(segments) == 2 and not segments[1].startswith(("_", "$")):
-        access.check_type(call, "read", segments[0])
-        stored = repo.read(segments[0], segments[1])
-        if stored is None:
-            raise FhirError(404, "not-found", f"{entry.url} is not known")
-        access.check_existing(conn, call, "read", stored)
-        if stored.deleted:
-            raise FhirError(410, "deleted", f"{entry.url} has been deleted")
-        if_none_match = entry.request.get("ifNoneMatch")
-        if if_none_match and crud.parse_etag(if_none_match) == stored.version:
-            return Result(304, stored=stored)
-        return Result(200, stored=stored)
-    if len(segments) == 4 and segments[2] == "_history":
-        version = crud.parse_version(segments[3])
-        if version is None:
-            raise FhirError(404, "not-found", f"{entry.url} is not known")
-        access.check_type(call, "vread", segments[0])
-        stored = repo.vread(segments[0], segments[1], version)
-        if stored is not None:
-            access.check_existing(conn, call, "vread", stored)
-        if stored is None or stored.deleted:
-            raise FhirError(404, "not-found", f"{entry.url} is not known")
-        return Result(200, stored=stored)
-    if len(segments) == 1:
-        from fhir_server.interactions.search import search_bundle
-
-        params = parse_qsl(entry.query, keep_blank_values=True)
-        access.check_type(call, "search-type", segments[0])
-        bundle = search_bundle(conn, segments[0], params, base_url=call.base_url,
-                               strict=call.strict_handling, compartment=None,
-                               restrict=access.restriction(conn, call),
-                               limits=call.search_limits, budget=call.budget)
-        return Result(200, resource=bundle)
-    raise FhirError(400, "not-supported", f"GET {entry.url} is not supported inside a Bundle")
-
-
 # -- batch -----------------------------------------------------------------------------
 def _batch(call: Call, raw_entries: list) -> Result:
     entries: list[Entry | FhirError] = []
@@ -394,19 +356,8 @@ def _batch(call: Call, raw_entries: list) -> Result:
             continue
         try:
             call.budget.check_time()
-            with call.write() as conn:
-                if item.method == "POST" and item.request.get("ifNoneExist"):
-                    item.existing = crud.find_existing(conn, call, item.res_type,
-                                                       item.request["ifNoneExist"])
-                if item.method == "PUT" and not item.res_id:
-                    crud.check_valid(item.resource, item.res_type)
-                    item.result = crud.conditional_update_in(
-                        conn, call, item.res_type, item.query, item.resource,
-                        crud.require_etag(item.request.get("ifMatch")))
-                else:
-                    if item.method == "PUT":
-                        item.target_id = item.res_id
-                    item.result = _execute(conn, call, item)
+            with call.write() as conn:  # each entry on its own, in its own transaction
+                item.result = route_table.dispatch(call, _request(item, new_id=None), conn)
         except FhirError as exc:
             item.result = None
             item.extra["error"] = _wrap(item.index, exc)

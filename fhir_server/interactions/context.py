@@ -35,6 +35,9 @@ class Services:
     hooks: WriteHooks = field(default_factory=WriteHooks)
     # the $operations the features registered (dispatched by the router, listed in metadata)
     operations: OperationRegistry = field(default_factory=OperationRegistry)
+    # (call, Bundle) -> Result: batch/transaction processing (bundles.process_bundle, set by
+    # wiring; its entries are dispatched through the route table)
+    bundles: Callable[[Any, Any], Any] | None = None
     capability_extras: CapabilityExtras = field(default_factory=CapabilityExtras)
     # callables returning definitional resources (with ids) that `seed` stores
     seed_providers: list[Callable[[], list[dict]]] = field(default_factory=list)

@@ -3,9 +3,12 @@ conditional forms. Each runs in one database transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import jsonpatch
+from sqlalchemy import Connection
 
 from fhir_server.errors import FhirError, Issue
 from fhir_server.formats.json_body import BodyError, BodyLimits, check_tree
@@ -41,6 +44,16 @@ def committing(call: Call, conn, result: Result) -> Result:  # type: ignore[no-u
     to the REST layer to remember for idempotent retries (Call.remember_response)."""
     call.remember_response(conn, result)
     return result
+
+
+@contextmanager
+def reading(call: Call, conn: Connection | None) -> Iterator[Connection]:
+    """`conn` when the caller has one open (a Bundle's), else a new read transaction."""
+    if conn is not None:
+        yield conn
+    else:
+        with call.db.read() as own:
+            yield own
 
 
 def _live(stored: StoredResource | None, res_type: str, res_id: str) -> StoredResource:
@@ -96,13 +109,14 @@ def _store_new(conn, call: Call, resource: dict, res_id: str | None = None,  # t
 
 # -- read ------------------------------------------------------------------------------
 def read(call: Call, res_type: str, res_id: str, *, if_none_match: str | None = None,
-         if_modified_since_us: int | None = None) -> Result:
-    """GET [type]/[id], with If-None-Match / If-Modified-Since giving 304."""
+         if_modified_since_us: int | None = None, conn: Connection | None = None) -> Result:
+    """GET [type]/[id], with If-None-Match / If-Modified-Since giving 304 (in its own read
+    transaction, or on `conn`, a Bundle's)."""
     access.check_type(call, "read", res_type)
-    with call.db.read() as conn:
-        stored = Repository(conn).read(res_type, res_id)
+    with reading(call, conn) as c:
+        stored = Repository(c).read(res_type, res_id)
         if stored is not None:
-            access.check_existing(conn, call, "read", stored)
+            access.check_existing(c, call, "read", stored)
         stored = _live(stored, res_type, res_id)
     if if_none_match and _etag_matches(if_none_match, stored.version):
         return Result(304, stored=stored)
@@ -120,20 +134,21 @@ def parse_version(text: str) -> int | None:
     return int(text)
 
 
-def vread(call: Call, res_type: str, res_id: str, version_text: str) -> Result:
-    """GET [type]/[id]/_history/[vid]."""
+def vread(call: Call, res_type: str, res_id: str, version_text: str, *,
+          conn: Connection | None = None) -> Result:
+    """GET [type]/[id]/_history/[vid] (in its own read transaction, or on `conn`)."""
     version = parse_version(version_text)
     if version is None:
         raise FhirError(404, "not-found", f"Version '{version_text[:40]}' is not known",
                         f"{res_type}.meta.versionId")
     access.check_type(call, "vread", res_type)
-    with call.db.read() as conn:
-        repo = Repository(conn)
+    with reading(call, conn) as c:
+        repo = Repository(c)
         current = repo.read(res_type, res_id)
         if current is None:
             raise FhirError(404, "not-found", f"Resource {res_type}/{res_id} is not known")
         stored = repo.vread(res_type, res_id, version)
-        access.check_existing(conn, call, "vread", stored or current)
+        access.check_existing(c, call, "vread", stored or current)
         if stored is None:
             raise FhirError(404, "not-found", f"Version {version} of {res_type}/{res_id} "
                                               "is not known")

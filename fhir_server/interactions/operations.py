@@ -66,3 +66,4 @@ class OperationRegistry:
 
     def system_level(self) -> list[Operation]:
         return [op for op in self.operations.values() if op.system]
+

@@ -14,6 +14,8 @@ from sqlalchemy import Connection
 
 from fhir_server.budget import RequestBudget
 from fhir_server.errors import FhirError, Issue, operation_outcome
+from fhir_server.interactions.context import Call
+from fhir_server.interactions.results import Result
 from fhir_server.search.capability import (
     capability_search_params,
     supported_includes,
@@ -27,6 +29,7 @@ from fhir_server.search.parser import (
     parse_search,
 )
 from fhir_server.search.registry import mandatory_elements, summary_elements
+from fhir_server.storage.repository import Repository
 from fhir_server.storage.search_sql import Restrict, Row, SearchResult, execute_search
 
 __all__ = ["search_bundle", "capability_search_params", "supported_includes",
@@ -35,6 +38,30 @@ __all__ = ["search_bundle", "capability_search_params", "supported_includes",
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
              "code": "SUBSETTED", "display": "subsetted"}
 _ALWAYS = ("resourceType", "id", "meta")
+
+
+def search(call: Call, res_type: str | None, params: list[tuple[str, str]], *,
+           compartment: tuple[str, str] | None = None,
+           conn: Connection | None = None) -> Result:
+    """The search interaction: system, type or compartment level, narrowed to what the
+    caller may see (in its own read transaction, or on `conn`, a Bundle's)."""
+    from fhir_server.interactions import access
+    from fhir_server.interactions.crud import reading
+
+    params = [(k, v) for k, v in params if k != "_format"]
+    level = "search-type" if res_type else "search-system"
+    access.check_type(call, level, res_type)
+    with reading(call, conn) as c:
+        if compartment is not None:
+            owner = Repository(c).read(*compartment)
+            if owner is None or owner.deleted:
+                raise FhirError(404, "not-found", f"{compartment[0]}/{compartment[1]} is not known")
+            access.check_existing(c, call, "read", owner)
+        bundle = search_bundle(c, res_type, params, base_url=call.base_url,
+                               strict=call.strict_handling, compartment=compartment,
+                               restrict=access.restriction(c, call, level),
+                               limits=call.search_limits, budget=call.budget)
+    return Result(200, resource=bundle)
 
 
 def search_bundle(conn: Connection, res_type: str | None, params: list[tuple[str, str]], *,

@@ -22,21 +22,18 @@ import time
 from typing import Any
 
 from flask import Request, Response
-from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
 
 from fhir_server.errors import FhirError
 from fhir_server.interactions.context import Call
 from fhir_server.interactions.results import Result
 from fhir_server.storage import request_keys
-from fhir_server.storage.request_keys import RememberedResponse
+from fhir_server.storage.db import Connection
+from fhir_server.storage.request_keys import KeyInUse, RememberedResponse
 
 log = logging.getLogger(__name__)
 KEY_HEADERS = ("Idempotency-Key", "X-Request-Id")
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _KEPT_HEADERS = ("ETag", "Last-Modified", "Location", "Content-Location", "Content-Type")
-_PRUNE_EVERY = 3600.0
-_last_prune = [0.0]
 
 
 def key_of(request: Request) -> str | None:
@@ -83,8 +80,8 @@ class Recorder:
 
     def replay(self) -> Response | None:
         """The remembered response for this key, or None; 422 for a different request."""
-        with self.call.db.read() as conn:
-            found = request_keys.find(conn, self.owner, self.key, self._oldest_us())
+        found = request_keys.find_remembered(self.call.db, self.owner, self.key,
+                                             self._oldest_us())
         if found is None:
             return None
         if found.fingerprint != self.fingerprint:
@@ -101,10 +98,9 @@ class Recorder:
             return
         response = self.render(result)
         try:
-            with conn.begin_nested():
-                request_keys.remember(conn, self.owner, self.key, self._remembered(response),
-                                      self._oldest_us())
-        except IntegrityError:
+            request_keys.remember_in(conn, self.owner, self.key, self._remembered(response),
+                                     self._oldest_us())
+        except KeyInUse:
             # a twin request with this key committed first: this one must not write too
             raise FhirError(409, "conflict", "A request with this idempotency key was "
                             "processed at the same time; send it again to get its response",
@@ -116,12 +112,8 @@ class Recorder:
         now (best effort; a concurrent twin may have stored it first)."""
         if self.response is not None or response.status_code >= 400 or response.is_streamed:
             return
-        try:
-            with self.call.db.write() as conn:
-                request_keys.remember(conn, self.owner, self.key,
-                                      self._remembered(response), self._oldest_us())
-                _maybe_prune(conn, self._oldest_us())
-        except IntegrityError:
+        if not request_keys.remember_after(self.call.db, self.owner, self.key,
+                                           self._remembered(response), self._oldest_us()):
             log.info("idempotency key %s was stored by a concurrent request", self.key)
 
     def _remembered(self, response: Response) -> RememberedResponse:
@@ -132,9 +124,3 @@ class Recorder:
     def _oldest_us(self) -> int:
         return int((time.time() - self.call.settings.idempotency_seconds) * 1_000_000)
 
-
-def _maybe_prune(conn: Connection, before_us: int) -> None:
-    if time.monotonic() - _last_prune[0] < _PRUNE_EVERY:
-        return
-    _last_prune[0] = time.monotonic()
-    request_keys.prune(conn, before_us)

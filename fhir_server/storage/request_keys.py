@@ -11,6 +11,7 @@ write. Keys are scoped by the caller (two clients may pick the same key) and kep
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -27,8 +28,13 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.exc import IntegrityError
 
+from fhir_server.storage.db import Database
 from fhir_server.storage.schema import metadata
+
+_PRUNE_EVERY = 3600.0  # seconds between prunes of expired keys (per process)
+_last_prune = [0.0]
 
 request_keys = Table(
     "request_keys",
@@ -83,3 +89,40 @@ def prune(conn: Connection, before_us: int) -> int:
     """Forget responses older than `before_us`."""
     res = conn.execute(delete(request_keys).where(request_keys.c.created_at < before_us))
     return int(res.rowcount or 0)
+
+
+class KeyInUse(Exception):
+    """A request with the same key committed first (a twin sent at the same time)."""
+
+
+def find_remembered(db: Database, owner: str, key: str,
+                    since_us: int) -> RememberedResponse | None:
+    """`find` in a read transaction of its own (before the request runs)."""
+    with db.read() as conn:
+        return find(conn, owner, key, since_us)
+
+
+def remember_in(conn: Connection, owner: str, key: str, response: RememberedResponse,
+                expired_before_us: int) -> None:
+    """`remember` in the request's own write transaction, in a savepoint: a twin that
+    committed the key first raises KeyInUse (and this request's writes must not commit)."""
+    try:
+        with conn.begin_nested():
+            remember(conn, owner, key, response, expired_before_us)
+    except IntegrityError:
+        raise KeyInUse(key) from None
+
+
+def remember_after(db: Database, owner: str, key: str, response: RememberedResponse,
+                   expired_before_us: int) -> bool:
+    """`remember` in a write transaction of its own, after the request finished (pruning
+    expired keys now and then); False when a concurrent request stored it first."""
+    try:
+        with db.write() as conn:
+            remember(conn, owner, key, response, expired_before_us)
+            if time.monotonic() - _last_prune[0] >= _PRUNE_EVERY:
+                _last_prune[0] = time.monotonic()
+                prune(conn, expired_before_us)
+    except IntegrityError:
+        return False
+    return True
