@@ -1,6 +1,6 @@
 """Command line: `python -m fhir_server COMMAND`.
 
-This module adds `serve`, `init-db` and `config`; every other command belongs to the module
+This module adds `serve`, `init-db`, `config` and `hooks`; every other command belongs to the module
 that implements it, which adds it with its own `register_cli(subparsers)` (setting
 `handler(settings, args) -> exit status`). The modules are listed in `COMMAND_MODULES`.
 """
@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("init-db", help="apply database migrations").set_defaults(handler=_init_db)
     sub.add_parser("config", help="list the current settings (secrets masked) and where "
                                   "each value comes from").set_defaults(handler=_config)
+    sub.add_parser("hooks", help="list the write phases' hooks in the order every write "
+                                 "runs them").set_defaults(handler=_hooks)
     for module in COMMAND_MODULES:
         module.register_cli(sub)
     args = parser.parse_args(argv)
@@ -76,6 +78,17 @@ def _config(settings: Settings, args: argparse.Namespace) -> int:
             group = row_group
         shown = f'"{value}"' if any(c.isspace() for c in value) else value
         print(f"{name}={shown}".ljust(46) + f"  # {source}: {doc}")
+    return 0
+
+
+def _hooks(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the write hooks: phase, order, name, resource types (as every write runs them)."""
+    from fhir_server.wiring import build_services
+
+    services = build_services(settings)
+    for line in services.phases.listing():
+        print(line)
+    services.db.dispose()
     return 0
 
 

@@ -27,9 +27,11 @@ from fhir_server.interactions.bundles import process_bundle
 from fhir_server.interactions.context import Services
 from fhir_server.storage.db import Database
 
-#: Installed in this order: each feature's write hooks run in the order installed.
+#: Installed in this order; their write hooks run in phase order (`python -m fhir_server hooks`).
 FEATURES = (auth, profiles, workflow, coordination, screening, outcomes, subscriptions,
             directory)
+#: The check-phase hook that refuses references the writer may not read (422).
+REFERENCE_CHECK = "access.references-readable"
 
 
 def build_services(settings: Settings, db: Database | None = None) -> Services:
@@ -39,8 +41,8 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
     builtin_operations.register(services.operations)
     for feature in FEATURES:
         feature.install(services, services.operations)
-    # last of the checks, after every transform: references are capabilities
-    services.hooks.before.append(reference_check.check_write)
+    # the last check, after every transform: references are capabilities
+    services.phases.add("check", REFERENCE_CHECK, reference_check.check_write, order=900)
     return services
 
 

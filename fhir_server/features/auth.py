@@ -23,6 +23,7 @@ from fhir_server.interactions import access
 from fhir_server.interactions.caller_view import CallerView
 from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.operations import Operation, OperationRegistry
+from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.references import collect_references
 from fhir_server.interactions.results import Result
 from fhir_server.storage.repository import Repository, StoredResource
@@ -60,7 +61,7 @@ def install(services: Services, registry: OperationRegistry) -> None:
         definition="http://mh-referral.example.org/fhir/OperationDefinition/audit-events",
         documentation="The audit log as AuditEvents (administrators only); parameters "
                       "outcome (0 success, 4 denied), client, _count"))
-    services.hooks.after.append(_audit_write)
+    services.phases.add("after-write", "auth.audit-and-provenance", _audit_write, order=100)
     if settings.audit_reads:
         services.audit_queue = AuditQueue(services.db)
     services.readable_by = lambda owner, resource, conn=None: readable_by(
@@ -75,10 +76,11 @@ def _host_url() -> str | None:
         return None
 
 
-def _audit_write(conn: Connection, call: Call, interaction: str,
-                 previous: StoredResource | None, new: StoredResource) -> None:
+def _audit_write(event: WriteEvent) -> None:
     """Every write is audited in its own transaction (kept only if the write commits);
     referral Task and ServiceRequest writes also get a Provenance."""
+    conn, call, interaction, new = event.conn, event.call, event.interaction, event.stored
+    assert new is not None
     ctx = access.ctx_of(call)
     if ctx.is_system or ctx.auth_disabled:
         return  # internal jobs, and local development without identities

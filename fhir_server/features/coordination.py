@@ -21,6 +21,7 @@ from fhir_server.interactions import crud
 from fhir_server.interactions.caller_view import system_call
 from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.operations import Operation, OperationRegistry
+from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.results import Result
 from fhir_server.storage.repository import Repository, StoredResource
 from fhir_server.storage.search_sql import find_ids
@@ -51,7 +52,8 @@ def install(services: Services, registry: OperationRegistry) -> None:
     as a coordination platform (a malformed setting stops the start)."""
     if platform_organization(services.settings) is None:
         return
-    services.hooks.after.append(_after_write)
+    services.phases.add("after-write", "coordination.platform-sync", _after_write,
+                        order=300, types={"Task"})
     registry.register(Operation(
         name="assign-recipient", handler=_assign_recipient, types=frozenset({"Task"}),
         instance_level=True, methods=frozenset({"POST"}),
@@ -188,9 +190,10 @@ def _sub_tasks(conn: Connection, repo: Repository, source: dict, platform: str,
 
 
 # -- keeping source and sub-Tasks in step ----------------------------------------------
-def _after_write(conn: Connection, call: Call, interaction: str,
-                 previous: StoredResource | None, new: StoredResource) -> None:
+def _after_write(event: WriteEvent) -> None:
     """Reflect sub-Task changes onto the source Task and cancel sub-Tasks with their source."""
+    conn, call, new, previous = event.conn, event.call, event.stored, event.previous_stored
+    assert new is not None
     platform = platform_organization(call.settings)
     if platform is None or new.res_type != "Task" or new.deleted:
         return

@@ -16,6 +16,7 @@ from fhir_server.features.screening import care_recommendation
 from fhir_server.interactions import crud
 from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.operations import Operation, OperationRegistry
+from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.results import Result
 from fhir_server.matching import candidates
 from fhir_server.matching import criteria as C
@@ -55,12 +56,12 @@ def install(services: Services, registry: OperationRegistry) -> None:
         documentation="The providing organization sets capacity status, notes and typical wait",
         affects_state=True))
     services.seed_providers.append(definitions)
-    services.hooks.after.append(_after_write)
+    services.phases.add("after-write", "directory.match-caches", _after_write, order=600)
 
 
-def _after_write(conn, call, interaction, previous, new) -> None:  # type: ignore[no-untyped-def]
+def _after_write(event: WriteEvent) -> None:
     """Drop the $match caches that depend on the written type."""
-    candidates.invalidate(new.res_type)
+    candidates.invalidate(event.res_type)
 
 
 # -- $match and $update-capacity -------------------------------------------------------

@@ -26,6 +26,7 @@ from fhir_server.interactions import access, crud
 from fhir_server.interactions.caller_view import system_call
 from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.operations import Operation, OperationRegistry
+from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.results import Result
 from fhir_server.storage import access_sql
 from fhir_server.storage import outcomes_store as store
@@ -44,7 +45,8 @@ _SCORE_CODES = tuple(f'"{loinc}"' for loinc, _name in measurement.INSTRUMENTS.va
 def install(services: Services, registry: OperationRegistry) -> None:
     """Register the write hook, the operations and the published Measures."""
     follow_up.check_weeks(services.settings.follow_up_screening_weeks)
-    services.hooks.after.append(_after_write)
+    services.phases.add("after-write", "outcomes.referral-facts", _after_write, order=450,
+                        types={"Task", "Patient", "Coverage", "Observation"})
     registry.register(Operation(
         name="referral-metrics", handler=_metrics, system=True, methods=frozenset({"GET"}),
         definition=f"{OPERATION_BASE}/referral-metrics", raw_formats=frozenset({"text/csv"}),
@@ -59,8 +61,10 @@ def install(services: Services, registry: OperationRegistry) -> None:
 
 
 # -- the write path ------------------------------------------------------------------------
-def _after_write(conn: Connection, call: Call, interaction: str,
-                 previous: StoredResource | None, new: StoredResource) -> None:
+def _after_write(event: WriteEvent) -> None:
+    """Keep the referral facts current with the version just stored."""
+    conn, call, previous, new = event.conn, event.call, event.previous_stored, event.stored
+    assert new is not None
     if new.res_type == "Task":
         _task_written(conn, call, new)
     elif new.res_type == "Patient" and new.body is not None:

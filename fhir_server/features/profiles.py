@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import Connection
-
 from fhir_server.errors import FhirError, Issue
-from fhir_server.interactions.context import Call, Services
+from fhir_server.interactions.context import Services
 from fhir_server.interactions.operations import OperationRegistry
+from fhir_server.interactions.phases import WriteEvent
 from profiles.loader import registry as profile_registry
 from profiles.policy import required_profiles
 from profiles.validator import validate
@@ -20,8 +19,8 @@ def install(services: Services, registry: OperationRegistry) -> None:
     policy = _policy(services.settings.required_profiles)
     strict = services.settings.strict_profiles
 
-    def before(conn: Connection, call: Call, interaction: str, previous: dict | None,
-               new: dict | None) -> list[Issue]:
+    def check(event: WriteEvent) -> list[Issue]:
+        new = event.resource
         if new is None:
             return []
         issues = validate(new, profiles=required_profiles(new, policy),
@@ -35,7 +34,7 @@ def install(services: Services, registry: OperationRegistry) -> None:
         return validate(resource, profiles=[profile] if profile else None,
                         strict_unknown_profile=strict)
 
-    services.hooks.before.append(before)
+    services.phases.add("check", "profiles.validate", check, order=100)
     services.profile_validator = explicit
     for res_type, urls in profile_registry().resource_profiles().items():
         services.capability_extras.supported_profiles.setdefault(res_type, set()).update(urls)

@@ -14,8 +14,9 @@ from fhir_server.interactions.bundles import transaction_in
 from fhir_server.interactions.caller_view import CallerView, system_call
 from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.operations import Operation, OperationRegistry
+from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.results import Result
-from fhir_server.storage.repository import Repository, StoredResource
+from fhir_server.storage.repository import Repository
 from fhir_server.storage.search_sql import find_ids
 from fhir_server.workflow.canonical import CANONICAL_BASE
 from fhir_server.workflow.task_rules import is_referral_task
@@ -35,8 +36,12 @@ _RESULT_KEY = "screening_result"
 
 def install(services: Services, registry: OperationRegistry) -> None:
     """Register the screening hooks, operations and shipped Questionnaires."""
-    services.hooks.before.append(_before_write)
-    services.hooks.after.append(_after_write)
+    services.phases.add("prepare", "screening.referral-priority-floor", _priority_floor,
+                        order=200, types={"ServiceRequest", "Task"})
+    services.phases.add("check", "screening.score", _score, order=200,
+                        types={"QuestionnaireResponse"})
+    services.phases.add("after-write", "screening.derived-resources", _after_write, order=400,
+                        types={"QuestionnaireResponse"})
     services.seed_providers.append(load_questionnaires)
     registry.register(Operation(
         name="extract", handler=_extract, types=frozenset({"QuestionnaireResponse"}),
@@ -87,42 +92,49 @@ def _requester_org(conn: Connection, qr: dict) -> str | None:
 
 
 # -- write path ------------------------------------------------------------------------
-def _before_write(conn: Connection, call: Call, interaction: str, previous: dict | None,
-                  new: dict | None) -> list:
-    if new is None:
+def _score(event: WriteEvent) -> list[Issue]:
+    """Score a completed PHQ-9/GAD-7/PHQ-2/GAD-2 response; refuse an invalid one. The result
+    is carried to after-write, which stores what it derives."""
+    new = event.resource
+    if new is None or new.get("status") not in SCORED_STATUSES:
         return []
-    res_type = new.get("resourceType")
-    if res_type == "QuestionnaireResponse" and new.get("status") in SCORED_STATUSES:
-        result = score_response(questionnaire_for(conn, new), new)
-        raise_if_invalid(result.issues)
-        call.hook_state[(_RESULT_KEY, new["id"])] = result
-        return result.outcome_issues()
-    if previous is None and (res_type == "ServiceRequest" or is_referral_task(new)):
-        return _priority_floor(conn, new)
-    return []
+    result = score_response(questionnaire_for(event.conn, new), new)
+    raise_if_invalid(result.issues)
+    event.carried[_RESULT_KEY] = result
+    return result.outcome_issues()
 
 
-def _priority_floor(conn: Connection, request: dict) -> list[Issue]:
+def _priority_floor(event: WriteEvent) -> dict | None:
     """The safety floor on a new referral's priority: the ServiceRequest and the referral
     Task alike (the stalled-referral clock reads the Task's priority)."""
+    request = event.resource
+    if request is None or event.previous is not None:
+        return None
     res_type = request["resourceType"]
-    flags = patient_flags(conn, _patient_ref(request, "subject" if res_type ==
-                                             "ServiceRequest" else "for"))
+    if res_type == "Task" and not is_referral_task(request):
+        return None
+    flags = patient_flags(event.conn, _patient_ref(request, "subject" if res_type ==
+                                                   "ServiceRequest" else "for"))
     if not active_safety_flags(flags):
-        return []
+        return None
     override = next((e.get("valueString") for e in request.get("extension") or []
                      if e.get("url") == PRIORITY_OVERRIDE_EXT), None)
-    decision = referral_priority_floor(request.get("priority"), flags=flags,
-                                       override_reason=override)
+    try:
+        decision = referral_priority_floor(request.get("priority"), flags=flags,
+                                           override_reason=override)
+    except ValueError:  # not a request priority: the check phase (profiles) refuses it
+        return None
     request["priority"] = decision.priority
-    return [Issue("information", "informational", decision.reason, [f"{res_type}.priority"])]
+    event.issues.append(Issue("information", "informational", decision.reason,
+                              [f"{res_type}.priority"]))
+    return request
 
 
-def _after_write(conn: Connection, call: Call, interaction: str,
-                 previous: StoredResource | None, new: StoredResource) -> None:
-    if new.res_type != "QuestionnaireResponse" or new.body is None:
+def _after_write(event: WriteEvent) -> None:
+    conn, call, new, previous = event.conn, event.call, event.stored, event.previous_stored
+    if new is None or new.body is None:
         return
-    result: ScreeningResult | None = call.hook_state.pop((_RESULT_KEY, new.res_id), None)
+    result: ScreeningResult | None = event.carried.pop(_RESULT_KEY, None)
     if result is None or result.status not in ("complete", "incomplete"):
         return
     qr = new.resource()

@@ -24,10 +24,10 @@ from sqlalchemy import Connection
 from fhir_server.errors import FhirError
 from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.operations import Operation, OperationRegistry
+from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.results import Result
 from fhir_server.search import match
 from fhir_server.storage import index_store
-from fhir_server.storage.repository import StoredResource
 from subscriptions import operations as sub_ops
 from subscriptions import outbox, topics
 from subscriptions.subscription_rules import validate_subscription
@@ -37,8 +37,9 @@ OWN_OPERATION_BASE = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDef
 
 def install(services: Services, registry: OperationRegistry) -> None:
     """Register the Subscription hooks, $status/$events and the capability entries."""
-    services.hooks.before.append(_before_write)
-    services.hooks.after.append(_after_write)
+    services.phases.add("prepare", "subscriptions.registry", _before_write, order=300,
+                        types={"Subscription"})
+    services.phases.add("after-write", "subscriptions.outbox", _after_write, order=500)
     registry.register(Operation(
         name="status", handler=_status, types=frozenset({"Subscription"}), type_level=True,
         instance_level=True, methods=frozenset({"GET", "POST"}),
@@ -62,22 +63,26 @@ def _owner(call: Call) -> str | None:
     return getattr(access, "organization", None) if access is not None else None
 
 
-def _before_write(conn: Connection, call: Call, interaction: str, previous: dict | None,
-                  new: dict | None) -> list:
-    if interaction == "delete":
-        if previous is not None and previous.get("resourceType") == "Subscription":
+def _before_write(event: WriteEvent) -> dict | None:
+    """Validate a Subscription and keep the delivery registry in step (its status is the
+    registry's); a deleted Subscription leaves the registry."""
+    conn, call, previous, new = event.conn, event.call, event.previous, event.resource
+    if event.interaction == "delete":
+        if previous is not None:
             outbox.remove_subscription(conn, previous["id"])
-        return []
-    if new is None or new.get("resourceType") != "Subscription":
-        return []
+        return None
+    if new is None:
+        return None
     spec = validate_subscription(
         new, allow_plain_http_full_resource=call.settings.allow_plain_http_full_resource)
     new["status"] = outbox.sync_subscription(conn, new, owner=_owner(call), spec=spec)
-    return []
+    return new
 
 
-def _after_write(conn: Connection, call: Call, interaction: str,
-                 previous: StoredResource | None, new: StoredResource) -> None:
+def _after_write(event: WriteEvent) -> None:
+    conn, call, interaction = event.conn, event.call, event.interaction
+    new, previous = event.stored, event.previous_stored
+    assert new is not None
     if not topics.topics_for_type(new.res_type):
         return  # no topic watches this type: no need to parse the bodies on the write path
     current = None

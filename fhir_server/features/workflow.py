@@ -21,21 +21,25 @@ from fhir_server.interactions import crud
 from fhir_server.interactions.caller_view import system_call
 from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.operations import Operation, OperationRegistry
+from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.results import Result
 from fhir_server.json_tree import copy_tree
-from fhir_server.storage.repository import Repository, StoredResource
+from fhir_server.storage.repository import Repository
 from fhir_server.workflow import artifacts, redirect, task_rules, timeline
 from fhir_server.workflow.canonical import CANONICAL_BASE
 from fhir_server.workflow.stalled import stalled_policy
 from fhir_server.workflow.write_path import prepare_service_request_write, prepare_task_write
 
 OPERATION_BASE = f"{CANONICAL_BASE}/OperationDefinition"
+_FOLLOW_UPS = "workflow.follow-up-tasks"  # WriteEvent.carried: Tasks to store after the write
 
 
 def install(services: Services, registry: OperationRegistry) -> None:
     """Register the workflow hooks, operations and published definitions."""
-    services.hooks.before.append(_before_write)
-    services.hooks.after.append(_after_write)
+    services.phases.add("prepare", "workflow.referral-rules", _before_write, order=100,
+                        types={"Task", "ServiceRequest"})
+    services.phases.add("after-write", "workflow.follow-up-tasks", _after_write, order=200,
+                        types={"ServiceRequest"})
     registry.register(Operation(
         name="redirect", handler=_redirect, types=frozenset({"Task"}), instance_level=True,
         methods=frozenset({"POST"}), definition=f"{OPERATION_BASE}/Task-redirect",
@@ -65,32 +69,29 @@ def _output_targets(repo: Repository, task: dict) -> dict[str, dict]:
     return targets
 
 
-def _before_write(conn: Connection, call: Call, interaction: str, previous: dict | None,
-                  new: dict | None) -> list:
-    subject = new if new is not None else previous
-    if subject is None:
-        return []
-    res_type = subject.get("resourceType")
-    if res_type == "Task":
-        _task_write(conn, call, interaction, previous, new)
-    elif res_type == "ServiceRequest" and new is not None:
-        _service_request_write(conn, call, previous, new)
-    return []
+def _before_write(event: WriteEvent) -> dict | None:
+    """The referral rules of a Task or ServiceRequest write; the content they store."""
+    if event.res_type == "Task":
+        return _task_write(event)
+    if event.resource is not None:  # a ServiceRequest
+        return _service_request_write(event)
+    return None
 
 
-def _task_write(conn: Connection, call: Call, interaction: str, previous: dict | None,
-                new: dict | None) -> None:
+def _task_write(event: WriteEvent) -> dict | None:
+    conn, call, interaction = event.conn, event.call, event.interaction
+    previous, new = event.previous, event.resource
     ctx = access_of(call)
     repo = Repository(conn)
     if interaction == "delete":
         task_rules.check_task_delete(previous, ctx,  # type: ignore[arg-type]
                                      party_organizations=party_organizations(repo, previous))
-        return
+        return None
     assert new is not None
     if not (task_rules.is_referral_task(new) or task_rules.is_referral_task(previous)):
-        return
+        return None
     if previous is not None and not ctx.is_system:
-        version = call.if_match_version
+        version = event.if_match
         task_rules.check_task_version(
             previous.get("meta", {}).get("versionId"),
             f'W/"{version}"' if version is not None else None,
@@ -100,15 +101,14 @@ def _task_write(conn: Connection, call: Call, interaction: str, previous: dict |
         focus_service_request=read_ref(repo, ref_of(new.get("focus"))),
         output_targets=_output_targets(repo, new),
         party_organizations=party_organizations(repo, previous, new))
-    if stored is not new:
-        new.clear()
-        new.update(stored)
+    return stored
 
 
-def _service_request_write(conn: Connection, call: Call, previous: dict | None,
-                           new: dict) -> None:
+def _service_request_write(event: WriteEvent) -> dict:
     from fhir_server.storage.search_sql import find_ids
 
+    conn, call, previous, new = event.conn, event.call, event.previous, event.resource
+    assert new is not None
     ctx = access_of(call)
     repo = Repository(conn)
     open_tasks: list[dict] = []
@@ -121,18 +121,16 @@ def _service_request_write(conn: Connection, call: Call, previous: dict | None,
     stored, follow_ups = prepare_service_request_write(
         previous, new, ctx, open_tasks=open_tasks, now=datetime.now(UTC),
         party_organizations=party_organizations(repo, previous, new))
-    if stored is not new:
-        new.clear()
-        new.update(stored)
-    call.pending_follow_ups.extend(follow_ups)
+    event.carried[_FOLLOW_UPS] = follow_ups
+    return stored
 
 
-def _after_write(conn: Connection, call: Call, interaction: str,
-                 previous: StoredResource | None, new: StoredResource) -> None:
+def _after_write(event: WriteEvent) -> None:
     """Store the Tasks a ServiceRequest change made follow (already checked by the rules)."""
-    if not call.pending_follow_ups:
+    follow_ups = event.carried.pop(_FOLLOW_UPS, None)
+    if not follow_ups:
         return
-    follow_ups, call.pending_follow_ups = call.pending_follow_ups, []
+    conn, call = event.conn, event.call
     system = system_call(call)
     for task in follow_ups:
         crud.store_update(conn, system, "Task", task["id"], copy_tree(task), None, "PUT")

@@ -8,8 +8,8 @@ from typing import Any
 
 from fhir_server.budget import RequestBudget
 from fhir_server.config import Settings
-from fhir_server.interactions.hooks import WriteHooks
 from fhir_server.interactions.operations import OperationRegistry
+from fhir_server.interactions.phases import WritePhases
 from fhir_server.search.parser import SearchLimits
 from fhir_server.storage.db import Database
 
@@ -32,7 +32,8 @@ class Services:
 
     settings: Settings
     db: Database
-    hooks: WriteHooks = field(default_factory=WriteHooks)
+    # the named write phases every write path runs (prepare, check, after-write)
+    phases: WritePhases = field(default_factory=WritePhases)
     # the $operations the features registered (dispatched by the router, listed in metadata)
     operations: OperationRegistry = field(default_factory=OperationRegistry)
     # (call, Bundle) -> Result: batch/transaction processing (bundles.process_bundle, set by
@@ -80,13 +81,9 @@ class Call:
     access: Any = None  # fhir_server.auth.context.AccessContext when auth is on
     prefer_return: str = "representation"
     strict_handling: bool = False
-    # The If-Match version of the write being processed (for rules that require it).
-    if_match_version: int | None = None
-    # Writes that rules scheduled for after the current write (same transaction).
-    pending_follow_ups: list[dict] = field(default_factory=list)
     # Denial AuditEvents to store once the call's transaction is over (access.flush_audit).
     pending_audit: list[dict] = field(default_factory=list)
-    # State a feature's before-hook hands to its after-hook within this call.
+    # Values cached for the length of this call (the access layer's organization lookups).
     hook_state: dict[Any, Any] = field(default_factory=dict)
     # A non-FHIR format an operation may serve (e.g. text/csv), from _format / Accept.
     requested_raw_format: str | None = None

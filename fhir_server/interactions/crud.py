@@ -15,6 +15,7 @@ from fhir_server.formats.json_body import BodyError, BodyLimits, check_tree
 from fhir_server.interactions import access
 from fhir_server.interactions.conditional import lock_for_create, matching_ids, parse_criteria
 from fhir_server.interactions.context import Call
+from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.results import Result
 from fhir_server.json_tree import copy_tree
 from fhir_server.storage.repository import Repository, StoredResource, new_id
@@ -100,11 +101,14 @@ def find_existing(conn, call: Call, res_type: str,  # type: ignore[no-untyped-de
 
 def _store_new(conn, call: Call, resource: dict, res_id: str | None = None,  # type: ignore[no-untyped-def]
                method: str = "POST") -> Result:
-    resource["id"] = res_id or new_id()  # assigned before hooks, so they see the final id
-    issues = call.services.hooks.run_before(conn, call, "create", None, resource)
+    resource["id"] = res_id or new_id()  # assigned before the phases: they see the final id
+    event = WriteEvent(call, conn, "create", resource["resourceType"], resource["id"], None,
+                       resource)
+    resource = call.services.phases.before_write(event)
+    assert resource is not None
     stored = Repository(conn).create(resource, res_id=resource["id"], method=method)
-    call.services.hooks.run_after(conn, call, "create", None, stored)
-    return Result(201, stored=stored, issues=issues, location=True)
+    call.services.phases.after_write(event, stored, None)
+    return Result(201, stored=stored, issues=event.issues, location=True)
 
 
 # -- read ------------------------------------------------------------------------------
@@ -204,12 +208,15 @@ def store_update(conn, call: Call, res_type: str, res_id: str, resource: dict,  
     if current is not None and method != "PATCH":  # PATCH checked its target already
         access.check_existing(conn, call, "update", current)
     access.check_new(call, interaction, res_type, resource)
-    call.if_match_version = expected if if_match == "same" else if_match  # type: ignore[assignment]
-    issues = call.services.hooks.run_before(conn, call, interaction, previous, resource)
+    event = WriteEvent(call, conn, interaction, res_type, res_id, previous, resource,
+                       if_match=expected if if_match == "same" else if_match)  # type: ignore[arg-type]
+    resource = call.services.phases.before_write(event)
+    assert resource is not None
     stored, prev_stored = repo.update(resource, res_id, expected_version=expected, method=method)
-    call.services.hooks.run_after(conn, call, interaction, prev_stored, stored)
+    call.services.phases.after_write(event, stored, prev_stored)
     created = prev_stored is None or prev_stored.deleted
-    return Result(201 if created else 200, stored=stored, issues=issues, location=created)
+    return Result(201 if created else 200, stored=stored, issues=event.issues,
+                  location=created)
 
 
 def conditional_update(call: Call, res_type: str, query: str, resource: dict, *,
@@ -339,11 +346,15 @@ def delete_in(conn, call: Call, res_type: str, res_id: str,  # type: ignore[no-u
     current = repo.read(res_type, res_id)
     if current is not None:
         access.check_existing(conn, call, "delete", current)
-    if current is not None and not current.deleted:
-        call.services.hooks.run_before(conn, call, "delete", current.resource(), None)
+    event = WriteEvent(call, conn, "delete", res_type, res_id,
+                       current.resource() if current is not None and not current.deleted
+                       else None, None)
+    if event.previous is not None:
+        call.services.phases.before_write(event)
     stored, existed = repo.delete(res_type, res_id, expected_version=expected)
     if existed:
-        call.services.hooks.run_after(conn, call, "delete", current, stored)
+        assert stored is not None
+        call.services.phases.after_write(event, stored, current)
     message = (f"Deleted {res_type}/{res_id}" if existed
                else f"{res_type}/{res_id} did not exist or was already deleted")
     return Result(200, stored=stored if existed else None,

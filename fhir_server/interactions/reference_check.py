@@ -32,6 +32,7 @@ from fhir_server.auth.scopes import parse_scopes
 from fhir_server.errors import FhirError, Issue
 from fhir_server.interactions import access
 from fhir_server.interactions.context import Call
+from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.references import located_references
 from fhir_server.resource_types import is_resource_type
 from fhir_server.storage import access_sql
@@ -84,15 +85,16 @@ def added_references(previous: dict | None, new: dict, base_url: str) -> list[Pe
     return out
 
 
-def check_write(conn: Connection, call: Call, interaction: str, previous: dict | None,
-                new: dict | None) -> list:
-    """The write hook: check the references the write adds (422 when one fails)."""
-    if new is None:
+def check_write(event: WriteEvent) -> list:
+    """The check-phase hook, after every transform: check the references the write adds
+    (422 when one fails)."""
+    if event.resource is None:
         return []
+    call = event.call
     own = call.transaction_targets
-    pending = [p for p in added_references(previous, new, call.base_url)
+    pending = [p for p in added_references(event.previous, event.resource, call.base_url)
                if (p.res_type, p.res_id) not in own]
-    verify(conn, call, pending)
+    verify(event.conn, call, pending)
     return []
 
 
