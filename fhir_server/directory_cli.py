@@ -96,21 +96,20 @@ def _changed_entries(conn, entries: list[dict]) -> list[dict]:  # type: ignore[n
     References to rows that already exist are resolved here; new ones stay urn:uuid."""
     repo = Repository(conn)
     existing: dict[str, str] = {}
-    for entry in entries:
+    bodies: dict[str, dict] = {}
+    for entry in entries:  # each entry's stored resource, found and read in one statement
         res_type = entry["resource"]["resourceType"]
         ident = entry["request"]["url"].split("?identifier=", 1)[1]
-        ids = find_ids(conn, res_type, [("identifier", ident)])
-        if len(ids) == 1:
-            existing[entry["fullUrl"]] = f"{res_type}/{ids[0]}"
+        found = repo.search_resources(res_type, [("identifier", ident)], limit=2)
+        if len(found) == 1:
+            existing[entry["fullUrl"]] = f"{res_type}/{found[0]['id']}"
+            bodies[entry["fullUrl"]] = found[0]
     out = []
     for entry in entries:
         resource = _resolve(entry["resource"], existing)
-        current = existing.get(entry["fullUrl"])
-        if current is not None:
-            stored = repo.read(*current.split("/"))
-            body = stored.resource() if stored is not None and not stored.deleted else None
-            if body is not None and same_content(body, resource):
-                continue
+        body = bodies.get(entry["fullUrl"])
+        if body is not None and same_content(body, resource):
+            continue
         out.append({**entry, "resource": resource})
     return out
 
@@ -134,11 +133,8 @@ def _deactivate_removed(conn, call: Call, mapped: hsds.Mapped) -> list[str]:  # 
         ident = f"{dm.HSDS_ID_SYSTEM}|{org_hsds}"
         for org_id in find_ids(conn, "Organization", [("identifier", ident)]):
             by_org = [("organization", f"Organization/{org_id}")]
-            for sid in find_ids(conn, "HealthcareService", by_org, limit=100_000):
-                stored = repo.read("HealthcareService", sid)
-                if stored is None or stored.deleted:
-                    continue
-                service = stored.resource()
+            for service in repo.search_resources("HealthcareService", by_org, limit=100_000):
+                sid = service["id"]
                 hsds_id = next((i.get("value") for i in service.get("identifier") or []
                                 if i.get("system") == dm.HSDS_ID_SYSTEM), None)
                 if hsds_id is None or hsds_id in keep or service.get("active") is False:

@@ -8,13 +8,11 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection
-
 from fhir_server.auth.context import SYSTEM
 from fhir_server.interactions import crud
 from fhir_server.interactions.context import Call, Services
+from fhir_server.storage.db import Connection
 from fhir_server.storage.repository import Repository
-from fhir_server.storage.search_sql import find_ids
 from fhir_server.workflow.stalled import (
     StalledPolicy,
     activity_points,
@@ -36,14 +34,14 @@ def stalled_sweep(services: Services, *, now: datetime | None = None,
     policy = policy or stalled_policy(services.settings)
     call = Call(services=services, base_url=services.settings.base_url or "", access=SYSTEM,
                 prefer_return="minimal")
-    with services.db.read() as conn:
-        ids = find_ids(conn, "Task", [("code", REFERRAL_CODE), ("status", OPEN_STATUSES)],
-                       limit=1_000_000)
-        candidates = []
+    with services.db.read() as conn:  # open referral Tasks, then all their versions at once
         repo = Repository(conn)
-        for task_id in ids:
-            page, _c, _t = repo.history(res_type="Task", res_id=task_id, count=10_000)
-            versions = [v.resource() for v in reversed(page) if v.body is not None]
+        tasks = repo.search_resources("Task", [("code", REFERRAL_CODE),
+                                               ("status", OPEN_STATUSES)], limit=1_000_000)
+        by_id = repo.versions("Task", [task["id"] for task in tasks])
+        candidates = []
+        for task in tasks:
+            versions = [v.resource() for v in by_id.get(task["id"], []) if v.body is not None]
             if versions:
                 candidates.append((versions[-1], activity_points(versions)))
     changes = plan_sweep(candidates, now=now, policy=policy)

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, select
 
-from fhir_server.storage.schema import history, resources
+from fhir_server.storage.repository import Repository
 from subscriptions.notifications import NotificationEvent, StatusInfo, micros_to_instant
 from subscriptions.outbox_schema import delivery, events, registry
 from subscriptions.subscription_rules import SubscriptionSpec
@@ -72,11 +72,6 @@ _EVENTS_FROM = (select(events).where(events.c.sub_id == bindparam("sid"),
                                      events.c.event_number >= bindparam("since"))
                 .order_by(events.c.event_number).limit(bindparam("lim")))
 _EVENTS_BETWEEN = _EVENTS_FROM.where(events.c.event_number <= bindparam("until"))
-_HISTORY_BODY = select(history.c.body).where(
-    history.c.res_type == bindparam("rt"), history.c.res_id == bindparam("rid"),
-    history.c.version == bindparam("ver"))
-_CURRENT_BODY = select(resources.c.body).where(
-    resources.c.res_type == bindparam("rt"), resources.c.res_id == bindparam("rid"))
 
 
 def load_state(conn: Connection, sub_id: str) -> SubscriptionState | None:
@@ -107,21 +102,20 @@ def event_rows(conn: Connection, sub_id: str, since: int, until: int | None,
 
 def _version_body(conn: Connection, res_type: str, res_id: str,
                   version: str | None) -> dict[str, Any] | None:
-    body = None
-    if version is not None and version.isdigit():
-        body = conn.execute(_HISTORY_BODY,
-                            {"rt": res_type, "rid": res_id, "ver": int(version)}).scalar()
-    if body is None:
-        body = conn.execute(_CURRENT_BODY, {"rt": res_type, "rid": res_id}).scalar()
-    return json.loads(body) if body else None
+    repo = Repository(conn)
+    stored = repo.vread(res_type, res_id, int(version)) if version and version.isdigit() \
+        else None
+    if stored is None or stored.body is None:
+        stored = repo.read(res_type, res_id)
+    return stored.resource() if stored is not None and stored.body is not None else None
 
 
 def _current_body(conn: Connection, ref: str) -> dict[str, Any] | None:
     parts = ref.split("/_history/")[0].rstrip("/").split("/")
     if len(parts) < 2:
         return None
-    body = conn.execute(_CURRENT_BODY, {"rt": parts[-2], "rid": parts[-1]}).scalar()
-    return json.loads(body) if body else None
+    stored = Repository(conn).read(parts[-2], parts[-1])
+    return stored.resource() if stored is not None and stored.body is not None else None
 
 
 def bind_connection(readable_by: ReadableBy | None, conn: Connection) -> ReadableBy | None:

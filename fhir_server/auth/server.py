@@ -9,7 +9,6 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from flask import Blueprint, Response, jsonify, redirect, request
-from sqlalchemy import Connection
 
 from fhir_server.auth import authorize as az
 from fhir_server.auth import login_store
@@ -30,7 +29,7 @@ from fhir_server.auth.pages import approval_page, error_page, login_page
 from fhir_server.auth.registry import Client, User, get_client
 from fhir_server.auth.tokens import lookup_token
 from fhir_server.config import Settings
-from fhir_server.storage.db import Database
+from fhir_server.storage.db import Connection, Database
 
 # (signed-in user, free text) -> the patients that user may see: [{id, display, birthDate}]
 PatientLookup = Callable[[User, str], list[dict[str, Any]]]

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, request
-from sqlalchemy import Connection, select
 
 from fhir_server.auth.audit import OUTCOME_SUCCESS, build_audit_event, build_provenance
 from fhir_server.auth.audit_store import AuditQueue, insert_audit
@@ -26,8 +25,9 @@ from fhir_server.interactions.operations import Operation, OperationRegistry
 from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.references import collect_references
 from fhir_server.interactions.results import Result
+from fhir_server.storage.access_sql import row_visible
+from fhir_server.storage.db import Connection
 from fhir_server.storage.repository import Repository, StoredResource
-from fhir_server.storage.schema import resources
 
 OPEN_PATHS = ("/fhir/metadata", "/fhir/.well-known")
 PROVENANCE_TYPES = frozenset({"Task", "ServiceRequest"})
@@ -161,17 +161,13 @@ def readable_by(services: Services, owner: str | None, resource: dict,
 
 
 def _visible(conn: Connection, call: Call, resource: dict) -> bool:
-    res_type, res_id = resource.get("resourceType"), resource.get("id")
-    pid = conn.execute(select(resources.c.pid).where(
-        resources.c.res_type == res_type, resources.c.res_id == res_id)).scalar()
-    if pid is None:
+    stored = Repository(conn).read(str(resource.get("resourceType")), str(resource.get("id")))
+    if stored is None:
         return False
     restrict = access.restriction(conn, call, "search-type")
     if restrict is None:
         return True
-    from fhir_server.storage.access_sql import row_visible
-
-    return row_visible(conn, pid, restrict)
+    return row_visible(conn, stored.pid, restrict)
 
 
 def _audit_events(call: Call, res_type: str | None, res_id: str | None,

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection
-
 from fhir_server.auth.context import AccessContext
 from fhir_server.interactions import access
 from fhir_server.interactions.context import Call
+from fhir_server.storage.db import Connection
 from fhir_server.storage.repository import Repository
-from fhir_server.storage.search_sql import find_ids
 
 
 def access_of(call: Call) -> AccessContext:
@@ -31,8 +29,7 @@ def read_ref(repo: Repository, ref: str | None) -> dict | None:
     if not ref or ref.count("/") != 1:
         return None
     res_type, res_id = ref.split("/")
-    stored = repo.read(res_type, res_id)
-    return stored.resource() if stored is not None and not stored.deleted else None
+    return repo.current(res_type, res_id)
 
 
 def party_organizations(repo: Repository, *resources: dict | None) -> dict[str, str]:
@@ -58,10 +55,4 @@ def patient_flags(conn: Connection, patient_ref: str | None) -> list[dict]:
     """Every current Flag of the patient (safety or not; callers filter)."""
     if not patient_ref:
         return []
-    repo = Repository(conn)
-    out = []
-    for fid in find_ids(conn, "Flag", [("patient", patient_ref)], limit=1000):
-        stored = repo.read("Flag", fid)
-        if stored is not None and not stored.deleted:
-            out.append(stored.resource())
-    return out
+    return Repository(conn).search_resources("Flag", [("patient", patient_ref)])

@@ -12,8 +12,6 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
-
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError
 from fhir_server.features.common import access_of, party_organizations, read_ref
@@ -23,8 +21,8 @@ from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.operations import Operation, OperationRegistry
 from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.results import Result
+from fhir_server.storage.db import Connection
 from fhir_server.storage.repository import Repository, StoredResource
-from fhir_server.storage.search_sql import find_ids
 from fhir_server.workflow.access_context import is_privileged, represents
 from fhir_server.workflow.canonical import CANONICAL_BASE
 from fhir_server.workflow.platform import (
@@ -181,12 +179,9 @@ def _check_no_open_subtask(conn: Connection, repo: Repository, source: dict,
 def _sub_tasks(conn: Connection, repo: Repository, source: dict, platform: str,
                read_ref: Any) -> list[dict]:
     """The platform sub-Tasks `partOf` the source Task."""
-    subs = []
-    for task_id in find_ids(conn, "Task", [("part-of", resource_ref(source))], limit=10_000):
-        task = read_ref(repo, f"Task/{task_id}")
-        if task is not None and is_platform_subtask(task, platform):
-            subs.append(task)
-    return subs
+    return [task for task in repo.search_resources(
+        "Task", [("part-of", resource_ref(source))], limit=10_000)
+        if is_platform_subtask(task, platform)]
 
 
 # -- keeping source and sub-Tasks in step ----------------------------------------------
@@ -238,13 +233,9 @@ def _procedures(conn: Connection, repo: Repository, platform_sr: dict | None) ->
 
     if platform_sr is None:
         return []
-    found = []
-    for proc_id in find_ids(conn, "Procedure", [("based-on", resource_ref(platform_sr))],
-                            limit=1000):
-        procedure = read_ref(repo, f"Procedure/{proc_id}")
-        if procedure is not None and procedure.get("status") == "completed":
-            found.append(procedure)
-    return found
+    return [procedure for procedure in repo.search_resources(
+        "Procedure", [("based-on", resource_ref(platform_sr))])
+        if procedure.get("status") == "completed"]
 
 
 def _cancel_down(conn: Connection, call: Call, before: dict | None, source: dict,

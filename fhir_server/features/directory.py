@@ -8,8 +8,6 @@ import dataclasses
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Connection
-
 from fhir_server.errors import FhirError, Issue
 from fhir_server.features.common import access_of, patient_flags
 from fhir_server.features.screening import care_recommendation
@@ -21,6 +19,7 @@ from fhir_server.interactions.results import Result
 from fhir_server.matching import candidates
 from fhir_server.matching import criteria as C
 from fhir_server.matching.ranking import Candidate, Criteria, rank
+from fhir_server.storage.db import Connection
 from fhir_server.storage.repository import Repository
 from fhir_server.workflow.canonical import CANONICAL_BASE
 from mappers import directory_model as dm

@@ -18,8 +18,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
-
 from fhir_server.errors import FhirError
 from fhir_server.features.common import party_organizations, read_ref
 from fhir_server.interactions import access, crud
@@ -30,7 +28,7 @@ from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.results import Result
 from fhir_server.storage import access_sql
 from fhir_server.storage import outcomes_store as store
-from fhir_server.storage.db import Database
+from fhir_server.storage.db import Connection, Database
 from fhir_server.storage.repository import Repository, StoredResource
 from fhir_server.workflow import equity, follow_up, measurement, measures, metrics
 from fhir_server.workflow.canonical import CANONICAL_BASE

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection
-
 from fhir_server.errors import FhirError, Issue
 from fhir_server.features.common import patient_flags
 from fhir_server.interactions.bundles import transaction_in
@@ -16,8 +14,8 @@ from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.operations import Operation, OperationRegistry
 from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.results import Result
+from fhir_server.storage.db import Connection
 from fhir_server.storage.repository import Repository
-from fhir_server.storage.search_sql import find_ids
 from fhir_server.workflow.canonical import CANONICAL_BASE
 from fhir_server.workflow.task_rules import is_referral_task
 from mappers import screening_extract as extract
@@ -64,12 +62,8 @@ def questionnaire_for(conn: Connection, qr: dict) -> dict | None:
         return None
     url, _, version = canonical.partition("|")
     params = [("url", url)] + ([("version", version)] if version else [])
-    repo = Repository(conn)
-    for qid in find_ids(conn, "Questionnaire", params, limit=5):
-        stored = repo.read("Questionnaire", qid)
-        if stored is not None and not stored.deleted:
-            return stored.resource()
-    return get_questionnaire(canonical)
+    stored = Repository(conn).search_resources("Questionnaire", params, limit=1)
+    return stored[0] if stored else get_questionnaire(canonical)
 
 
 def _patient_ref(resource: dict, key: str = "subject") -> str | None:
@@ -158,13 +152,7 @@ def _after_write(event: WriteEvent) -> None:
 
 
 def _derived_observations(conn: Connection, qr_ref: str) -> list[dict]:
-    repo = Repository(conn)
-    out = []
-    for oid in find_ids(conn, "Observation", [("derived-from", qr_ref)], limit=1000):
-        stored = repo.read("Observation", oid)
-        if stored is not None and not stored.deleted:
-            out.append(stored.resource())
-    return out
+    return Repository(conn).search_resources("Observation", [("derived-from", qr_ref)])
 
 
 def _flag_from(flag: dict, observation_refs: set[str]) -> bool:

@@ -19,8 +19,6 @@ import functools
 import inspect
 from typing import Any
 
-from sqlalchemy import Connection
-
 from fhir_server.errors import FhirError
 from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.operations import Operation, OperationRegistry
@@ -28,6 +26,7 @@ from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.results import Result
 from fhir_server.search import match
 from fhir_server.storage import index_store
+from fhir_server.storage.db import Connection
 from subscriptions import operations as sub_ops
 from subscriptions import outbox, topics
 from subscriptions.subscription_rules import validate_subscription

@@ -8,8 +8,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
-
 from fhir_server.errors import FhirError
 from fhir_server.features.common import (
     access_of,
@@ -24,7 +22,8 @@ from fhir_server.interactions.operations import Operation, OperationRegistry
 from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.results import Result
 from fhir_server.json_tree import copy_tree
-from fhir_server.storage.repository import Repository
+from fhir_server.storage.db import Connection
+from fhir_server.storage.repository import Repository, StoredResource
 from fhir_server.workflow import artifacts, redirect, task_rules, timeline
 from fhir_server.workflow.canonical import CANONICAL_BASE
 from fhir_server.workflow.stalled import stalled_policy
@@ -105,19 +104,14 @@ def _task_write(event: WriteEvent) -> dict | None:
 
 
 def _service_request_write(event: WriteEvent) -> dict:
-    from fhir_server.storage.search_sql import find_ids
-
     conn, call, previous, new = event.conn, event.call, event.previous, event.resource
     assert new is not None
     ctx = access_of(call)
     repo = Repository(conn)
     open_tasks: list[dict] = []
     if previous is not None:
-        for task_id in find_ids(conn, "Task", [("focus", f"ServiceRequest/{new['id']}")],
-                                limit=100_000):
-            task = read_ref(repo, f"Task/{task_id}")
-            if task is not None:
-                open_tasks.append(task)
+        open_tasks = repo.search_resources(
+            "Task", [("focus", f"ServiceRequest/{new['id']}")], limit=100_000)
     stored, follow_ups = prepare_service_request_write(
         previous, new, ctx, open_tasks=open_tasks, now=datetime.now(UTC),
         party_organizations=party_organizations(repo, previous, new))
@@ -172,6 +166,9 @@ def _timeline(call: Call, res_type: str | None, res_id: str | None,
 
 
 def _versions(conn: Connection, res_type: str, res_id: str) -> list[dict | None]:
-    page, _cursor, _total = Repository(conn).history(res_type=res_type, res_id=res_id,
-                                                     count=10_000)
-    return [v.resource() if v.body is not None else None for v in page]
+    return _newest_first(Repository(conn).versions(res_type, [res_id]).get(res_id, []))
+
+
+def _newest_first(versions: list[StoredResource]) -> list[dict | None]:
+    """Version bodies newest first (None for a deletion), as $timeline and metrics take them."""
+    return [v.resource() if v.body is not None else None for v in reversed(versions)]

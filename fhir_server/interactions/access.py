@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, or_
-
 from fhir_server.auth import policy
 from fhir_server.auth.audit import OUTCOME_DENIED, OUTCOME_SUCCESS, build_audit_event
 from fhir_server.auth.audit_store import record_audit
@@ -32,10 +30,12 @@ from fhir_server.interactions.results import Result
 from fhir_server.resource_types import resource_types
 from fhir_server.search.parser import parse_search
 from fhir_server.storage import access_sql as q
+from fhir_server.storage.access_sql import Clause
+from fhir_server.storage.db import Connection
 from fhir_server.storage.repository import StoredResource
 from fhir_server.storage.search_sql import where_clause
 
-Restrict = Callable[..., ColumnElement[bool]]  # (alias, types=None) -> clause
+Restrict = Callable[..., Clause]  # (alias, types=None) -> clause
 
 #: The search parameters that index each path of the referral-compartment rules.
 PATH_PARAMS: dict[str, tuple[str, ...]] = {
@@ -266,7 +266,7 @@ def restriction(conn: Connection, call: Call, interaction: str = "search-type"
             narrowed.append(res_type)
     frozen_open, frozen_own = frozenset(open_types), frozenset(own_only)
 
-    def restrict(r: Any, types: Iterable[str] | None = None) -> ColumnElement[bool]:
+    def restrict(r: Any, types: Iterable[str] | None = None) -> Clause:
         """Rows of `r` the caller may see; `types`: the types `r` can hold (a search of
         one type needs that type's clause only, not every type's)."""
         wanted = None if types is None else frozenset(types)
@@ -274,10 +274,10 @@ def restriction(conn: Connection, call: Call, interaction: str = "search-type"
         own = frozen_own if wanted is None else frozen_own & wanted
         clauses = [q.type_in(r, opened)]
         if own and organization is not None:  # one clause for all of them
-            clauses.append(and_(q.type_in(r, own), q.written_by(r, organization)))
-        clauses += [and_(r.c.res_type == t, type_clause(conn, call, t, r, interaction))
+            clauses.append(q.all_of([q.type_in(r, own), q.written_by(r, organization)]))
+        clauses += [q.all_of([q.type_is(r, t), type_clause(conn, call, t, r, interaction)])
                     for t in narrowed if wanted is None or t in wanted]
-        return or_(*clauses)
+        return q.any_of(clauses)
 
     return restrict
 
@@ -293,12 +293,12 @@ def _org_refs(conn: Connection, call: Call, organization: str) -> frozenset[tupl
 
 
 def type_clause(conn: Connection, call: Call, res_type: str, r: Any,
-                 interaction: str) -> ColumnElement[bool]:
+                 interaction: str) -> Clause:
     ctx = ctx_of(call)
     rule = policy.restrict_for(ctx, res_type, interaction)
     if not rule.allowed:
         return q.any_of([])
-    parts: list[ColumnElement[bool]] = []
+    parts: list[Clause] = []
     if rule.alternatives is not None:
         parts.append(q.any_of([_alternative(conn, res_type, alt, r)
                                for alt in rule.alternatives]))
@@ -309,14 +309,14 @@ def type_clause(conn: Connection, call: Call, res_type: str, r: Any,
 
 
 def _alternative(conn: Connection, res_type: str, alt: policy.Alternative,
-                 r: Any) -> ColumnElement[bool]:
-    parts: list[ColumnElement[bool]] = []
+                 r: Any) -> Clause:
+    parts: list[Clause] = []
     if alt.params:
         parsed = parse_search(res_type, list(alt.params), strict=True)
         parts.append(where_clause(conn, parsed, r, None))
     if alt.patient is not None:
         if res_type == "Patient":
-            parts.append(r.c.res_id == alt.patient)
+            parts.append(q.id_is(r, alt.patient))
         else:
             parts.append(q.references_patient(r, tuple(alt.compartment_params), alt.patient))
     return q.all_of(parts)
@@ -330,9 +330,9 @@ class _Org:
         self.refs = refs
 
 
-def _visible(res_type: str, r: Any, org: _Org) -> ColumnElement[bool]:
+def _visible(res_type: str, r: Any, org: _Org) -> Clause:
     """Row `r` of `res_type` is visible to the organization (referral_compartment.py)."""
-    clauses: list[ColumnElement[bool]] = []
+    clauses: list[Clause] = []
     for rule in organization_rules(res_type):
         if isinstance(rule, WrittenBy):
             clauses.append(q.written_by(r, org.reference))
@@ -347,13 +347,13 @@ def _visible(res_type: str, r: Any, org: _Org) -> ColumnElement[bool]:
     return q.any_of(clauses)
 
 
-def _source_visible(rule: ReferencedBy, org: _Org) -> Callable[[Any], ColumnElement[bool]]:
-    def visible(s: Any) -> ColumnElement[bool]:
+def _source_visible(rule: ReferencedBy, org: _Org) -> Callable[[Any], Clause]:
+    def visible(s: Any) -> Clause:
         clause = _visible(rule.source_type, s, org)
         if rule.consent_gated:  # an active Consent written by the source's own author
-            clause = and_(clause, q.references_live(
+            clause = q.all_of([clause, q.references_live(
                 s, "supporting-info", "Consent",
-                lambda c: and_(q.has_token(c, "status", "active"),
-                               c.c.author_org.is_not_distinct_from(s.c.author_org))))
+                lambda c: q.all_of([q.has_token(c, "status", "active"),
+                                    q.same_author(c, s)]))])
         return clause
     return visible

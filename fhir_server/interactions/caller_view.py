@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection
-
 from fhir_server.auth.context import SYSTEM
 from fhir_server.interactions import access
 from fhir_server.interactions.context import Call
 from fhir_server.storage import access_sql
+from fhir_server.storage.db import Connection
 from fhir_server.storage.repository import Repository
 from fhir_server.storage.search_sql import find_resources
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import hashlib
 from urllib.parse import parse_qsl
 
-from sqlalchemy import Connection
-
 from fhir_server.errors import FhirError
 from fhir_server.interactions.context import Call
 from fhir_server.storage.conditional_lock import lock_criteria
+from fhir_server.storage.db import Connection
 
 
 def parse_criteria(query: str, *, what: str) -> list[tuple[str, str]]:

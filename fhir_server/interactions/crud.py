@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import jsonpatch
-from sqlalchemy import Connection
 
 from fhir_server.errors import FhirError, Issue
 from fhir_server.formats.json_body import BodyError, BodyLimits, check_tree
@@ -18,6 +17,7 @@ from fhir_server.interactions.context import Call
 from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.results import Result
 from fhir_server.json_tree import copy_tree
+from fhir_server.storage.db import Connection
 from fhir_server.storage.repository import Repository, StoredResource, new_id
 from profiles.base_r4 import validate_base
 

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the phases are part of Services, which Call carries
-    from sqlalchemy import Connection
-
     from fhir_server.errors import Issue
     from fhir_server.interactions.context import Call
+    from fhir_server.storage.db import Connection
     from fhir_server.storage.repository import StoredResource
 
 PHASES = ("prepare", "check", "after-write")

@@ -25,8 +25,6 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection
-
 from fhir_server.auth.context import AccessContext
 from fhir_server.auth.scopes import parse_scopes
 from fhir_server.errors import FhirError, Issue
@@ -36,6 +34,7 @@ from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.references import located_references
 from fhir_server.resource_types import is_resource_type
 from fhir_server.storage import access_sql
+from fhir_server.storage.db import Connection
 
 _LOCAL = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]+)?$")
 #: Resources whose references point into their own content, not at this server.

@@ -16,14 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection
-
 from fhir_server.errors import FhirError
 from fhir_server.interactions import access, audit_events, crud
 from fhir_server.interactions.context import Call
 from fhir_server.interactions.history import history
 from fhir_server.interactions.results import Result
 from fhir_server.resource_types import is_resource_type
+from fhir_server.storage.db import Connection
 from fhir_server.storage.repository import Repository
 
 TYPE, ID, OP, VID = "TYPE", "ID", "OP", "VID"

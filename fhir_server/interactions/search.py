@@ -10,8 +10,6 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import Connection
-
 from fhir_server.budget import RequestBudget
 from fhir_server.errors import FhirError, Issue, operation_outcome
 from fhir_server.interactions.context import Call
@@ -29,6 +27,7 @@ from fhir_server.search.parser import (
     parse_search,
 )
 from fhir_server.search.registry import mandatory_elements, summary_elements
+from fhir_server.storage.db import Connection
 from fhir_server.storage.repository import Repository
 from fhir_server.storage.search_sql import Restrict, Row, SearchResult, execute_search
 

@@ -19,17 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, func, select
 
 from fhir_server.matching.pool import Pool
 from fhir_server.matching.ranking import Stats
+from fhir_server.storage.db import Connection
 from fhir_server.storage.outcomes_store import owner_acceptance
-from fhir_server.storage.schema import resources
+from fhir_server.storage.repository import Repository
 from mappers.directory_model import ServiceFacts, location_position, service_facts
 
 _DIRECTORY_TYPES = ("HealthcareService", "Location")
 RECHECK_SECONDS = 1.0
-_CHECK_MODULUS = 1_000_000_007  # keeps the lastUpdated checksum within 64 bits
 
 
 @dataclass
@@ -82,12 +81,8 @@ def _mark(kind: str, key: str) -> None:
 
 
 def _fingerprint(conn: Connection, types: tuple[str, ...]) -> tuple:
-    """Rows, newest lastUpdated and a checksum of every lastUpdated of `types`: any write
-    changes it, and it is answered from the (res_type, last_updated) index alone."""
-    stamp = resources.c.last_updated
-    row = conn.execute(select(func.count(), func.max(stamp), func.sum(stamp % _CHECK_MODULUS))
-                       .where(resources.c.res_type.in_(types))).one()
-    return tuple(row)
+    """Changes with any write to `types` (see Repository.fingerprint)."""
+    return Repository(conn).fingerprint(types)
 
 
 @dataclass
@@ -101,7 +96,6 @@ class _Parsed:
 
 _parsed: dict[str, _Parsed] = {}
 _build_lock = threading.Lock()
-_CHUNK = 500
 _KEEP_DATABASES = 8
 
 
@@ -109,26 +103,17 @@ def _refresh(conn: Connection, res_type: str, memo: dict[str, tuple[tuple, Any]]
              convert: Callable[[dict], Any]) -> None:
     """Bring `memo` up to date with the live rows of `res_type`: parse new and changed
     bodies (one pass over all bodies when most changed), forget deleted ones."""
-    live = {rid: (version, stamp) for rid, version, stamp in conn.execute(
-        select(resources.c.res_id, resources.c.version, resources.c.last_updated).where(
-            resources.c.res_type == res_type, resources.c.deleted.is_(False)))}
+    repo = Repository(conn)
+    live = repo.live_tags(res_type)
     for rid in [rid for rid in memo if rid not in live]:
         del memo[rid]
     changed = [rid for rid, tag in live.items() if rid not in memo or memo[rid][0] != tag]
     if not changed:
         return
-    base = select(resources.c.res_id, resources.c.version, resources.c.last_updated,
-                  resources.c.body).where(resources.c.res_type == res_type,
-                                          resources.c.deleted.is_(False))
-    if len(changed) > len(live) // 2:
-        queries = [base]
-    else:
-        queries = [base.where(resources.c.res_id.in_(changed[i:i + _CHUNK]))
-                   for i in range(0, len(changed), _CHUNK)]
-    for query in queries:
-        for rid, version, stamp, body in conn.execute(query):
-            if body and (rid not in memo or memo[rid][0] != (version, stamp)):
-                memo[rid] = ((version, stamp), convert(orjson.loads(body)))
+    wanted = None if len(changed) > len(live) // 2 else changed  # most changed: read all
+    for rid, version, stamp, body in repo.live_bodies(res_type, wanted):
+        if rid not in memo or memo[rid][0] != (version, stamp):
+            memo[rid] = ((version, stamp), convert(orjson.loads(body)))
 
 
 def _position(location: dict) -> tuple[float, float] | None:

@@ -11,6 +11,24 @@ from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true, tu
 from fhir_server.storage.index_schema import idx_reference, idx_token
 from fhir_server.storage.schema import resources
 
+#: A boolean SQL clause (the type the access layer composes).
+Clause = ColumnElement[bool]
+
+
+def type_is(r: Any, res_type: str) -> ColumnElement[bool]:
+    """Row `r` is of `res_type`."""
+    return r.c.res_type == res_type
+
+
+def id_is(r: Any, res_id: str) -> ColumnElement[bool]:
+    """Row `r` has id `res_id`."""
+    return r.c.res_id == res_id
+
+
+def same_author(r: Any, other: Any) -> ColumnElement[bool]:
+    """Rows `r` and `other` were written by the same organization (or both by the server)."""
+    return r.c.author_org.is_not_distinct_from(other.c.author_org)
+
 
 def references_any(r: Any, params: tuple[str, ...], targets: frozenset[tuple[str, str]]
                    ) -> ColumnElement[bool]:

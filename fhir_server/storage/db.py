@@ -12,6 +12,8 @@ from sqlalchemy.engine import make_url
 
 from fhir_server.storage import write_buffer
 
+__all__ = ["Connection", "Database"]  # Connection: the type callers hold a transaction by
+
 
 class Database:
     """Owns the engine. `write()` and `read()` each yield a Connection in one transaction.

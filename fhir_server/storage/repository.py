@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, and_, func, select, update
 
 from fhir_server.errors import FhirError
 from fhir_server.formats.decimals import json_default
@@ -30,6 +30,8 @@ from fhir_server.storage.db import author_of
 from fhir_server.storage.schema import history, resources
 
 MAX_WRITE_RETRIES = 20
+_CHUNK = 500  # ids per IN list
+_CHECK_MODULUS = 1_000_000_007  # keeps the lastUpdated checksum within 64 bits
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,29 @@ class Repository:
         return self._cursor
 
     # -- reads ---------------------------------------------------------------------------
+    def require(self, res_type: str, res_id: str) -> StoredResource:
+        """The current version: 404 when it never existed, 410 when it is deleted."""
+        stored = self.read(res_type, res_id)
+        if stored is None:
+            raise FhirError(404, "not-found", f"Resource {res_type}/{res_id} is not known")
+        if stored.deleted:
+            raise FhirError(410, "deleted", f"Resource {res_type}/{res_id} has been deleted")
+        return stored
+
+    def current(self, res_type: str, res_id: str) -> dict[str, Any] | None:
+        """The current content (None when absent or deleted)."""
+        stored = self.read(res_type, res_id)
+        return stored.resource() if stored is not None and not stored.deleted else None
+
+    def search_resources(self, res_type: str, params: list[tuple[str, str]], *,
+                         limit: int = 1000, restrict: Callable[..., Any] | None = None,
+                         ) -> list[dict[str, Any]]:
+        """The current resources a search selects, bodies in one statement (oldest first,
+        at most `limit`; `restrict` narrows to what a caller may see)."""
+        from fhir_server.storage.search_sql import find_resources
+
+        return find_resources(self.conn, res_type, params, limit=limit, restrict=restrict)
+
     def read(self, res_type: str, res_id: str) -> StoredResource | None:
         """Current version (possibly a deletion marker), or None if never existed."""
         cursor = self._execute("read", (res_type, res_id))
@@ -295,6 +320,51 @@ class Repository:
                                              deleted, body))
 
     # -- history -------------------------------------------------------------------------
+    def versions(self, res_type: str, ids: list[str]) -> dict[str, list[StoredResource]]:
+        """Every version of several resources, oldest first, in one statement per chunk of
+        ids (never a statement per resource)."""
+        out: dict[str, list[StoredResource]] = {}
+        for i in range(0, len(ids), _CHUNK):
+            rows = self.conn.execute(
+                select(*_HCOLS).where(history.c.res_type == res_type,
+                                      history.c.res_id.in_(ids[i:i + _CHUNK]))
+                .order_by(history.c.res_id, history.c.version))
+            for row in rows:
+                stored = _row(row)
+                out.setdefault(stored.res_id, []).append(stored)
+        return out
+
+    # -- whole-type scans, for caches that rebuild what changed ----------------------------
+    def fingerprint(self, types: tuple[str, ...]) -> tuple[int, int, int]:
+        """Rows, newest lastUpdated and a checksum of every lastUpdated of `types`: any write
+        changes it; answered from the (res_type, last_updated) index alone."""
+        stamp = resources.c.last_updated
+        row = self.conn.execute(select(func.count(), func.max(stamp),
+                                       func.sum(stamp % _CHECK_MODULUS))
+                                .where(resources.c.res_type.in_(types))).one()
+        return (int(row[0] or 0), int(row[1] or 0), int(row[2] or 0))
+
+    def live_tags(self, res_type: str) -> dict[str, tuple[int, int]]:
+        """id -> (version, lastUpdated) of every current resource of a type."""
+        return {rid: (version, stamp) for rid, version, stamp in self.conn.execute(
+            select(resources.c.res_id, resources.c.version, resources.c.last_updated).where(
+                resources.c.res_type == res_type, resources.c.deleted.is_(False)))}
+
+    def live_bodies(self, res_type: str, ids: list[str] | None = None,
+                    ) -> Iterator[tuple[str, int, int, str]]:
+        """(id, version, lastUpdated, body text) of the current resources of a type: all, or
+        those in `ids` (in chunks)."""
+        base = select(resources.c.res_id, resources.c.version, resources.c.last_updated,
+                      resources.c.body).where(resources.c.res_type == res_type,
+                                              resources.c.deleted.is_(False))
+        queries = [base] if ids is None else [
+            base.where(resources.c.res_id.in_(ids[i:i + _CHUNK]))
+            for i in range(0, len(ids), _CHUNK)]
+        for query in queries:
+            for rid, version, stamp, body in self.conn.execute(query):
+                if body:
+                    yield rid, version, stamp, body
+
     def history(self, *, res_type: str | None = None, res_id: str | None = None,
                 since_us: int | None = None, before_us: int | None = None,
                 cursor: tuple[int, int] | None = None, count: int = 20,
