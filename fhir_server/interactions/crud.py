@@ -18,7 +18,7 @@ from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.results import Result
 from fhir_server.json_tree import copy_tree
 from fhir_server.storage.db import Connection
-from fhir_server.storage.repository import Repository, StoredResource, new_id
+from fhir_server.storage.repository import Repository, StoredResource, live, new_id
 from profiles.base_r4 import validate_base
 
 
@@ -55,14 +55,6 @@ def reading(call: Call, conn: Connection | None) -> Iterator[Connection]:
     else:
         with call.db.read() as own:
             yield own
-
-
-def _live(stored: StoredResource | None, res_type: str, res_id: str) -> StoredResource:
-    if stored is None:
-        raise FhirError(404, "not-found", f"Resource {res_type}/{res_id} is not known")
-    if stored.deleted:
-        raise FhirError(410, "deleted", f"Resource {res_type}/{res_id} has been deleted")
-    return stored
 
 
 # -- create ----------------------------------------------------------------------------
@@ -121,7 +113,7 @@ def read(call: Call, res_type: str, res_id: str, *, if_none_match: str | None = 
         stored = Repository(c).read(res_type, res_id)
         if stored is not None:
             access.check_existing(c, call, "read", stored)
-        stored = _live(stored, res_type, res_id)
+        stored = live(stored, res_type, res_id)
     if if_none_match and _etag_matches(if_none_match, stored.version):
         return Result(304, stored=stored)
     if if_modified_since_us is not None and stored.last_updated // 1_000_000 <= (
@@ -271,7 +263,7 @@ def patch_in(conn, call: Call, res_type: str, res_id: str, operations: Any,  # t
     current = Repository(conn).read(res_type, res_id)
     if current is not None:
         access.check_existing(conn, call, "patch", current)
-    current = _live(current, res_type, res_id)
+    current = live(current, res_type, res_id)
     return _apply_patch(conn, call, current, operations, expected)
 
 

@@ -139,6 +139,15 @@ _RAW_SQL = {
 _RAW_SQL_FORMAT = {name: sql.replace("?", "%s") for name, sql in _RAW_SQL.items()}
 
 
+def live(stored: StoredResource | None, res_type: str, res_id: str) -> StoredResource:
+    """`stored` when it is a current version: 404 when None, 410 when a deletion."""
+    if stored is None:
+        raise FhirError(404, "not-found", f"Resource {res_type}/{res_id} is not known")
+    if stored.deleted:
+        raise FhirError(410, "deleted", f"Resource {res_type}/{res_id} has been deleted")
+    return stored
+
+
 def _row(row: Any) -> StoredResource:
     return StoredResource(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6],
                           row[7] if len(row) > 7 else "")
@@ -162,12 +171,7 @@ class Repository:
     # -- reads ---------------------------------------------------------------------------
     def require(self, res_type: str, res_id: str) -> StoredResource:
         """The current version: 404 when it never existed, 410 when it is deleted."""
-        stored = self.read(res_type, res_id)
-        if stored is None:
-            raise FhirError(404, "not-found", f"Resource {res_type}/{res_id} is not known")
-        if stored.deleted:
-            raise FhirError(410, "deleted", f"Resource {res_type}/{res_id} has been deleted")
-        return stored
+        return live(self.read(res_type, res_id), res_type, res_id)
 
     def current(self, res_type: str, res_id: str) -> dict[str, Any] | None:
         """The current content (None when absent or deleted)."""
