@@ -18,17 +18,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, func, select
-
 from fhir_server.errors import FhirError
 from fhir_server.search import match
 from fhir_server.search.parser import ParamFilter
 from fhir_server.search.registry import COLUMN_PARAMS
-from subscriptions.outbox_schema import registry
+from fhir_server.storage.db import Connection
+from subscriptions.outbox_store import live_registry, registry_stamp
 from subscriptions.subscription_rules import SubscriptionSpec, filters_match
-
-LIVE_STATUSES = ("requested", "active", "error")
-_CHECKSUM_MOD = 1_000_003
 
 
 @dataclass(frozen=True)
@@ -134,28 +130,15 @@ _lock = threading.Lock()
 _cache: dict[str, tuple[tuple[Any, ...], Snapshot]] = {}
 
 
-# built once: statement construction costs more than running it on every write
-_STAMP = select(func.count(), func.max(registry.c.updated_at),
-                func.sum(registry.c.updated_at % _CHECKSUM_MOD))
-
-
-def _stamp(conn: Connection) -> tuple[Any, ...]:
-    row = conn.execute(_STAMP).one()
-    return tuple(int(v or 0) for v in row)
-
-
 def snapshot(conn: Connection) -> Snapshot:
     """The current Snapshot for this connection's database (rebuilt when the registry
     changed since the cached one was taken)."""
     key = conn.engine.url.render_as_string(hide_password=True)
-    stamp = _stamp(conn)
+    stamp = registry_stamp(conn)
     cached = _cache.get(key)
     if cached is not None and cached[0] == stamp:
         return cached[1]
-    rows = conn.execute(
-        select(registry.c.sub_id, registry.c.topic_url, registry.c.spec, registry.c.owner,
-               registry.c.end_at).where(registry.c.status.in_(LIVE_STATUSES))).all()
-    snap = Snapshot(list(rows))
+    snap = Snapshot(live_registry(conn))
     with _lock:
         _cache[key] = (stamp, snap)
     return snap

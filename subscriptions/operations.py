@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, func, select
-
 from fhir_server.errors import FhirError, not_found
+from fhir_server.storage.db import Connection
 from subscriptions import notifications as nb
 from subscriptions.event_store import (
     ReadableBy,
@@ -17,7 +16,7 @@ from subscriptions.event_store import (
     load_states,
     notification_events,
 )
-from subscriptions.outbox_schema import events
+from subscriptions.outbox_store import first_event_number
 
 CONTENT_LEVELS = ("empty", "id-only", "full-resource")
 MAX_EVENTS_PER_CALL = 1000
@@ -103,9 +102,7 @@ def events_operation(
         level = CONTENT_LEVELS[min(CONTENT_LEVELS.index(content),
                                    CONTENT_LEVELS.index(level))]
     if since is None:
-        since = conn.execute(
-            select(func.min(events.c.event_number)).where(events.c.sub_id == sub_id)
-        ).scalar() or 1
+        since = first_event_number(conn, sub_id)
     rows = event_rows(conn, sub_id, since, until, MAX_EVENTS_PER_CALL)
     evs = notification_events(conn, rows, state, level, readable_by)
     return nb.query_event(state.status_info(), evs, base_url, level)

@@ -25,7 +25,6 @@ idle worker polls every `poll_interval` without taking the SQLite writer lock.
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
 import queue
@@ -34,17 +33,25 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
-
 from fhir_server.config import Settings
-from fhir_server.storage.db import Database
+from fhir_server.storage.db import Connection, Database
 from subscriptions import notifications as nb
 from subscriptions.channels import DeliveryError, SmtpSettings, deliver
+from subscriptions.delivery_store import (
+    US,
+    anything_due,
+    claim,
+    claim_in,
+    prune_events,
+    release,
+    renew_leases,
+    set_status,
+)
 from subscriptions.event_store import (
     ReadableBy,
     SubscriptionState,
@@ -52,12 +59,10 @@ from subscriptions.event_store import (
     load_state,
     notification_events,
 )
-from subscriptions.outbox import now_us
-from subscriptions.outbox_schema import delivery, events, registry
+from subscriptions.outbox_store import now_us
 
 log = logging.getLogger("subscriptions.worker")
 StatusHook = Callable[[Connection, str, str, str | None], None]
-US = 1_000_000
 
 
 @dataclass
@@ -104,75 +109,6 @@ def backoff_seconds(attempts: int, cfg: WorkerConfig, rng: random.Random) -> flo
     return ceiling / 2 + rng.random() * ceiling / 2
 
 
-def _due_condition(now: int):  # type: ignore[no-untyped-def]
-    has_events = and_(registry.c.status == "active",
-                      delivery.c.delivered_through < registry.c.event_count)
-    handshake = and_(registry.c.status == "requested", delivery.c.needs_handshake.is_(True))
-    heartbeat = and_(
-        registry.c.status.in_(("active", "error")),
-        registry.c.heartbeat_period.is_not(None),
-        or_(delivery.c.last_sent_at.is_(None),
-            delivery.c.last_sent_at + registry.c.heartbeat_period * US <= now),
-    )
-    return and_(delivery.c.lease_until < now, delivery.c.next_attempt_at <= now,
-                or_(handshake, has_events, heartbeat))
-
-
-def _due_query(now: int, exclude: Collection[str]):  # type: ignore[no-untyped-def]
-    q = (select(delivery.c.sub_id, registry.c.spec)
-         .select_from(delivery.join(registry, registry.c.sub_id == delivery.c.sub_id))
-         .where(_due_condition(now)))
-    if exclude:
-        q = q.where(delivery.c.sub_id.not_in(sorted(exclude)))
-    return q
-
-
-def anything_due(conn: Connection, exclude: Collection[str] = ()) -> bool:
-    """Whether some Subscription (other than `exclude`) has due work (a read-only query)."""
-    return conn.execute(_due_query(now_us(), exclude).limit(1)).first() is not None
-
-
-def claim_in(conn: Connection, worker_id: str, lease_seconds: float, limit: int,
-             exclude: Collection[str] = (), *, skip_locked: bool = False) -> list[str]:
-    """Lease up to `limit` Subscriptions with due work in the open write transaction, for
-    `lease_seconds`. Least recently served first (round robin: no Subscription starves
-    another)."""
-    now = now_us()
-    q = (_due_query(now, exclude)
-         # least recently served first: round robin, no Subscription starves another
-         .order_by(func.coalesce(delivery.c.last_sent_at, 0), delivery.c.sub_id)
-         .limit(limit))
-    if skip_locked:
-        q = q.with_for_update(of=delivery, skip_locked=True)
-    ids = [str(row.sub_id) for row in conn.execute(q)]
-    if ids:
-        conn.execute(update(delivery).where(delivery.c.sub_id.in_(ids)).values(
-            lease_owner=worker_id, lease_until=now + int(lease_seconds * US)))
-    return ids
-
-
-def renew_leases(conn: Connection, worker_id: str, lease_seconds: float) -> int:
-    """Extend every lease `worker_id` holds by `lease_seconds` from now (the heartbeat)."""
-    res = conn.execute(update(delivery).where(delivery.c.lease_owner == worker_id).values(
-        lease_until=now_us() + int(lease_seconds * US)))
-    return int(res.rowcount or 0)
-
-
-def claim(db: Database, worker_id: str, lease_seconds: float) -> str | None:
-    """Lease one Subscription that has due work; return its id (None when nothing is due)."""
-    with db.write() as conn:
-        ids = claim_in(conn, worker_id, lease_seconds, 1, skip_locked=not db.is_sqlite)
-    return ids[0] if ids else None
-
-
-@functools.lru_cache(maxsize=64)
-def _release_statement(keys: tuple[str, ...]):  # type: ignore[no-untyped-def]
-    """UPDATE releasing our lease and setting `keys` (built once per set of keys)."""
-    return update(delivery).where(
-        delivery.c.sub_id == bindparam("v_sid"), delivery.c.lease_owner == bindparam("v_owner"),
-    ).values(lease_owner=None, lease_until=0, **{k: bindparam(f"v_{k}") for k in keys})
-
-
 @dataclass
 class Outcome:
     """What a unit of work decided for one leased Subscription: the delivery-row values to
@@ -213,16 +149,11 @@ class Worker:
 
     # -- bookkeeping -----------------------------------------------------------------
     def _finish(self, conn: Connection, sub_id: str, **values: object) -> bool:
-        params = {f"v_{k}": v for k, v in values.items()}
-        res = conn.execute(_release_statement(tuple(sorted(values))),
-                           dict(params, v_sid=sub_id, v_owner=self.worker_id))
-        return res.rowcount == 1
+        return release(conn, sub_id, self.worker_id, values)
 
     def _set_status(self, conn: Connection, sub_id: str, old: str, new: str,
                     error: str | None) -> None:
-        res = conn.execute(update(registry).where(
-            registry.c.sub_id == sub_id, registry.c.status == old).values(status=new))
-        if res.rowcount and self.cfg.status_hook is not None:
+        if set_status(conn, sub_id, old, new) and self.cfg.status_hook is not None:
             self.cfg.status_hook(conn, sub_id, new, error)
 
     def apply(self, conn: Connection, outcome: Outcome) -> None:
@@ -417,13 +348,7 @@ class Worker:
         """Delete delivered (or no longer deliverable) events older than the retention."""
         cutoff = now_us() - int(self.cfg.retention_days * 86400 * US)
         with self.db.write() as conn:
-            done = select(registry.c.sub_id).where(registry.c.status.in_(("error", "off")))
-            delivered = select(delivery.c.delivered_through).where(
-                delivery.c.sub_id == events.c.sub_id).scalar_subquery()
-            res = conn.execute(delete(events).where(
-                events.c.occurred_at < cutoff,
-                or_(events.c.event_number <= delivered, events.c.sub_id.in_(done))))
-            return int(res.rowcount or 0)
+            return prune_events(conn, cutoff)
 
     def _maybe_prune(self) -> None:
         if time.monotonic() - self._last_prune < self.cfg.prune_every:

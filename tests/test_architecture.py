@@ -61,10 +61,6 @@ SQL_PENDING = {
     "fhir_server.auth.keys": "authorization-server tables: to move into auth/*_store",
     "fhir_server.auth.registry": "authorization-server tables: to move into auth/*_store",
     "fhir_server.auth.tokens": "authorization-server tables: to move into auth/*_store",
-    "subscriptions.outbox": "Subscription registry and outbox: to move into *_store",
-    "subscriptions.worker": "delivery claims: to move into subscriptions/*_store",
-    "subscriptions.candidates": "registry snapshot: to move into subscriptions/*_store",
-    "subscriptions.operations": "$status counts: to move into subscriptions/*_store",
 }
 
 

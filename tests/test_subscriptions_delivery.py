@@ -16,7 +16,7 @@ import pytest
 from subscriptions.channels import SmtpSettings
 from subscriptions.event_store import load_state
 from subscriptions.operations import events_operation
-from subscriptions.outbox import remove_subscription, sync_subscription
+from subscriptions.outbox_store import remove_subscription, sync_subscription
 from subscriptions.testing import HookReceiver, smtp_receiver
 from subscriptions.worker import Worker, WorkerConfig
 from tests.test_subscriptions_outbox import write_task

@@ -14,7 +14,8 @@ from fhir_server.storage.repository import Repository
 from subscriptions import outbox_schema as obs
 from subscriptions.event_store import load_state
 from subscriptions.operations import events_operation, status_operation, status_parameters
-from subscriptions.outbox import record_events, remove_subscription, sync_subscription
+from subscriptions.outbox import record_events
+from subscriptions.outbox_store import remove_subscription, sync_subscription
 from subscriptions.topics import TASK_TOPIC
 from tests.test_subscriptions_pure import sub, task
 

@@ -28,7 +28,7 @@ from fhir_server.search import match
 from fhir_server.storage import index_store
 from fhir_server.storage.db import Connection
 from subscriptions import operations as sub_ops
-from subscriptions import outbox, topics
+from subscriptions import outbox, outbox_store, topics
 from subscriptions.subscription_rules import validate_subscription
 
 OWN_OPERATION_BASE = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition"
@@ -68,13 +68,13 @@ def _before_write(event: WriteEvent) -> dict | None:
     conn, call, previous, new = event.conn, event.call, event.previous, event.resource
     if event.interaction == "delete":
         if previous is not None:
-            outbox.remove_subscription(conn, previous["id"])
+            outbox_store.remove_subscription(conn, previous["id"])
         return None
     if new is None:
         return None
     spec = validate_subscription(
         new, allow_plain_http_full_resource=call.settings.allow_plain_http_full_resource)
-    new["status"] = outbox.sync_subscription(conn, new, owner=_owner(call), spec=spec)
+    new["status"] = outbox_store.sync_subscription(conn, new, owner=_owner(call), spec=spec)
     return new
 
 
