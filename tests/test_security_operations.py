@@ -40,7 +40,7 @@ def world(database):
 
 
 def _operations(server: Any) -> list[Any]:
-    return list(server.app.extensions["fhir_operations"].operations.values())
+    return list(server.app.extensions["fhir_services"].operations.operations.values())
 
 
 def _parameters(hidden: dict[str, str]) -> dict:

@@ -92,9 +92,9 @@ def test_fixed_fields_cannot_change_after_sending(w, field, value, actor):
     changed = copy.deepcopy(task)
     changed[field] = value
     org = w.requester if actor == "requester" else None
-    # intent: the required referral profile fixes it to 'order' and answers first.
-    code = "value" if field == "intent" else "business-rule"
-    assert refused(w, changed, org) == {"status": 422, "code": code,
+    # The referral rules (write phase prepare) answer before the profiles (phase check),
+    # intent included, although the required referral profile also fixes it to 'order'.
+    assert refused(w, changed, org) == {"status": 422, "code": "business-rule",
                                         "expression": [f"Task.{field}"]}
 
 
