@@ -19,11 +19,12 @@ from fhir_server.config import Settings
 from fhir_server.errors import FhirError
 from fhir_server.interactions import access, reference_check
 from fhir_server.interactions.context import Call
-from fhir_server.loader import make_services
+from fhir_server.interactions.phases import WriteEvent
 from fhir_server.storage import access_sql
 from fhir_server.storage.repository import Repository
 from fhir_server.storage.schema import resources
 from fhir_server.storage.search_sql import find_resources
+from fhir_server.wiring import build_services
 
 BASE = "http://fhir.test/fhir"
 ORGS = ("A", "B", "C", "E")
@@ -143,7 +144,7 @@ CLINICAL = ("Patient", "Consent", "QuestionnaireResponse", "Condition", "Observa
 def world(database):
     settings = Settings.from_env(
         database_url=database.url.render_as_string(hide_password=False), base_url=BASE)
-    services = make_services(settings, database)
+    services = build_services(settings, database)
     for author, batch in WORLD.items():
         with database.write(author_org=f"Organization/{author}" if author else None) as conn:
             repo = Repository(conn)
@@ -415,7 +416,10 @@ def check_write(world, ctx: Any, new: dict, previous: dict | None = None,
     call.transaction_targets = targets
     with world.db.read() as conn:
         try:
-            assert reference_check.check_write(conn, call, "create", previous, new) == []
+            event = WriteEvent(call=call, conn=conn, interaction="create",
+                               res_type=new["resourceType"], res_id=new.get("id", "new"),
+                               previous=previous, resource=new)
+            assert reference_check.check_write(event) == []
         except FhirError as exc:
             return exc
     return None
@@ -462,8 +466,10 @@ def test_a_write_is_checked_on_the_references_it_adds(world):
                        frozenset({("Patient", "p4")})) is None
     assert check_write(world, caller("B"), {"resourceType": "Bundle", "type": "collection",
                                             "entry": [{"resource": new}]}) is None
-    assert reference_check.check_write(None, call_as(world, caller("B")), "delete",
-                                       previous, None) == []
+    deletion = WriteEvent(call=call_as(world, caller("B")), conn=None,  # type: ignore[arg-type]
+                          interaction="delete", res_type="ServiceRequest", res_id="sr",
+                          previous=previous, resource=None)
+    assert reference_check.check_write(deletion) == []
 
 
 def test_the_reader_of_a_write_is_the_writer_in_every_context(world):
