@@ -55,6 +55,10 @@ WORLD: dict[str | None, list[dict]] = {
         {"resourceType": "HealthcareService", "id": "hs-b", "providedBy": org("B")},
         {"resourceType": "HealthcareService", "id": "hs-c", "providedBy": org("C")},
         {"resourceType": "Location", "id": "loc-b", "managingOrganization": org("B")},
+        # patients loaded by the server: B sees p5 because it wrote about p5 (and p6 not,
+        # since what it wrote about p6 is deleted)
+        {"resourceType": "Patient", "id": "p5"},
+        {"resourceType": "Patient", "id": "p6"},
     ],
     "A": [
         *({"resourceType": "Patient", "id": p, "managingOrganization": org("A")}
@@ -105,6 +109,10 @@ WORLD: dict[str | None, list[dict]] = {
          "reasonReference": [ref("Condition/cond1")]},
         {"resourceType": "Goal", "id": "goal-b", "lifecycleStatus": "active",
          "description": {"text": "sleep"}, "subject": ref("Patient/p1")},
+        {"resourceType": "Goal", "id": "goal-b5", "lifecycleStatus": "active",
+         "description": {"text": "walk"}, "subject": ref("Patient/p5")},
+        {"resourceType": "Goal", "id": "goal-b6", "lifecycleStatus": "active",
+         "description": {"text": "read"}, "subject": ref("Patient/p6")},
     ],
     "E": [
         {"resourceType": "Patient", "id": "pe"},
@@ -131,7 +139,7 @@ EXPECTED = {
           "ServiceRequest/sr4", "Task/t1", "Task/t2", "Task/t4"},
     "B": {"Task/t1", "ServiceRequest/sr1", "Patient/p1", "Consent/consent1",
           "QuestionnaireResponse/qr1", "Observation/obs1", "Condition/cond1", "Encounter/enc1",
-          "Procedure/proc1", "Goal/goal-b", "Procedure/proc-c"},
+          "Procedure/proc1", "Goal/goal-b", "Procedure/proc-c", "Patient/p5", "Goal/goal-b5"},
     "C": {"Task/t2", "ServiceRequest/sr2", "Patient/p2", "Task/t4", "ServiceRequest/sr4",
           "Patient/p4", "Consent/consent4", "Consent/consent2c", "Procedure/proc-c"},
     "E": {"Consent/qr1", "Patient/pe"},
@@ -156,6 +164,7 @@ def world(database):
     with database.write() as conn:
         Repository(conn).delete("PractitionerRole", "role-gone")
         Repository(conn).delete("Patient", "p-gone")
+        Repository(conn).delete("Goal", "goal-b6")
     return services
 
 
@@ -234,7 +243,7 @@ def test_the_restriction_of_several_types_at_once(world):
         rows = conn.execute(select(r.c.res_type, r.c.res_id).where(
             r.c.deleted.is_(False), restrict(r, ["Patient", "Organization"]))).all()
         assert {f"{t}/{i}" for t, i in rows} == {
-            "Patient/p1", "Organization/A", "Organization/B", "Organization/C",
+            "Patient/p1", "Patient/p5", "Organization/A", "Organization/B", "Organization/C",
             "Organization/E"}
 
 
