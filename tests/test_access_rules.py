@@ -90,6 +90,9 @@ WORLD: dict[str | None, list[dict]] = {
          "intent": "order", "subject": ref("Patient/p2"), "requester": org("A"),
          "basedOn": [ref("Consent/consent2a")],
          "supportingInfo": [ref("QuestionnaireResponse/qr2")]},
+        # an active resource of another type with the id of sr4's (inactive) Consent
+        {"resourceType": "ServiceRequest", "id": "consent4", "status": "active",
+         "intent": "order", "subject": ref("Patient/p3"), "requester": org("A")},
         {"resourceType": "ServiceRequest", "id": "sr4", "status": "active",
          "intent": "order", "subject": ref("Patient/p4"), "requester": org("A"),
          "supportingInfo": [ref("Consent/consent4"), ref("QuestionnaireResponse/qr4")]},
@@ -131,7 +134,7 @@ WORLD: dict[str | None, list[dict]] = {
 #: Every resource of WORLD each organization may read (directory entries aside).
 EXPECTED = {
     "A": {"Patient/p1", "Patient/p2", "Patient/p3", "Patient/p4", "Patient/cond1",
-          "Consent/consent2a",
+          "Consent/consent2a", "ServiceRequest/consent4",
           "Consent/consent1",
           "Consent/consent4", "QuestionnaireResponse/qr1", "QuestionnaireResponse/qr2",
           "QuestionnaireResponse/qr3", "QuestionnaireResponse/qr4", "Condition/cond1",
@@ -195,6 +198,7 @@ def readable(world, ctx: Any, reference: str, interaction: str = "read") -> bool
             assert (exc.status, exc.code) == (404, "not-found"), exc.outcome()
             assert exc.diagnostics == f"Resource {reference} is not known"
             assert call.pending_audit[-1]["outcome"] == "4"
+            assert call.pending_audit[-1]["subtype"][0]["code"] == interaction
             assert [e["what"]["reference"] for e in call.pending_audit[-1]["entity"]] == [
                 reference]
             return False
@@ -364,6 +368,7 @@ def test_only_the_author_changes_a_record(world, interaction):
         event = call.pending_audit[-1]
         assert [e["what"]["reference"] for e in event["entity"]] == ["Consent/consent1"]
         assert event["outcome"] == "4"
+        assert event["subtype"][0]["code"] == interaction
         access.check_existing(conn, call, "read", consent)
         access.check_existing(conn, call_as(world, caller("A")), interaction, consent)
         access.check_existing(conn, call, interaction, stored(conn, "Task/t1"))
@@ -387,6 +392,7 @@ def test_only_its_organization_changes_a_directory_entry(world, interaction):
         assert err.value.diagnostics.startswith(f"{reference} belongs to another organization")
         assert [e["what"]["reference"] for e in call.pending_audit[-1]["entity"]] == [
             reference]
+        assert call.pending_audit[-1]["subtype"][0]["code"] == interaction
         access.check_new(call_as(world, caller(owner)), interaction, entry["resourceType"],
                          entry)
         access.check_new(call_as(world, caller("C", is_admin=True)), interaction,
@@ -439,8 +445,8 @@ def test_a_write_may_reference_only_what_the_writer_reads(world):
            "supportingInfo": [ref("QuestionnaireResponse/qr2"), ref("Consent/consent2c")]}
     error = check_write(world, caller("C"), new)
     assert error is not None and (error.status, error.code) == (422, "processing")
-    assert [(i.code, i.expression) for i in error.issues] == [
-        ("processing", ["ServiceRequest.supportingInfo[0]"])]
+    assert [(i.severity, i.code, i.expression) for i in error.issues] == [
+        ("error", "processing", ["ServiceRequest.supportingInfo[0]"])]
     assert error.diagnostics == (
         "Reference 'QuestionnaireResponse/qr2' cannot be resolved: there is no such "
         "resource on this server that you may read")
@@ -506,6 +512,8 @@ def test_local_targets(world):
     assert reference_check.local_target(f"{BASE}/Patient/p1", BASE) == ("Patient", "p1")
     assert reference_check.local_target(f"{BASE}/Patient/p1/_history/2", BASE) == (
         "Patient", "p1")
+    assert reference_check.local_target("https://s.test/fhir/Patient/p1",
+                                        "https://s.test/fhir/") == ("Patient", "p1")
     assert reference_check.local_target("http://other.test/fhir/Patient/p1", BASE) is None
     assert reference_check.local_target("http://x/Patient/p1", "") is None
     assert reference_check.local_target("#contained", BASE) is None
