@@ -26,7 +26,9 @@ DEMO_CLIENTS = {
 DEMO_USERS = {
     "demo-clinician": ("1457398021", "Amara", "Okafor"),
     "demo-provider": ("1902886548", "Jordan", "Reyes"),
+    "demo-manager": ("1457398021", "Morgan", "Lee"),  # the clinic's manager: /dashboard
 }
+DEMO_MANAGERS = frozenset({"demo-manager"})
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -100,7 +102,8 @@ def setup_demo_users(settings: Settings, key_dir: Path) -> list[str]:
                 secret_file.chmod(0o600)
             add_user(services.db, username, secret_file.read_text().strip(),
                      f"Practitioner/{practitioner}", f"Organization/{ids[0]}",
-                     practitioner_role=f"PractitionerRole/{role}")
+                     practitioner_role=f"PractitionerRole/{role}",
+                     manager=username in DEMO_MANAGERS)
             lines.append(f"user {username}: password in {secret_file}")
     finally:
         services.db.dispose()

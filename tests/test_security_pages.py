@@ -27,7 +27,9 @@ def world(web_server):  # noqa: F811
     net.organization("evil", "Elsewhere Services")
     net.organization("cbo", "Bay Counseling")
     staff = net.staff("dr_harbor", "clinic", "Ana", "Harbor")
-    net.staff("dr_evil", "evil", "Eve", "Else")
+    # a manager: the sweep also opens the pages only managers may use (the dashboard)
+    net.staff("dr_evil", "evil", "Eve", "Else", manager=True)
+    net.staff("harbor_manager", "clinic", "Hal", "Harbor", manager=True)
     clinic = net.client_for("clinic")
     patient = net.screened_patient(clinic, staff, "Mara", MARKER, [2, 2, 2, 2, 2, 2, 2, 2, 1])
     sr = clinic.post("ServiceRequest", {
@@ -105,3 +107,17 @@ def test_the_clinic_itself_sees_its_patient(world):
     browser = sign_in_http(server, "dr_harbor", "/app")
     page = browser.get(f"{server.root}/app/patients/{hidden['patient']}", timeout=60)
     assert page.status_code == 200 and MARKER in page.text
+
+
+def test_the_clinics_manager_counts_the_referral_a_foreign_manager_does_not(world):
+    """Not vacuous for the dashboard: the clinic's manager sees its referral counted and
+    listed; the foreign manager's page (swept above) counts nothing."""
+    server, hidden = world
+    own = sign_in_http(server, "harbor_manager", "/dashboard")
+    page = own.get(f"{server.root}/dashboard/", params={"start": "2026-11-01"}, timeout=60)
+    assert page.status_code == 200 and 'id="kpi-sent">1<' in page.text
+    assert "Bay Counseling" in page.text
+    other = sign_in_http(server, "dr_evil", "/dashboard")
+    page = other.get(f"{server.root}/dashboard/", params={"start": "2026-11-01"}, timeout=60)
+    assert page.status_code == 200 and 'id="kpi-sent">0<' in page.text
+    assert "Bay Counseling" not in page.text and "Harbor Clinic" not in page.text

@@ -66,8 +66,9 @@ class Network:
         return f"Organization/{org_id}"
 
     def staff(self, username: str, org_id: str, given: str, family: str,
-              admin: bool = False) -> Staff:
-        """A Practitioner with a PractitionerRole at the organization, and their account."""
+              admin: bool = False, manager: bool = False) -> Staff:
+        """A Practitioner with a PractitionerRole at the organization, and their account
+        (`manager`: manager of the organization; `admin`: the network administrator)."""
         pid, rid = f"pr-{username}".replace("_", "-"), f"role-{username}".replace("_", "-")
         self.put({"resourceType": "Practitioner", "id": pid, "active": True,
                   "name": [{"given": [given], "family": family, "prefix": ["Dr"]}]})
@@ -76,7 +77,7 @@ class Network:
                   "organization": {"reference": f"Organization/{org_id}"}})
         add_user(self.server.db, username, PASSWORD, f"Practitioner/{pid}",
                  f"Organization/{org_id}", practitioner_role=f"PractitionerRole/{rid}",
-                 admin=admin)
+                 admin=admin, manager=manager)
         return Staff(username, f"Practitioner/{pid}", f"PractitionerRole/{rid}",
                      f"Organization/{org_id}", f"Dr {given} {family}")
 

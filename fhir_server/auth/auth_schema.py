@@ -39,6 +39,8 @@ users = Table(
     Column("practitioner_role", String(200), nullable=True),  # PractitionerRole/x
     Column("organization", String(200), nullable=False),  # Organization/x
     Column("is_admin", Boolean, nullable=False, default=False),
+    # manager of their organization: may use the outcomes dashboard (role in the id_token)
+    Column("is_manager", Boolean, nullable=False, default=False),
     Column("active", Boolean, nullable=False, default=True),
     Column("created", BigInteger, nullable=False),
 )

@@ -254,6 +254,7 @@ def issue_code(
         "fhir_user": user.fhir_user,
         "organization": user.organization,
         "is_admin": user.is_admin,
+        "roles": user.roles,
         "aud": urls.fhir_base,
         "nonce": req.nonce,
     }

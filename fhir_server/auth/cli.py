@@ -32,12 +32,14 @@ def add_user(
     organization: str,
     practitioner_role: str | None = None,
     admin: bool = False,
+    manager: bool = False,
 ) -> None:
-    """Create or replace a local user linked to Practitioner/ID and Organization/ID."""
+    """Create or replace a local user linked to Practitioner/ID and Organization/ID
+    (`manager`: manager of that organization, for the outcomes dashboard)."""
     with db.write() as conn:
         save_user(conn, username=username, password=password, practitioner=practitioner,
                   organization=organization, practitioner_role=practitioner_role,
-                  is_admin=admin)
+                  is_admin=admin, is_manager=manager)
 
 
 def add_client(
@@ -102,7 +104,7 @@ def _read_secret(path: Path) -> str:
 
 def _users_add(args: argparse.Namespace, db: Database) -> int:
     add_user(db, args.username, _read_secret(Path(args.password_file)), args.practitioner,
-             args.organization, args.practitioner_role, args.admin)
+             args.organization, args.practitioner_role, args.admin, args.manager)
     print(f"user {args.username} saved ({args.practitioner}, {args.organization})")
     return 0
 
@@ -178,6 +180,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     ua.add_argument("--organization", required=True, help="Organization/ID")
     ua.add_argument("--practitioner-role", help="PractitionerRole/ID")
     ua.add_argument("--admin", action="store_true", help="may read the audit log")
+    ua.add_argument("--manager", action="store_true",
+                    help="manager of the organization: may use the outcomes dashboard")
     ua.set_defaults(auth_handler=_users_add)
     ud = users_sub.add_parser("deactivate", help="deactivate a user: tokens revoked at once")
     ud.add_argument("--username", required=True)

@@ -175,6 +175,8 @@ class TokenService:
         }
         if grant.get("nonce"):
             claims["nonce"] = grant["nonce"]
+        if grant.get("roles"):
+            claims["roles"] = list(grant["roles"])  # administrator, manager (see README)
         return sign_id_token(load_keys(self.db), claims)
 
     # -- refresh_token -----------------------------------------------------------------
@@ -261,6 +263,8 @@ def introspect(db: Database, urls: AuthUrls, token: str, *, caller: str,
             "iss": urls.issuer, "sub": g["user"],
             "fhirUser": f"{urls.fhir_base}/{g['fhir_user']}",
         })
+        if g.get("roles"):
+            body["roles"] = list(g["roles"])
     for name in LAUNCH_FIELDS:
         if g.get(name) is not None:
             body[name] = g[name]

@@ -54,6 +54,13 @@ class User:
     practitioner_role: str | None
     organization: str
     is_admin: bool
+    is_manager: bool = False
+
+    @property
+    def roles(self) -> list[str]:
+        """What the account may manage, as the id_token's `roles` claim carries it."""
+        return [role for role, held in (("administrator", self.is_admin),
+                                        ("manager", self.is_manager)) if held]
 
 
 def check_reference(kind: str, value: str) -> str:
@@ -97,7 +104,7 @@ def get_user(conn: Connection, username: str) -> User | None:
         return None
     return User(
         row.username, row.password_hash, row.fhir_user, row.practitioner_role,
-        row.organization, bool(row.is_admin),
+        row.organization, bool(row.is_admin), bool(row.is_manager),
     )
 
 
@@ -165,6 +172,7 @@ def save_user(
     organization: str,
     practitioner_role: str | None = None,
     is_admin: bool = False,
+    is_manager: bool = False,
 ) -> None:
     """Insert or replace a user account (password hashed with scrypt)."""
     if not re.match(r"^[A-Za-z0-9_.@\-]{1,200}$", username or ""):
@@ -185,6 +193,7 @@ def save_user(
             practitioner_role=practitioner_role,
             organization=organization,
             is_admin=is_admin,
+            is_manager=is_manager,
             active=True,
             created=int(time.time()),
         )

@@ -18,6 +18,7 @@ from fhir_server.web.sealing import Sealer
 
 APPS: tuple[str, ...] = (
     "fhir_server.web.clinician",
+    "fhir_server.web.dashboard",
 )
 
 

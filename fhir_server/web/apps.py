@@ -55,6 +55,7 @@ class AppSpec:
     scope: str  # what it asks for at sign-in (user or patient scopes)
     nav: tuple[tuple[str, str], ...] = ()  # (endpoint, label) shown in the header
     patient_home: str = ""  # endpoint taking `patient_id`, opened after a patient launch
+    roles: tuple[str, ...] = ()  # who may use it (id_token `roles`); empty: every user
 
 
 @dataclass
@@ -214,9 +215,13 @@ def finish_hub_sign_in(pending: Pending, form: dict[str, Any]) -> Response:
         tokens.fhir_user = smart.relative_fhir_user(str(claims.get("fhirUser") or ""),
                                                     pending.iss)
         tokens.username = str(claims.get("sub") or "")
+        roles = [str(r) for r in claims.get("roles") or [] if isinstance(r, str)]
+    else:
+        roles = []
     here.session = WebSession(hub=tokens, ehr=here.session.ehr)  # new session id and CSRF
     here.session.user = load_user(FhirApi(pending.iss, transport, tokens.access_token),
                                   tokens)
+    here.session.user.roles = roles
     here.session.changed = True
     target = pending.return_to or here.spec.path + "/"
     if form:
@@ -258,12 +263,20 @@ def load_user(api: FhirApi, tokens: Tokens) -> User:
 
 
 def signed_in(view: Callable[..., Response]) -> Callable[..., Response]:
-    """A view that needs a signed-in user (sends others through sign-in, form kept)."""
+    """A view that needs a signed-in user (sends others through sign-in, form kept) who
+    holds one of the app's roles, when it names any (403 page otherwise)."""
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Response:
-        if not current().session.signed_in:
+        here = current()
+        if not here.session.signed_in:
             return _back_to_sign_in()
+        if here.spec.roles and not set(here.spec.roles) & set(here.user.roles):
+            return error_page(403, "Not for your account",
+                              f"{here.spec.title} is for {here.spec.audience}. Your account "
+                              "does not have that role.",
+                              f"Ask your administrator for the {' or '.join(here.spec.roles)}"
+                              " role, then sign out and sign in again.")
         return view(*args, **kwargs)
 
     return wrapper

@@ -92,3 +92,42 @@ def _label_indexes(count: int, most: int = 6) -> set[int]:
         return set(range(count))
     step = (count - 1) / (most - 1)
     return {round(i * step) for i in range(most)}
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str  # "Accepted"
+    value: int
+    note: str = ""  # shown after the value, e.g. "12 lost"
+    shade: int = 0  # 0..3: picks the shade class
+
+
+BAR_WIDTH = 360  # narrow: the chart keeps a readable size on a 390 px phone
+BAR_ROW = 38
+
+
+def bar_chart(title: str, bars: list[Bar], chart_id: str, summary: str = "") -> Markup:
+    """An accessible horizontal bar chart: each bar's label above it, its value (and note)
+    at its end. `summary` is read out with the title (e.g. the median)."""
+    height = BAR_ROW * len(bars) + 6
+    top = max((b.value for b in bars), default=0) or 1
+    room = BAR_WIDTH - 96  # space kept for the value text at the end of the longest bar
+    desc = "; ".join(f"{b.label}: {b.value}" + (f" ({b.note})" if b.note else "")
+                     for b in bars) or "no data"
+    if summary:
+        desc = f"{summary}. {desc}"
+    out = [f'<svg class="chart bars" viewBox="0 0 {BAR_WIDTH} {height}" role="img" '
+           f'aria-labelledby="{chart_id}-t {chart_id}-d" preserveAspectRatio="xMinYMin meet">',
+           f'<title id="{chart_id}-t">{escape(title)}</title>',
+           f'<desc id="{chart_id}-d">{escape(desc)}</desc>']
+    for i, bar in enumerate(bars):
+        y = i * BAR_ROW
+        width = room * bar.value / top
+        out.append(f'<text class="bar-label" x="0" y="{y + 12}">{escape(bar.label)}</text>')
+        out.append(f'<rect class="bar bar-{bar.shade % 4}" x="0" y="{y + 16}" '
+                   f'width="{_fmt(max(width, 1.5))}" height="16"/>')
+        text = f"{bar.value}" + (f" · {bar.note}" if bar.note else "")
+        out.append(f'<text class="bar-value" x="{_fmt(width + 6)}" y="{y + 29}">'
+                   f'{escape(text)}</text>')
+    out.append("</svg>")
+    return Markup("".join(out))

@@ -33,6 +33,7 @@ class User:
     role: str = ""  # PractitionerRole/x
     organization: str = ""  # Organization/x
     organization_name: str = ""
+    roles: list[str] = field(default_factory=list)  # id_token `roles`: manager, administrator
 
     @property
     def label(self) -> str:

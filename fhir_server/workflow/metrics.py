@@ -38,6 +38,7 @@ import io
 import math
 import re
 import statistics
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -204,11 +205,11 @@ class Group:
     dimension: str
     key: str
     total: int = 0
-    patients: set[str] = field(default_factory=set)
+    patients: int = 0  # distinct patients
     statuses: Counter = field(default_factory=Counter)
     outcomes: Counter = field(default_factory=Counter)
     stages: Counter = field(default_factory=Counter)
-    durations: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    durations: dict[str, list[float]] = field(default_factory=dict)  # sorted hours
     stalled: Counter = field(default_factory=Counter)
     rejection_reasons: Counter = field(default_factory=Counter)
     cancellation_reasons: Counter = field(default_factory=Counter)
@@ -216,50 +217,114 @@ class Group:
     threshold: int = 0  # the small-cell threshold in force (equity dimensions)
     suppressed: bool = False
 
-    def add(self, row: tuple) -> None:
-        self.total += 1
-        if row[_C["patient_id"]]:
-            self.patients.add(row[_C["patient_id"]])
-        status = row[_C["status"]]
-        self.statuses[status] += 1
-        outcome = outcome_of(status, bool(row[_C["redirected"]]))
-        self.outcomes[outcome] += 1
-        if row[_C["stalled"]]:
-            self.stalled[row[_C["stalled"]]] += 1
-        reason = row[_C["status_reason"]] or "(no reason)"
-        if outcome == "rejected":
-            self.rejection_reasons[reason] += 1
-        elif outcome == "cancelled":
-            self.cancellation_reasons[reason] += 1
-        if outcome in NOT_SENT:
-            return
-        self.stages["sent"] += 1
-        referred = row[_C["referred_at"]]
-        for measure, column, _label in MEASURES:
-            at = row[_C[column]]
-            if at is not None:
-                self.durations[measure].append(max(at - referred, 0) / HOUR_US)
-        self.stages["accepted"] += row[_C["accepted_at"]] is not None
-        self.stages["started"] += row[_C["started_at"]] is not None
-        self.stages["completed"] += status == "completed"
-        for instrument, (base_col, follow_col) in PAIR_COLUMNS.items():
-            base, follow = row[_C[base_col]], row[_C[follow_col]]
-            if base is not None and follow is not None:
-                self.pairs[instrument].add(base, follow)
+
+_STALLED_CODES = (None, *STALLED_CODES)
+_STATUSES = (*REFERRAL_STATUSES, "unknown")
+
+
+def _state_code(row: tuple) -> int:
+    """Status, redirect, stalled mark, ever accepted and ever started of a row as one
+    small integer (grouping counts them with one C-level Counter per dimension)."""
+    status = row[_C["status"]]
+    s = _STATUSES.index(status) if status in _STATUSES else len(_STATUSES) - 1
+    stalled = row[_C["stalled"]]
+    t = _STALLED_CODES.index(stalled) if stalled in _STALLED_CODES else 0
+    return ((((s * 2 + bool(row[_C["redirected"]])) * len(_STALLED_CODES) + t) * 2
+             + (row[_C["accepted_at"]] is not None)) * 2 + (row[_C["started_at"]] is not None))
+
+
+def _decode(code: int) -> tuple[str, bool, str | None, bool, bool]:
+    started, code = bool(code % 2), code // 2
+    accepted, code = bool(code % 2), code // 2
+    stalled, code = _STALLED_CODES[code % len(_STALLED_CODES)], code // len(_STALLED_CODES)
+    redirected, code = bool(code % 2), code // 2
+    return _STATUSES[code], redirected, stalled, accepted, started
+
+
+@dataclass
+class _Prepared:
+    """What every grouping needs, computed once per row."""
+
+    codes: list[int]
+    patients: list
+    reasons: list[tuple[int, str, str]]  # (row, outcome, reason) of rejected and cancelled
+    durations: dict[str, tuple[list[int], list[float | None]]]  # rows by value, values
+    pairs: list[tuple[int, str, int, int]]  # (row, instrument, baseline, follow-up)
+
+
+def _prepare(rows: list[tuple]) -> _Prepared:
+    codes = [_state_code(r) for r in rows]
+    referred = _C["referred_at"]
+    sent = [outcome_of(r[_C["status"]], bool(r[_C["redirected"]])) not in NOT_SENT
+            for r in rows]
+    durations = {}
+    for measure, column, _label in MEASURES:
+        at = _C[column]
+        values = [max(r[at] - r[referred], 0) / HOUR_US if ok and r[at] is not None else None
+                  for r, ok in zip(rows, sent, strict=True)]
+        order = sorted((i for i, v in enumerate(values) if v is not None),
+                       key=values.__getitem__)
+        durations[measure] = (order, values)
+    reasons = []
+    for i, r in enumerate(rows):
+        outcome = outcome_of(r[_C["status"]], bool(r[_C["redirected"]]))
+        if outcome in ("rejected", "cancelled"):
+            reasons.append((i, outcome, r[_C["status_reason"]] or "(no reason)"))
+    pairs = []
+    for instrument, (base_col, follow_col) in PAIR_COLUMNS.items():
+        b, f = _C[base_col], _C[follow_col]
+        pairs += [(i, instrument, r[b], r[f]) for i, r in enumerate(rows)
+                  if sent[i] and r[b] is not None and r[f] is not None]
+    return _Prepared(codes, [r[_C["patient_id"]] for r in rows], reasons, durations, pairs)
+
+
+def _group(rows: list[tuple], prepared: _Prepared, dim: str) -> dict[str, Group]:
+    keys = [key_function(dim)(r) for r in rows] if dim != "all" else ["all"] * len(rows)
+    groups: dict[str, Group] = {}
+
+    def group(key: str) -> Group:
+        found = groups.get(key)
+        if found is None:
+            found = groups[key] = Group(dim, key)
+        return found
+
+    for (key, code), n in Counter(zip(keys, prepared.codes, strict=True)).items():
+        g = group(key)
+        status, redirected, stalled, accepted, started = _decode(code)
+        g.total += n
+        g.statuses[status] += n
+        outcome = outcome_of(status, redirected)
+        g.outcomes[outcome] += n
+        if stalled:
+            g.stalled[stalled] += n
+        if outcome not in NOT_SENT:
+            g.stages["sent"] += n
+            g.stages["accepted"] += n * accepted
+            g.stages["started"] += n * started
+            g.stages["completed"] += n * (status == "completed")
+    seen = set(zip(keys, prepared.patients, strict=True))
+    for key, n in Counter(k for k, patient in seen if patient).items():
+        groups[key].patients = n
+    for i, outcome, reason in prepared.reasons:
+        target = groups[keys[i]]
+        (target.rejection_reasons if outcome == "rejected"
+         else target.cancellation_reasons)[reason] += 1
+    for measure, (order, values) in prepared.durations.items():
+        lists: dict[str, list[float]] = defaultdict(list)
+        for i in order:  # already sorted: each group's list comes out sorted
+            lists[keys[i]].append(values[i])  # type: ignore[arg-type]
+        for key, found in lists.items():
+            groups[key].durations[measure] = found
+    for i, instrument, base, follow in prepared.pairs:
+        groups[keys[i]].pairs[instrument].add(base, follow)
+    return groups
 
 
 def group_rows(rows: Iterable[tuple], dimensions: Sequence[str]) -> dict[str, dict[str, Group]]:
     """Every row counted in one group per dimension."""
-    keys = [(dim, key_function(dim)) for dim in dimensions]
-    out: dict[str, dict[str, Group]] = {dim: {} for dim in dimensions}
-    for row in rows:
-        for dim, key_of in keys:
-            key = key_of(row)
-            group = out[dim].get(key)
-            if group is None:
-                group = out[dim][key] = Group(dim, key)
-            group.add(row)
-    return out
+    rows = list(rows)
+    prepared = _prepare(rows)
+    return {dim: _group(rows, prepared, dim) for dim in dimensions}
 
 
 def apply_small_cells(groups: Mapping[str, Group], threshold: int) -> None:
@@ -268,12 +333,12 @@ def apply_small_cells(groups: Mapping[str, Group], threshold: int) -> None:
         return
     for group in groups.values():
         group.threshold = threshold
-    small = [g for g in groups.values() if len(g.patients) < threshold]
+    small = [g for g in groups.values() if g.patients < threshold]
     for group in small:
         group.suppressed = True
     if len(small) == 1:
         others = sorted((g for g in groups.values() if not g.suppressed),
-                        key=lambda g: (len(g.patients), g.key))
+                        key=lambda g: (g.patients, g.key))
         if others:
             others[0].suppressed = True
 
@@ -302,12 +367,16 @@ class Duration:
 
 
 def duration_of(values: list[float]) -> Duration:
-    buckets = Counter(bucket_of(v) for v in values)
-    if not values:
-        return Duration(0, None, None, {code: 0 for code, _b, _l in BUCKETS})
-    return Duration(len(values), round(statistics.median(values), 2),
-                    round(percentile(values, 90), 2),
-                    {code: buckets.get(code, 0) for code, _b, _l in BUCKETS})
+    """Count, median, p90 and distribution of durations (`values` sorted or not)."""
+    ordered = sorted(values)
+    buckets, below = {}, 0
+    for code, bound, _label in BUCKETS:
+        upto = len(ordered) if bound is None else bisect_left(ordered, bound)
+        buckets[code], below = upto - below, upto
+    if not ordered:
+        return Duration(0, None, None, buckets)
+    return Duration(len(ordered), round(statistics.median(ordered), 2),
+                    round(percentile(ordered, 90), 2), buckets)
 
 
 def outcome_column(outcome: str) -> str:
@@ -327,7 +396,7 @@ def figures(group: Group) -> dict[str, Figure]:
     when the group has a threshold (equity groups). None: no figure (no data, left out)."""
     threshold = group.threshold
     hide = threshold > 1
-    out: dict[str, Figure] = {"patients": len(group.patients), "total": group.total}
+    out: dict[str, Figure] = {"patients": group.patients, "total": group.total}
     sent = group.stages["sent"]
     previous = None
     for stage in STAGES:
