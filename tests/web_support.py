@@ -83,7 +83,8 @@ class Network:
 
     def service(self, sid: str, org_id: str, name: str, category: str, snomed: str,
                 languages: tuple[str, ...] = ("en", "es"), around_the_clock: bool = False,
-                lat: float = 42.36, lon: float = -71.06) -> str:
+                lat: float = 42.36, lon: float = -71.06, telecom: list[dict] | None = None,
+                hours: list[dict] | None = None) -> str:
         """A HealthcareService with a Location (the directory shape $match reads)."""
         self.put({"resourceType": "Location", "id": f"loc-{sid}", "status": "active",
                   "name": f"{name} office", "address": {"line": ["1 Main St"],
@@ -99,6 +100,10 @@ class Network:
                               for c in languages]}
         if around_the_clock:
             service["availableTime"] = [{"daysOfWeek": DAYS, "allDay": True}]
+        elif hours:
+            service["availableTime"] = hours
+        if telecom:
+            service["telecom"] = telecom
         self.put(service)
         return f"HealthcareService/{sid}"
 
@@ -153,6 +158,38 @@ class Network:
             gad["authored"] = authored
             clinic.post("QuestionnaireResponse", gad)
         return patient["id"]
+
+    def patient_account(self, patient_id: str, username: str) -> str:
+        """The patient's own account (`users add --patient`)."""
+        from fhir_server.auth.cli import add_patient_user
+
+        add_patient_user(self.server.db, username, PASSWORD, f"Patient/{patient_id}")
+        return username
+
+    def refer(self, clinic: FhirHttp, staff: Staff, patient_id: str, service_id: str,
+              supporting: list[str], consent: bool = True, priority: str = "routine"
+              ) -> dict:
+        """A referral sent by the clinic's system the way the care team's app sends it
+        (one transaction: Consent, ServiceRequest with the screening answers `supporting`,
+        Task owned by the service's organization); returns {task, service_request,
+        consent}."""
+        from fhir_server.web.clinician import bundle
+        from fhir_server.web.forms import new_key
+
+        service = clinic.get(f"HealthcareService/{service_id}").json()
+        referral = bundle.Referral(
+            key=new_key(), patient={"resourceType": "Patient", "id": patient_id},
+            requester=staff.role, organization=staff.organization,
+            routing=bundle.Routing(owner=service["providedBy"]["reference"],
+                                   service=f"HealthcareService/{service_id}"),
+            service_code=("306226009", "Referral to mental health counseling service"),
+            priority=priority, reason="PHQ-9 18: moderately severe", supporting=supporting,
+            consent=consent)
+        answer = clinic.post("", {"resourceType": "Bundle", "type": "transaction",
+                                  "entry": bundle.referral_entries(referral)}).json()
+        created = {e["resource"]["resourceType"]: e["resource"] for e in answer["entry"]}
+        return {"task": created["Task"], "service_request": created["ServiceRequest"],
+                "consent": created.get("Consent")}
 
 
 @dataclass

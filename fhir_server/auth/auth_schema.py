@@ -35,9 +35,9 @@ users = Table(
     metadata,
     Column("username", String(200), primary_key=True),
     Column("password_hash", Text, nullable=False),
-    Column("fhir_user", String(200), nullable=False),  # Practitioner/x
+    Column("fhir_user", String(200), nullable=False),  # Practitioner/x, or Patient/x
     Column("practitioner_role", String(200), nullable=True),  # PractitionerRole/x
-    Column("organization", String(200), nullable=False),  # Organization/x
+    Column("organization", String(200), nullable=True),  # Organization/x (None: a patient)
     Column("is_admin", Boolean, nullable=False, default=False),
     # manager of their organization: may use the outcomes dashboard (role in the id_token)
     Column("is_manager", Boolean, nullable=False, default=False),

@@ -20,7 +20,7 @@ from fhir_server.auth import login_store
 from fhir_server.auth.auth_schema import codes, launches, pending, sessions
 from fhir_server.auth.discovery import AuthUrls
 from fhir_server.auth.registry import Client, User, get_client, get_user
-from fhir_server.auth.scopes import ScopeSet, negotiate, parse_scopes
+from fhir_server.auth.scopes import ScopeSet, negotiate, parse_scopes, patient_account_scope
 from fhir_server.auth.tokens import digest, new_secret
 from fhir_server.storage.db import Database
 
@@ -244,12 +244,17 @@ def _take_launch(db: Database, handle: str, client_id: str) -> dict[str, Any] | 
 def issue_code(
     db: Database, urls: AuthUrls, req: PendingRequest, user: User, patient: str | None,
 ) -> str:
-    """Create the authorization code for an approved request; returns the redirect URL."""
+    """Create the authorization code for an approved request; returns the redirect URL.
+    A patient account always acts for its own Patient, with patient scopes only."""
     launch = req.launch or {}
     scope = parse_scopes(req.scope)
+    if user.patient_id is not None:
+        scope = patient_account_scope(scope)
+        launch = {}
+        patient = user.patient_id
     grant: dict[str, Any] = {
         "grant_id": secrets.token_hex(16),
-        "scope": req.scope,
+        "scope": scope.render(),
         "user": user.username,
         "fhir_user": user.fhir_user,
         "organization": user.organization,
@@ -258,7 +263,8 @@ def issue_code(
         "aud": urls.fhir_base,
         "nonce": req.nonce,
     }
-    if scope.contexts() & {"patient"} or scope.has("launch/patient") or launch.get("patient"):
+    if scope.contexts() & {"patient"} or scope.has("launch/patient") or launch.get("patient") \
+            or user.patient_id is not None:
         grant["patient"] = launch.get("patient") or patient
     if launch.get("encounter"):
         grant["encounter"] = launch["encounter"]
@@ -266,7 +272,7 @@ def issue_code(
         grant["fhirContext"] = launch["fhirContext"]
     if launch.get("intent"):
         grant["intent"] = launch["intent"]
-    grant["need_patient_banner"] = req.launch is None
+    grant["need_patient_banner"] = not launch
     grant["smart_style_url"] = urls.style
     code = new_secret()
     with db.write() as conn:

@@ -15,6 +15,7 @@ from typing import Any
 from fhir_server.auth import login_store
 from fhir_server.auth.demo_tokens import fetch_token, generate_key_pair
 from fhir_server.auth.registry import (
+    check_reference,
     deactivate_client,
     deactivate_user,
     save_client,
@@ -22,6 +23,7 @@ from fhir_server.auth.registry import (
 )
 from fhir_server.config import Settings
 from fhir_server.storage.db import Database
+from fhir_server.storage.repository import Repository
 
 
 def add_user(
@@ -102,9 +104,32 @@ def _read_secret(path: Path) -> str:
     return value
 
 
+def add_patient_user(db: Database, username: str, password: str, patient: str) -> None:
+    """Create or replace a patient's account, bound to their Patient/ID on this server
+    (ValueError when no such Patient is stored)."""
+    check_reference("patient", patient)
+    res_id = patient.split("/", 1)[1]
+    with db.write() as conn:
+        stored = Repository(conn).read("Patient", res_id)
+        if stored is None or stored.deleted:
+            raise ValueError(f"{patient} is not stored on this server")
+        save_user(conn, username=username, password=password, patient=patient)
+
+
 def _users_add(args: argparse.Namespace, db: Database) -> int:
-    add_user(db, args.username, _read_secret(Path(args.password_file)), args.practitioner,
-             args.organization, args.practitioner_role, args.admin, args.manager)
+    password = _read_secret(Path(args.password_file))
+    if args.patient:
+        if (args.practitioner or args.organization or args.practitioner_role or args.admin
+                or args.manager):
+            raise ValueError("--patient cannot be combined with --practitioner, "
+                             "--organization, --practitioner-role, --admin or --manager")
+        add_patient_user(db, args.username, password, args.patient)
+        print(f"patient account {args.username} saved ({args.patient})")
+        return 0
+    if not (args.practitioner and args.organization):
+        raise ValueError("give --practitioner and --organization (staff) or --patient")
+    add_user(db, args.username, password, args.practitioner, args.organization,
+             args.practitioner_role, args.admin, args.manager)
     print(f"user {args.username} saved ({args.practitioner}, {args.organization})")
     return 0
 
@@ -176,8 +201,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     ua = users_sub.add_parser("add", help="create or replace a user")
     ua.add_argument("--username", required=True)
     ua.add_argument("--password-file", required=True, help="file holding the password")
-    ua.add_argument("--practitioner", required=True, help="Practitioner/ID")
-    ua.add_argument("--organization", required=True, help="Organization/ID")
+    ua.add_argument("--practitioner", help="Practitioner/ID (staff)")
+    ua.add_argument("--organization", help="Organization/ID (staff)")
+    ua.add_argument("--patient", help="Patient/ID: a patient's own account (no organization)")
     ua.add_argument("--practitioner-role", help="PractitionerRole/ID")
     ua.add_argument("--admin", action="store_true", help="may read the audit log")
     ua.add_argument("--manager", action="store_true",

@@ -20,6 +20,7 @@ _REF = {
     "organization": re.compile(r"^Organization/[A-Za-z0-9\-.]{1,64}$"),
     "practitioner": re.compile(r"^Practitioner/[A-Za-z0-9\-.]{1,64}$"),
     "practitioner_role": re.compile(r"^PractitionerRole/[A-Za-z0-9\-.]{1,64}$"),
+    "patient": re.compile(r"^Patient/[A-Za-z0-9\-.]{1,64}$"),
 }
 
 
@@ -46,13 +47,14 @@ class Client:
 
 @dataclass(frozen=True)
 class User:
-    """A local user account linked to a Practitioner (and role) and an Organization."""
+    """A local user account: staff (a Practitioner, optionally their role, and an
+    Organization) or a patient (their Patient, no organization)."""
 
     username: str
     password_hash: str
     fhir_user: str
     practitioner_role: str | None
-    organization: str
+    organization: str | None
     is_admin: bool
     is_manager: bool = False
 
@@ -61,6 +63,12 @@ class User:
         """What the account may manage, as the id_token's `roles` claim carries it."""
         return [role for role, held in (("administrator", self.is_admin),
                                         ("manager", self.is_manager)) if held]
+
+    @property
+    def patient_id(self) -> str | None:
+        """The id of the account's own Patient, for a patient account."""
+        return self.fhir_user.split("/", 1)[1] if self.fhir_user.startswith("Patient/") \
+            else None
 
 
 def check_reference(kind: str, value: str) -> str:
@@ -163,24 +171,43 @@ def save_client(
     )
 
 
+USERNAME = re.compile(r"^[A-Za-z0-9_.@\-]{1,200}$")
+MIN_PASSWORD = 8
+
+
+def check_new_credentials(username: str, password: str) -> None:
+    """The rules for a new account's username and password (ValueError)."""
+    if not USERNAME.match(username or ""):
+        raise ValueError("username may contain letters, digits and _ . @ - only")
+    if len(password) < MIN_PASSWORD:
+        raise ValueError(f"password must have at least {MIN_PASSWORD} characters")
+
+
 def save_user(
     conn: Connection,
     *,
     username: str,
     password: str,
-    practitioner: str,
-    organization: str,
+    practitioner: str | None = None,
+    organization: str | None = None,
     practitioner_role: str | None = None,
     is_admin: bool = False,
     is_manager: bool = False,
+    patient: str | None = None,
 ) -> None:
-    """Insert or replace a user account (password hashed with scrypt)."""
-    if not re.match(r"^[A-Za-z0-9_.@\-]{1,200}$", username or ""):
-        raise ValueError("username may contain letters, digits and _ . @ - only")
-    if len(password) < 8:
-        raise ValueError("password must have at least 8 characters")
-    check_reference("practitioner", practitioner)
-    check_reference("organization", organization)
+    """Insert or replace a user account (password hashed with scrypt): staff with
+    `practitioner` and `organization`, or a patient with `patient` alone (a patient account
+    has no organization, no role and is never an administrator)."""
+    check_new_credentials(username, password)
+    if patient is not None:
+        if practitioner or organization or practitioner_role or is_admin or is_manager:
+            raise ValueError("a patient account has no practitioner, organization, role, "
+                             "administrator or manager right")
+        check_reference("patient", patient)
+        practitioner = patient
+    else:
+        check_reference("practitioner", practitioner or "")
+        check_reference("organization", organization or "")
     if practitioner_role:
         check_reference("practitioner_role", practitioner_role)
     end_user_access(conn, username)  # tokens and sessions carried the old registration

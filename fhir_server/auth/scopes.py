@@ -217,3 +217,16 @@ def is_subset(requested: ScopeSet, granted: ScopeSet) -> bool:
             ):
                 return False
     return True
+
+
+#: What a patient account may be granted besides `patient/` scopes.
+PATIENT_ACCOUNT_SCOPES = frozenset({"openid", "fhirUser", "profile", "online_access",
+                                    "offline_access", "launch/patient"})
+
+
+def patient_account_scope(scope: ScopeSet) -> ScopeSet:
+    """The part of `scope` a patient account may hold: its `patient/` scopes (bound to its
+    own Patient) and sign-in scopes. Never `user/` or `system/` scopes: a patient has no
+    organization, so those would not be narrowed to anything."""
+    return ScopeSet(tuple(s for s in scope.resource if s.context == "patient"),
+                    frozenset(scope.other & PATIENT_ACCOUNT_SCOPES))

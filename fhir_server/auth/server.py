@@ -27,6 +27,7 @@ from fhir_server.auth.grants import TokenService, introspect, revoke
 from fhir_server.auth.keys import load_keys
 from fhir_server.auth.pages import approval_page, error_page, login_page
 from fhir_server.auth.registry import Client, User, get_client
+from fhir_server.auth.scopes import parse_scopes, patient_account_scope
 from fhir_server.auth.tokens import lookup_token
 from fhir_server.config import Settings
 from fhir_server.storage.db import Connection, Database
@@ -144,17 +145,22 @@ def create_auth_blueprint(
         user = az.session_user(db, sid)
         if user is None or sid is None:
             return _html(login_page(f"{auth_path}/login", continue_url(rid)))
+        own = user.patient_id  # a patient account: the patient is always themselves
         query = request.args.get("q", "")
-        patients = patient_lookup(user, query) if (req.needs_patient and query) else []
+        patients = (patient_lookup(user, query)
+                    if (req.needs_patient and query and not own) else [])
         with db.read() as conn:
             client = get_client(conn, req.client_id)
+        scopes = req.scope.split() if own is None else \
+            patient_account_scope(parse_scopes(req.scope)).render().split()
         return _html(approval_page(
             client=(client.name if client and client.name else req.client_id),
-            user=user.username, organization=user.organization, scopes=req.scope.split(),
-            needs_patient=req.needs_patient, patients=patients, q=query, rid=rid,
+            user=user.username, organization=user.organization or "your own record",
+            scopes=scopes, needs_patient=req.needs_patient and own is None,
+            patients=patients, q=query, rid=rid,
             csrf=az.csrf_token(sid, rid), action=f"{auth_path}/approve",
             action_continue=f"{auth_path}/authorize/continue",
-            patient=(req.launch or {}).get("patient"),
+            patient=own or (req.launch or {}).get("patient"),
         ))
 
     @bp.post(f"{auth_path}/login")
@@ -223,7 +229,7 @@ def create_auth_blueprint(
             deny.description = "The launch was started by another user"
             return redirect(deny.location(), 302)
         patient = None
-        if req.needs_patient:
+        if req.needs_patient and user.patient_id is None:
             patient = request.form.get("patient", "")
             found = {p.get("id") for p in patient_lookup(user, request.form.get("q", ""))}
             if not patient or patient not in found:
@@ -241,6 +247,11 @@ def create_auth_blueprint(
         if user is None:
             here = f"{auth_path}/launch?" + urlencode(list(request.values.items(multi=True)))
             return _html(login_page(f"{auth_path}/login", here), 401)
+        if user.patient_id is not None:
+            audit_event("launch", OUTCOME_DENIED,
+                        f"patient account {user.username} may not start an EHR launch")
+            return Response(error_page("access_denied", "A patient account cannot launch "
+                                       "apps for other patients"), 403, mimetype="text/html")
         with db.read() as conn:
             client = get_client(conn, request.values.get("client_id", ""))
         if client is None or not client.launch_uri:

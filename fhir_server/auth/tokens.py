@@ -22,7 +22,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from fhir_server.auth.auth_schema import tokens
 from fhir_server.auth.context import AccessContext
 from fhir_server.auth.keys import ServerKeys
-from fhir_server.auth.scopes import parse_scopes
+from fhir_server.auth.scopes import parse_scopes, patient_account_scope
 
 ACCESS_LIFETIME = 3600  # user-delegated access tokens (SMART: SHOULD be <= 1 hour)
 BACKEND_LIFETIME = 300  # Backend Services access tokens (SMART: SHOULD be <= 300 s)
@@ -133,19 +133,25 @@ def revoke_token_id(conn: Connection, token_id: str) -> None:
 
 
 def context_from_grant(record: TokenRecord) -> AccessContext:
-    """The AccessContext an access token stands for."""
+    """The AccessContext an access token stands for. A patient account's token acts for its
+    own Patient with patient scopes only, whatever its grant says."""
     g = record.grant
+    fhir_user = str(g.get("fhir_user") or "")
+    scopes = parse_scopes(g.get("scope", ""))
+    patient = g.get("patient")
+    if fhir_user.startswith("Patient/"):
+        scopes, patient = patient_account_scope(scopes), fhir_user.split("/", 1)[1]
     return AccessContext(
         client_id=record.client_id,
         user=g.get("user"),
         fhir_user=g.get("fhir_user"),
-        organization=g.get("organization"),
-        patient=g.get("patient"),
+        organization=None if fhir_user.startswith("Patient/") else g.get("organization"),
+        patient=patient,
         encounter=g.get("encounter"),
-        scopes=parse_scopes(g.get("scope", "")),
+        scopes=scopes,
         token_id=record.token_id,
         fhir_context=tuple(g.get("fhirContext") or ()),
-        is_admin=bool(g.get("is_admin")),
+        is_admin=bool(g.get("is_admin")) and not fhir_user.startswith("Patient/"),
     )
 
 

@@ -71,17 +71,36 @@ def _patient_ref(resource: dict, key: str = "subject") -> str | None:
     return ref if isinstance(ref, str) and ref.startswith("Patient/") else None
 
 
-def _requester_org(conn: Connection, qr: dict) -> str | None:
-    author = (qr.get("author") or {}).get("reference")
-    if not isinstance(author, str):
+def _organization_of(conn: Connection, ref: Any) -> str | None:
+    """The Organization an Organization or PractitionerRole reference stands for."""
+    if not isinstance(ref, str):
         return None
-    if author.startswith("Organization/"):
-        return author
-    if author.startswith("PractitionerRole/"):
-        role = Repository(conn).read("PractitionerRole", author.split("/", 1)[1])
+    if ref.startswith("Organization/"):
+        return ref
+    if ref.startswith("PractitionerRole/"):
+        role = Repository(conn).read("PractitionerRole", ref.split("/", 1)[1])
         if role is not None and not role.deleted:
             org = (role.resource().get("organization") or {}).get("reference")
             return org if isinstance(org, str) else None
+    return None
+
+
+def _requester_org(conn: Connection, qr: dict) -> str | None:
+    """Who must assess the risk: the organization of the response's author, else (a patient
+    answering at home) the organization that requested the care the response is based on
+    (`basedOn` ServiceRequest's requester)."""
+    found = _organization_of(conn, (qr.get("author") or {}).get("reference"))
+    if found:
+        return found
+    for based in qr.get("basedOn") or []:
+        ref = based.get("reference") if isinstance(based, dict) else None
+        if isinstance(ref, str) and ref.startswith("ServiceRequest/"):
+            request = Repository(conn).read("ServiceRequest", ref.split("/", 1)[1])
+            if request is not None and not request.deleted:
+                found = _organization_of(conn, (request.resource().get("requester") or {})
+                                         .get("reference"))
+                if found:
+                    return found
     return None
 
 

@@ -19,6 +19,7 @@ from fhir_server.web.sealing import Sealer
 APPS: tuple[str, ...] = (
     "fhir_server.web.clinician",
     "fhir_server.web.dashboard",
+    "fhir_server.web.patient",
 )
 
 

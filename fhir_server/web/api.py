@@ -201,3 +201,18 @@ def next_link(bundle: dict | None) -> str | None:
         if link.get("relation") == "next":
             return link.get("url")
     return None
+
+
+def operation_parts(parameters: dict | None, name: str) -> list[dict]:
+    """The parts of each `name` parameter of a Parameters resource, as {part name: value}
+    (e.g. the events of `$timeline`)."""
+    out = []
+    for param in (parameters or {}).get("parameter") or []:
+        if param.get("name") != name:
+            continue
+        parts: dict = {}
+        for part in param.get("part") or []:
+            parts[part.get("name")] = next(
+                (v for k, v in part.items() if k.startswith("value")), None)
+        out.append(parts)
+    return out

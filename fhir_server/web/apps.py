@@ -25,8 +25,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request
+from flask_babel import gettext as _
 
-from fhir_server.web import smart
+from fhir_server.web import i18n, smart
 from fhir_server.web.api import ApiError, FhirApi, ServerDown, TokenRejected, entries
 from fhir_server.web.config import WebConfig
 from fhir_server.web.forms import FormState, kept_values
@@ -36,9 +37,12 @@ from fhir_server.web.sealing import Sealer
 from fhir_server.web.session import CookieJar, User, WebSession
 from fhir_server.web.smart import Endpoints, LaunchError, Pending, Tokens
 from fhir_server.web.transport import InProcess, OverHttp, Transport
+from fhir_server.web.words import display_name
+from mappers.reminder_preferences import preferred_language
 
 log = logging.getLogger("fhir_server.web")
 DISCOVERY_TTL = 3600.0
+LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
 _discovered: dict[str, tuple[float, Endpoints]] = {}
 
 
@@ -56,6 +60,7 @@ class AppSpec:
     nav: tuple[tuple[str, str], ...] = ()  # (endpoint, label) shown in the header
     patient_home: str = ""  # endpoint taking `patient_id`, opened after a patient launch
     roles: tuple[str, ...] = ()  # who may use it (id_token `roles`); empty: every user
+    languages: tuple[str, ...] = ("en",)  # page languages (message catalogues in i18n.py)
 
 
 @dataclass
@@ -236,6 +241,8 @@ def finish_hub_sign_in(pending: Pending, form: dict[str, Any]) -> Response:
 def load_user(api: FhirApi, tokens: Tokens) -> User:
     """The user's name, role and organization, read through the API."""
     user = User(username=tokens.username, fhir_user=tokens.fhir_user)
+    if tokens.fhir_user.startswith("Patient/"):
+        return _load_patient_user(api, user)
     if not tokens.fhir_user.startswith(("Practitioner/", "PractitionerRole/")):
         return user
     try:
@@ -259,6 +266,19 @@ def load_user(api: FhirApi, tokens: Tokens) -> User:
         names.want(user.organization)
         names.fetch()
         user.organization_name = names.name(user.organization, "")
+    return user
+
+
+def _load_patient_user(api: FhirApi, user: User) -> User:
+    """A patient signed in for themselves: their name, birth date and language."""
+    try:
+        patient = api.read(user.fhir_user)
+    except ApiError as exc:
+        log.info("could not read the record of %s: %s", user.fhir_user, exc.message)
+        return user
+    user.name = display_name(patient)
+    user.birth_date = str(patient.get("birthDate") or "")
+    user.language = preferred_language(patient)
     return user
 
 
@@ -308,6 +328,11 @@ def app_blueprint(spec: AppSpec, config: WebConfig, sealer: Sealer,
         here: Current | None = g.get("web_current")
         if here is not None and here.session.changed:
             jar.save(response, here.session, _secure())
+        asked = request.args.get("lang", "")
+        if len(spec.languages) > 1 and asked in spec.languages:
+            response.set_cookie(i18n.COOKIE, asked, max_age=LANGUAGE_COOKIE_AGE,
+                                path=spec.path, httponly=True, samesite="Lax",
+                                secure=_secure())
         targets = []
         cached = _discovered.get(hub_base(config)) if here else None
         if cached:
@@ -321,22 +346,23 @@ def app_blueprint(spec: AppSpec, config: WebConfig, sealer: Sealer,
     @bp.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
         if exc.status in (404, 410):
-            return error_page(404, "Not found", "This record does not exist, or it is not "
-                              "visible to your organization.", "Go back to the list and "
-                              "open it from there.")
+            return error_page(404, _("Not found"), _(
+                "This record does not exist, or it is not visible to you."),
+                _("Go back to the list and open it from there."))
         if exc.status == 403:
-            return error_page(403, "Not allowed", exc.message,
-                              "Ask your administrator for access.")
+            return error_page(403, _("Not allowed"), exc.message,
+                              _("Ask your administrator for access."))
         log.info("API error %s on %s: %s", exc.status, exc.url, exc.message)
-        return error_page(502 if exc.status >= 500 else exc.status, "The server refused",
-                          exc.message, "Check what you entered and try again.")
+        return error_page(502 if exc.status >= 500 else exc.status, _("The server refused"),
+                          exc.message, _("Check what you entered and try again."))
 
     @bp.errorhandler(ServerDown)
     def _down(exc: ServerDown) -> Response:
-        return error_page(502, "A server did not answer",
-                          f"{origin_of(exc.url)} did not answer ({exc.why}).",
-                          "Try again in a minute. If it keeps happening, tell your IT help "
-                          "desk which server is named here.", origin_of(exc.url))
+        return error_page(502, _("A server did not answer"),
+                          _("%(server)s did not answer (%(why)s).", server=origin_of(exc.url),
+                            why=exc.why),
+                          _("Try again in a minute. If it keeps happening, tell your IT help "
+                            "desk which server is named here."), origin_of(exc.url))
 
     @bp.errorhandler(LaunchError)
     def _launch_error(exc: LaunchError) -> Response:
@@ -345,11 +371,11 @@ def app_blueprint(spec: AppSpec, config: WebConfig, sealer: Sealer,
             what = (f"Check that {exc.server or 'the other server'} is running, then start "
                     "the app again. If it keeps happening, call your IT help desk and give "
                     "them this message.")
-            return error_page(502, "The other system could not be used", exc.message, what,
-                              exc.server)
-        return error_page(exc.status, "Sign-in or launch refused", exc.message,
-                          "Start the app again from your EHR, or sign in from the start "
-                          "page.", exc.server)
+            return error_page(502, _("The other system could not be used"), exc.message,
+                              what, exc.server)
+        return error_page(exc.status, _("Sign-in or launch refused"), exc.message,
+                          _("Start the app again from your EHR, or sign in from the start "
+                            "page."), exc.server)
 
     @bp.get("/login")
     def login() -> Response:
@@ -410,7 +436,7 @@ def _check_csrf(here: Current) -> Response | None:
     if not here.session.signed_in:
         return _back_to_sign_in()  # the form is kept; it is never submitted on its own
     if not sent or not hmac.compare_digest(sent, here.session.csrf):
-        return error_page(400, "This form is out of date",
-                          "The form was not sent by this page in this session.",
-                          "Go back, reload the page and send the form again.")
+        return error_page(400, _("This form is out of date"),
+                          _("The form was not sent by this page in this session."),
+                          _("Go back, reload the page and send the form again."))
     return None

@@ -84,6 +84,12 @@ class FormState:
     def has_errors(self) -> bool:
         return bool(self.errors or self.general)
 
+    @classmethod
+    def posted(cls, form: Mapping[str, str]) -> FormState:
+        """The values of a submitted form (every value of each field, no CSRF value)."""
+        return cls(values={k: form.getlist(k) for k in form  # type: ignore[attr-defined]
+                           if k not in NOT_KEPT})
+
 
 @dataclass(frozen=True)
 class FieldMap:

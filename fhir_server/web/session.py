@@ -34,6 +34,8 @@ class User:
     organization: str = ""  # Organization/x
     organization_name: str = ""
     roles: list[str] = field(default_factory=list)  # id_token `roles`: manager, administrator
+    language: str = ""  # preferred page language (a patient's `communication`), if known
+    birth_date: str = ""  # a patient's, for the patient banner
 
     @property
     def label(self) -> str:

@@ -5,22 +5,32 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, request
 
-from fhir_server.web import words
+from fhir_server.web import i18n, words
 from fhir_server.web.api import ApiError, FhirApi, ServerDown
 from fhir_server.web.apps import AppSpec, hub_base, hub_transport, render
 from fhir_server.web.config import WebConfig
 from fhir_server.web.headers import protect
 
 
+def csrf_value() -> str:
+    """The CSRF value of the signed-in session of the app serving this request ('' outside
+    an app)."""
+    here = g.get("web_current")
+    return here.session.csrf if here is not None else ""
+
+
 def site_blueprint(config: WebConfig, apps: list[AppSpec]) -> Blueprint:
     """`/`, `/docs` and the static files."""
     bp = Blueprint("web", __name__, template_folder="templates", static_folder="static",
                    static_url_path="/static/web")
+    bp.record_once(lambda state: i18n.init_app(state.app))
 
     for name, func in (("ago", words.when), ("day", words.day), ("day_time", words.day_time),
                        ("priority", words.priority_words), ("task_status", words.task_status),
-                       ("concept", words.concept_text)):
+                       ("concept", words.concept_text), ("long_day", i18n.long_day)):
         bp.add_app_template_filter(func, name)
+
+    bp.add_app_template_global(csrf_value, "csrf_value")
 
     @bp.after_app_request
     def _headers(response: Response) -> Response:

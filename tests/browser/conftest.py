@@ -4,7 +4,8 @@ axe-core (npm) injected into pages, screenshots saved by the run.
 * `chromium`: one browser for the whole run; skipped with a clear message when
   `/usr/bin/chromium` or Playwright is missing, except under CI (CI=true), where that fails.
 * `web_server` (from tests.web_support): the server with auth on, one per module.
-* `browser_page`: a fresh context (desktop size) per test; `sign_in(page, server, user)`.
+* `browser_page`: a fresh context (desktop size) per test; `phone_page` the same at 390 px
+  with touch; `sign_in(page, server, user)`.
 * `check(page, name)`: saves `<SCREENSHOT_DIR>/<module>/<name>.png` (default
   `var/screenshots`), runs axe-core (no serious or critical violation), and checks that the
   page has no horizontal scroll at 390 px, and that no script error or CSP violation was
@@ -56,10 +57,9 @@ def chromium():
         browser.close()
 
 
-@pytest.fixture
-def browser_page(chromium):
-    """A new browser context and page (1280 x 900) for one test."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+def _pages(chromium, **context_options):
+    """A new browser context and its page, collecting script errors and CSP violations."""
+    context = chromium.new_context(**context_options)
     page = context.new_page()
     page.set_default_timeout(20_000)
     problems: list[str] = []
@@ -68,6 +68,19 @@ def browser_page(chromium):
     page.console_errors = problems
     yield page
     context.close()
+
+
+@pytest.fixture
+def browser_page(chromium):
+    """A new browser context and page (1280 x 900) for one test."""
+    yield from _pages(chromium, viewport={"width": 1280, "height": 900})
+
+
+@pytest.fixture
+def phone_page(chromium):
+    """A new phone-sized page (390 x 844, touch) for one test: pages built mobile first."""
+    yield from _pages(chromium, viewport={"width": PHONE_WIDTH, "height": 844},
+                      is_mobile=True, has_touch=True)
 
 
 def sign_in(page, server: WebServer, username: str, start: str = "/app/login",

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from flask import Blueprint, Response, request
 
 from fhir_server.web import words
-from fhir_server.web.api import ApiError, entries, next_link
+from fhir_server.web.api import ApiError, entries, next_link, operation_parts
 from fhir_server.web.apps import current, render, signed_in
 from fhir_server.web.clinician.follow_ups import follow_ups, follow_ups_in
 from fhir_server.web.clinician.referrals import ReferralRow, referral_rows
@@ -186,7 +186,7 @@ def load_referral(task_id: str) -> dict:
                if isinstance(o.get("valueReference"), dict)]
     for ref in outputs:
         names.want(ref)
-    events = _timeline_parts(timeline)
+    events = operation_parts(timeline, "event")
     for part in events:
         names.want(part.get("by"))
         names.want(part.get("owner"))
@@ -200,19 +200,6 @@ def load_referral(task_id: str) -> dict:
             "outcome": _outcome(names, outputs), "version": _version(rows),
             "patient_id": rows[0].patient_id, "notes": [n.get("text") for n in
                                                        sr.get("note") or [] if n.get("text")]}
-
-
-def _timeline_parts(timeline: dict) -> list[dict]:
-    out = []
-    for param in timeline.get("parameter") or []:
-        if param.get("name") != "event":
-            continue
-        parts: dict = {}
-        for part in param.get("part") or []:
-            value = next((v for k, v in part.items() if k.startswith("value")), None)
-            parts[part.get("name")] = value
-        out.append(parts)
-    return out
 
 
 def _org_in_display(by: dict | None) -> str | None:
