@@ -208,6 +208,27 @@ class Settings:
         "FHIR_SERVER_APP_SCOPE", "scopes asked of an external EHR besides launch", group="app")
     app_timeout: float = setting(10.0, "FHIR_SERVER_APP_TIMEOUT",
                                  "seconds for each call to another server", group="app")
+    # -- patient reminders (fhir_server/reminders/README.md) -----------------------------
+    reminder_link: str = setting(
+        "", "FHIR_SERVER_REMINDER_LINK",
+        "the only link patient reminders carry (empty: <root of FHIR_SERVER_BASE_URL>/me/)",
+        group="reminders")
+    reminder_quiet_hours: str = setting(
+        "21:00-08:00", "FHIR_SERVER_REMINDER_QUIET_HOURS",
+        "no patient reminder is sent between these local times (empty: never quiet)",
+        group="reminders")
+    reminder_timezone: str = setting("America/New_York", "FHIR_SERVER_REMINDER_TIMEZONE",
+                                     "the IANA time zone of the quiet hours",
+                                     group="reminders")
+    sms_url: str = setting(
+        "", "FHIR_SERVER_SMS_URL",
+        "HTTP SMS gateway for patient reminders: POST JSON {to, from, text} with a bearer "
+        "token (empty: e-mail only)", group="reminders")
+    sms_token_file: str = setting("", "FHIR_SERVER_SMS_TOKEN_FILE",
+                                  "file holding the gateway's credential (never the "
+                                  "environment)", group="reminders")
+    sms_sender: str = setting("", "FHIR_SERVER_SMS_FROM", "the sender number of text messages",
+                              group="reminders")
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

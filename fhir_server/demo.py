@@ -1,7 +1,8 @@
 """`python -m fhir_server demo-clients`: Backend Services clients for the organizations of
 the loaded examples, with key pairs generated locally under var/demo/ (never committed),
-and the commands that get a token for each; and one staff account per organization for the
-apps (a Practitioner with a PractitionerRole, password generated into var/demo/)."""
+and the commands that get a token for each; one staff account per organization for the
+apps (a Practitioner with a PractitionerRole, password generated into var/demo/); and the
+example patient's own account for the patient's pages (`demo-patient`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 import secrets
 from pathlib import Path
 
-from fhir_server.auth.cli import add_client, add_user
+from fhir_server.auth.cli import add_client, add_patient_user, add_user
 from fhir_server.auth.demo_tokens import generate_key_pair, token_help
 from fhir_server.config import Settings
 from fhir_server.storage.db import Database
@@ -29,6 +30,8 @@ DEMO_USERS = {
     "demo-manager": ("1457398021", "Morgan", "Lee"),  # the clinic's manager: /dashboard
 }
 DEMO_MANAGERS = frozenset({"demo-manager"})
+#: the example patient (examples/referral-bundle-1.json) and her account
+DEMO_PATIENT = ("demo-patient", "http://hospital.example.org/mrn|MRN-204-7731")
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -96,15 +99,13 @@ def setup_demo_users(settings: Settings, key_dir: Path) -> list[str]:
                 "resourceType": "PractitionerRole", "id": role, "active": True,
                 "practitioner": {"reference": f"Practitioner/{practitioner}"},
                 "organization": {"reference": f"Organization/{ids[0]}"}})
-            secret_file = key_dir / f"{username}.password"
-            if not secret_file.exists():
-                secret_file.write_text(secrets.token_urlsafe(12))
-                secret_file.chmod(0o600)
+            secret_file = _password_file(key_dir, username)
             add_user(services.db, username, secret_file.read_text().strip(),
                      f"Practitioner/{practitioner}", f"Organization/{ids[0]}",
                      practitioner_role=f"PractitionerRole/{role}",
                      manager=username in DEMO_MANAGERS)
             lines.append(f"user {username}: password in {secret_file}")
+        lines.append(_demo_patient(services.db, key_dir))
     finally:
         services.db.dispose()
     return lines
@@ -124,3 +125,24 @@ def _put(call, resource: dict) -> None:  # type: ignore[no-untyped-def]
                                                                     resource):
         return
     crud.update(call, res_type, res_id, resource)
+
+
+def _demo_patient(db: Database, key_dir: Path) -> str:
+    """The example patient's own account (for `/me`)."""
+    username, identifier = DEMO_PATIENT
+    with db.read() as conn:
+        ids = find_ids(conn, "Patient", [("identifier", identifier)])
+    if not ids:
+        return f"(no Patient {identifier}: load examples/ first)"
+    secret_file = _password_file(key_dir, username)
+    add_patient_user(db, username, secret_file.read_text().strip(), f"Patient/{ids[0]}")
+    return f"patient {username}: password in {secret_file} (sign in at /me/)"
+
+
+def _password_file(key_dir: Path, username: str) -> Path:
+    """var/demo/<username>.password, made once with a random password."""
+    secret_file = key_dir / f"{username}.password"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_urlsafe(12))
+        secret_file.chmod(0o600)
+    return secret_file

@@ -17,6 +17,7 @@ from fhir_server.features import (
     directory,
     outcomes,
     profiles,
+    reminders,
     screening,
     subscriptions,
     web_apps,
@@ -29,7 +30,7 @@ from fhir_server.storage.db import Database
 
 #: Installed in this order; their write hooks run in phase order (`python -m fhir_server hooks`).
 FEATURES = (auth, profiles, workflow, coordination, screening, outcomes, subscriptions,
-            directory)
+            directory, reminders)
 #: The check-phase hook that refuses references the writer may not read (422).
 REFERENCE_CHECK = "access.references-readable"
 

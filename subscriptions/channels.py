@@ -94,23 +94,38 @@ def send_rest_hook(spec: SubscriptionSpec, body: bytes) -> int:
     return resp.status
 
 
+def text_email(smtp: SmtpSettings, to: str, subject: str, text: str,
+               language: str = "") -> EmailMessage:
+    """A plain-text e-mail from the configured sender."""
+    msg = EmailMessage()
+    msg["From"] = smtp.sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg.set_content(text)  # clears Content-* headers: set Content-Language after it
+    if language:
+        msg["Content-Language"] = language
+    return msg
+
+
+def send_mail(smtp: SmtpSettings, msg: EmailMessage, timeout: float = 10.0) -> None:
+    """Hand one message to the SMTP server (raises DeliveryError)."""
+    try:
+        with smtplib.SMTP(smtp.host, smtp.port, timeout=timeout) as client:
+            client.send_message(msg)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise DeliveryError(f"SMTP delivery to {msg['To']} failed: {exc}") from exc
+
+
 def send_email(spec: SubscriptionSpec, body: bytes, subject: str, summary: str,
                smtp: SmtpSettings) -> None:
     """Mail a short human-readable summary with the notification bundle attached."""
-    msg = EmailMessage()
-    msg["From"] = smtp.sender
-    msg["To"] = spec.endpoint.removeprefix("mailto:").split("?")[0]
-    msg["Subject"] = subject
-    msg.set_content(summary)
+    msg = text_email(smtp, spec.endpoint.removeprefix("mailto:").split("?")[0], subject,
+                     summary)
     maintype, _, subtype = spec.payload_mime.partition("/")
     ext = "xml" if spec.is_xml else "json"
     msg.add_attachment(body, maintype=maintype, subtype=subtype,
                        filename=f"notification.{ext}")
-    try:
-        with smtplib.SMTP(smtp.host, smtp.port, timeout=spec.timeout) as client:
-            client.send_message(msg)
-    except (OSError, smtplib.SMTPException) as exc:
-        raise DeliveryError(f"SMTP delivery to {msg['To']} failed: {exc}") from exc
+    send_mail(smtp, msg, spec.timeout)
 
 
 def deliver(spec: SubscriptionSpec, bundle: dict[str, Any], smtp: SmtpSettings,

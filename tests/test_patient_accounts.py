@@ -131,3 +131,20 @@ def test_a_patient_token_is_bound_to_its_own_record_whatever_the_grant_says():
     ctx = context_from_grant(TokenRecord("t", "access", "g", "c", grant, 0, 0))
     assert ctx.patient == "me" and ctx.organization is None and not ctx.is_admin
     assert {s.context for s in ctx.scopes.resource} == {"patient"}
+
+
+def test_make_run_makes_the_example_patients_account(web_server, tmp_path):
+    """`make run` (demo-clients) gives the example patient an account for /me."""
+    from pathlib import Path
+
+    from fhir_server.demo import setup_demo_users
+    from fhir_server.loader import load_files
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    load_files(web_server.settings, [examples / "referral-bundle-1.json"])
+    lines = setup_demo_users(web_server.settings, tmp_path)
+    assert "patient demo-patient: password in" in "\n".join(lines)
+    with web_server.db.read() as conn:
+        account = get_user(conn, "demo-patient")
+    assert account.fhir_user.startswith("Patient/") and account.organization is None
+    assert (tmp_path / "demo-patient.password").stat().st_mode & 0o077 == 0

@@ -24,6 +24,7 @@ from fhir_server.auth.registry import (
 from fhir_server.config import Settings
 from fhir_server.storage.db import Database
 from fhir_server.storage.repository import Repository
+from subscriptions.channels import SmtpSettings
 
 
 def add_user(
@@ -134,6 +135,30 @@ def _users_add(args: argparse.Namespace, db: Database) -> int:
     return 0
 
 
+def _users_invite(args: argparse.Namespace, db: Database) -> int:
+    from fhir_server.auth.invitations import create_invitation, join_link, send_invitation
+    from fhir_server.config import Settings
+    from fhir_server.features.web_apps import public_root
+
+    check_reference("patient", args.patient)
+    settings = Settings.from_env()
+    root = (args.link_base or public_root(settings.base_url) or "").rstrip("/")
+    if not root:
+        raise ValueError("give --link-base https://your-server (or set FHIR_SERVER_BASE_URL): "
+                         "the link must work from the patient's phone")
+    invitation = create_invitation(db, args.patient, args.days)
+    link = join_link(root, invitation.code)
+    if args.print_link:
+        print(f"invitation for {args.patient} (valid {args.days} days; give it only to the "
+              f"patient):\n{link}")
+        return 0
+    smtp = SmtpSettings(settings.smtp_host, settings.smtp_port, settings.smtp_from)
+    send_invitation(smtp, invitation, link, args.days)
+    print(f"invitation for {args.patient} e-mailed to the address on file, valid "
+          f"{args.days} days")
+    return 0
+
+
 def _clients_add(args: argparse.Namespace, db: Database) -> int:
     jwks = json.loads(Path(args.jwks).read_text()) if args.jwks else None
     secret = _read_secret(Path(args.secret_file)) if args.secret_file else None
@@ -216,6 +241,15 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     uu.add_argument("--username", help="the locked account")
     uu.add_argument("--address", help="the locked network address")
     uu.set_defaults(auth_handler=_users_unlock)
+    ui = users_sub.add_parser("invite", help="e-mail a patient a one-time link to make "
+                                             "their account")
+    ui.add_argument("--patient", required=True, help="Patient/ID (its e-mail on file)")
+    ui.add_argument("--days", type=int, default=7, help="how long the link works (1-30)")
+    ui.add_argument("--link-base", help="public root of this server (default: from "
+                                        "FHIR_SERVER_BASE_URL)")
+    ui.add_argument("--print-link", action="store_true",
+                    help="print the link (to hand over in person) instead of e-mailing it")
+    ui.set_defaults(auth_handler=_users_invite)
 
     clients = subparsers.add_parser("clients", help="manage OAuth clients")
     clients_sub = clients.add_subparsers(dest="clients_command", required=True)

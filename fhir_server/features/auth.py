@@ -15,6 +15,7 @@ from fhir_server.auth.audit_store import AuditQueue, insert_audit
 from fhir_server.auth.bearer import authenticate
 from fhir_server.auth.context import AccessContext
 from fhir_server.auth.discovery import capability_security
+from fhir_server.auth.invitations import create_join_blueprint
 from fhir_server.auth.registry import User
 from fhir_server.auth.scopes import parse_scopes
 from fhir_server.auth.server import create_auth_blueprint
@@ -39,6 +40,7 @@ def init_app(app: Flask, services: Services) -> None:
     app.register_blueprint(create_auth_blueprint(
         db, settings, patient_lookup=lambda user, query: patient_lookup(services, user, query),
         hidden_references=lambda user, refs: hidden_references(services, user, refs)))
+    app.register_blueprint(create_join_blueprint(db))
 
     @app.before_request
     def _authenticate() -> None:

@@ -1,45 +1,24 @@
-"""Languages of our pages: message catalogues (Babel, through Flask-Babel) and the choice of
-language for each request.
-
-Texts are written in English in templates (`{{ _("...") }}`) and Python (`gettext`,
-`lazy_gettext`); the translations live in `translations/<lang>/LC_MESSAGES/messages.po`
-(compiled `.mo` committed next to it; `tests/test_web_i18n.py` fails when either is stale).
-Refresh them after changing texts with `python -m fhir_server.web.catalogues update`, then
-translate the new entries and run `... catalogues compile` (README.md, "Translations").
+"""Languages of our pages: Flask-Babel on top of the catalogues of `fhir_server.i18n`, and
+the choice of language for each request.
 
 An app lists the languages it speaks in `AppSpec.languages` (the care team's app: English
 only). For an app with several, the page language is, in order: `?lang=` on the request
 (then remembered in the `mhr_lang` cookie), that cookie, the signed-in user's preferred
 language (the Patient's `communication`), the browser's `Accept-Language`, the first one.
-Messages sent outside a request (reminders) use `translations(lang)`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from functools import lru_cache
-from pathlib import Path
 
-from babel.dates import format_date
-from babel.support import NullTranslations, Translations
 from flask import Flask, g, request
 from flask_babel import Babel, get_locale
 
-from fhir_server.web.words import parse_time
+from fhir_server import i18n
+from fhir_server.i18n import DEFAULT, DOMAIN, LANGUAGE_NAMES, N_, TRANSLATIONS
 
-TRANSLATIONS = Path(__file__).parent / "translations"
-BABEL_CONFIG = Path(__file__).parent / "babel.cfg"
-DOMAIN = "messages"
+__all__ = ["COOKIE", "LANGUAGE_NAMES", "N_", "chosen_language", "init_app", "long_day"]
 COOKIE = "mhr_lang"
-DEFAULT = "en"
-# Words for each language in the language itself (for the switch between them).
-LANGUAGE_NAMES = {"en": "English", "es": "Español"}
-
-
-def N_(text: str) -> str:
-    """Mark a text for the catalogue where it is defined; it is translated where it is
-    shown (`{{ _(text) }}`)."""
-    return text
 
 
 def app_languages() -> tuple[str, ...]:
@@ -82,18 +61,6 @@ def init_app(app: Flask) -> None:
                 "language_names": LANGUAGE_NAMES}
 
 
-@lru_cache(maxsize=8)
-def translations(language: str) -> NullTranslations:
-    """The catalogue of `language` for texts made outside a request (reminders)."""
-    return Translations.load(str(TRANSLATIONS), [language], DOMAIN)
-
-
-def long_day(value: str | datetime | None, language: str | None = None) -> str:
-    """A day as people say it: `3 December 2026` / `3 de diciembre de 2026`."""
-    moment = value if isinstance(value, datetime) else parse_time(value)
-    if moment is None:
-        return ""
-    language = language or str(get_locale() or DEFAULT)
-    # Translators give the pattern of their language (Unicode date pattern).
-    pattern = translations(language).gettext("d MMMM y")
-    return format_date(moment.date(), pattern, locale=language)
+def long_day(value: str | datetime | None) -> str:
+    """A day in the page language (`3 December 2026` / `3 de diciembre de 2026`)."""
+    return i18n.long_day(value, str(get_locale() or DEFAULT))

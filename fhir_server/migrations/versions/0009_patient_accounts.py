@@ -1,14 +1,14 @@
 """patient accounts: a user may be a patient (fhir_user Patient/x) without an organization
 
-Revision ID: 0006_patient_accounts
-Revises: 0006_request_keys
+Revision ID: 0009_patient_accounts
+Revises: 0008_outcomes
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_patient_accounts"
-down_revision = "0006_request_keys"
+revision = "0009_patient_accounts"
+down_revision = "0008_outcomes"
 branch_labels = None
 depends_on = None
 

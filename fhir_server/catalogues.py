@@ -1,12 +1,12 @@
 """Maintenance of the message catalogues (pybabel): extract the marked texts, merge them into
 each language's `.po`, compile the `.mo` files.
 
-    .venv/bin/python -m fhir_server.web.catalogues update    # messages.pot + every .po
+    .venv/bin/python -m fhir_server.catalogues update    # messages.pot + every .po
     (translate the new entries of each .po: empty msgstr, or marked fuzzy)
-    .venv/bin/python -m fhir_server.web.catalogues compile   # .po -> .mo (committed)
-    .venv/bin/python -m fhir_server.web.catalogues init xx   # a new language
+    .venv/bin/python -m fhir_server.catalogues compile   # .po -> .mo (committed)
+    .venv/bin/python -m fhir_server.catalogues init xx   # a new language
 
-`tests/test_web_i18n.py` fails when the catalogue misses a text of the sources, a language
+`tests/test_i18n.py` fails when the catalogue misses a text of the sources, a language
 misses a translation, or a `.mo` is not the compiled `.po`.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from babel.messages.frontend import CommandLineInterface
 
-from fhir_server.web.i18n import BABEL_CONFIG, DOMAIN, TRANSLATIONS
+from fhir_server.i18n import BABEL_CONFIG, DOMAIN, TRANSLATIONS
 
 POT = TRANSLATIONS / f"{DOMAIN}.pot"
 KEYWORDS = ("lazy_gettext", "N_")  # besides gettext, ngettext and _
@@ -29,7 +29,7 @@ def _pybabel(*args: str) -> None:
 
 def extract(output: Path) -> None:
     """Every marked text of the sources `babel.cfg` names, into the template `output`."""
-    package = Path(__file__).resolve().parents[1]
+    package = Path(__file__).resolve().parent
     keywords = [arg for k in KEYWORDS for arg in ("-k", k)]
     _pybabel("extract", "-F", str(BABEL_CONFIG), *keywords, "--no-location",
              "--sort-output", "--omit-header", "-o", str(output), str(package))

@@ -1,7 +1,7 @@
-"""The message catalogues are current: every text the sources mark is in the template, every
-language translates every text (same placeholders, same markup), and each committed `.mo`
-is its `.po` compiled. Fix a failure with `python -m fhir_server.web.catalogues update`,
-translating, then `... compile` (fhir_server/web/README.md, "Translations")."""
+"""The message catalogues (pages, reminders, invitations) are current: every text the
+sources mark is in the template, every language translates every text (same placeholders,
+same markup), and each committed `.mo` is its `.po` compiled. Fix a failure with
+`python -m fhir_server.catalogues update`, translating, then `... compile`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
-from fhir_server.web.catalogues import POT, extract
-from fhir_server.web.i18n import TRANSLATIONS
+from fhir_server.catalogues import POT, extract
+from fhir_server.i18n import TRANSLATIONS
 
 LANGUAGES = sorted(p.name for p in TRANSLATIONS.iterdir() if p.is_dir())
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -29,7 +29,7 @@ def test_the_template_has_every_marked_text(tmp_path):
     extract(fresh)
     with fresh.open("rb") as now, POT.open("rb") as committed:
         assert ids(read_po(now)) == ids(read_po(committed)), (
-            "run: python -m fhir_server.web.catalogues update")
+            "run: python -m fhir_server.catalogues update")
 
 
 def test_spanish_is_there():
@@ -60,4 +60,4 @@ def test_the_compiled_catalogue_is_the_po(language):
     compiled = io.BytesIO()
     write_mo(compiled, catalog)
     assert (folder / "messages.mo").read_bytes() == compiled.getvalue(), (
-        "run: python -m fhir_server.web.catalogues compile")
+        "run: python -m fhir_server.catalogues compile")

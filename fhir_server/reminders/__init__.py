@@ -1,0 +1,1 @@
+"""Patient reminders: e-mail and text messages that only say "sign in" (README.md)."""
