@@ -93,7 +93,8 @@ def visible(org: str, world: World) -> set[str]:
         if t in by_key:
             task = by_key[t][0]
             seen.update(r for r in _at(task, "for") if r.startswith("Patient/"))
-            seen.update(r for r in _at(task, "output", "value*") if r.startswith("Procedure/"))
+            seen.update(r for r in _at(task, "output", "value*")
+                        if r.startswith(("Procedure/", "QuestionnaireResponse/")))
     for sr in requests:
         seen.update(r for r in _at(sr, "subject") if r.startswith("Patient/"))
         support = _at(sr, "supportingInfo")
@@ -108,6 +109,11 @@ def visible(org: str, world: World) -> set[str]:
             seen.update(r for r in _at(sr, "encounter") if r.startswith("Encounter/"))
     for res, _ in world:
         if res["resourceType"] == "Procedure" and set(_at(res, "performer", "actor")) & mine:
+            seen.add(key(res))
+    # Scores of visible answers: Observations derived from a visible QuestionnaireResponse
+    answers = {k for k in seen if k.startswith("QuestionnaireResponse/") and k in by_key}
+    for res, _ in world:
+        if res["resourceType"] == "Observation" and set(_at(res, "derivedFrom")) & answers:
             seen.add(key(res))
     return {k for k in seen if k in by_key}
 

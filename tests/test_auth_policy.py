@@ -213,6 +213,35 @@ def test_requester_org_sees_what_it_wrote_without_consent():
     assert "ServiceRequest/sr2" not in visible
 
 
+def test_the_asking_clinic_sees_a_patients_answers_and_their_scores():
+    """Rules 12 and 13: a patient's answers named as the output of a Task the clinic
+    requested, and the Observations derived from them (both written without an
+    organization), are the clinic's to see; not the recipient's, not another clinic's."""
+    world = _world("active")
+    world += [
+        ({"resourceType": "Task", "id": "tp", "status": "completed", "intent": "order",
+          "for": {"reference": "Patient/p1"}, "owner": {"reference": "Patient/p1"},
+          "requester": {"reference": "PractitionerRole/ehr-role"},
+          "output": [{"type": {"text": "answers"},
+                      "valueReference": {"reference": "QuestionnaireResponse/qr2"}}]},
+         "Organization/ehr"),
+        ({"resourceType": "QuestionnaireResponse", "id": "qr2", "status": "completed",
+          "subject": {"reference": "Patient/p1"}}, None),
+        ({"resourceType": "Observation", "id": "o2", "status": "final",
+          "derivedFrom": [{"reference": "QuestionnaireResponse/qr2"}]}, None),
+        ({"resourceType": "Observation", "id": "o3", "status": "final",
+          "derivedFrom": [{"reference": "QuestionnaireResponse/qr9"}]}, None),
+    ]
+    assert {"QuestionnaireResponse/qr2", "Observation/o2"} <= visible_references(
+        "Organization/ehr", world)
+    assert "Observation/o3" not in visible_references("Organization/ehr", world)
+    for org in ("Organization/cbo", "Organization/x"):
+        seen = visible_references(org, world)
+        assert "QuestionnaireResponse/qr2" not in seen and "Observation/o2" not in seen
+    assert ReferencedBy("Task", "Task.output.value") in restrict_for(
+        ctx("system/*.rs", organization="Organization/ehr"), "QuestionnaireResponse").rules
+
+
 def test_audit_event_is_valid_fhir():
     c = AccessContext(client_id="app", user="dr_a", fhir_user="Practitioner/p1",
                       organization="Organization/ehr", token_id="abc",

@@ -1,6 +1,8 @@
 """Every page of every staff app, opened by a signed-in user of a foreign organization with
 another organization's patient, referral and screening ids in its path and query: nothing
-hidden comes back. Pages of apps added later are swept automatically (`fhir_server.web.APPS`).
+hidden comes back. Every page of every patient app, opened the same way by another patient
+signed in with their own account. Pages of apps added later are swept automatically
+(`fhir_server.web.APPS`).
 
 A page leaks when it shows the clinic's marker words (the patient's name) or an id of a
 hidden resource that its URL did not name."""
@@ -9,12 +11,16 @@ from __future__ import annotations
 
 import re
 from importlib import import_module
+from types import SimpleNamespace
 
 import pytest
+import requests
 
 from fhir_server.web import APPS
+from fhir_server.web.apps import AppSpec
+from tests.patient_support import follow_up_task
 from tests.security_support import ref
-from tests.web_support import sign_in_http, web_server  # noqa: F401
+from tests.web_support import WebServer, sign_in_http, web_server  # noqa: F401
 
 MARKER = "Quillfeather"
 SDOHCC = "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/"
@@ -75,13 +81,57 @@ def _leaks(text: str, url: str, hidden: dict[str, str]) -> list[str]:
     return found + [h for h in hidden.values() if h in text and h not in url]
 
 
+def _is_patient_app(spec: AppSpec) -> bool:
+    return "patient/" in spec.scope and "user/" not in spec.scope
+
+
 @pytest.mark.parametrize("module", APPS)
 def test_no_page_shows_hidden_data_to_a_foreign_organization(world, module):
     server, hidden = world
     spec = import_module(module).SPEC
-    if "patient/" in spec.scope and "user/" not in spec.scope:
-        pytest.skip(f"{spec.name} is for patients (swept by its own tests)")
-    browser = sign_in_http(server, "dr_evil", spec.path)
+    if _is_patient_app(spec):
+        pytest.skip(f"{spec.name} is for patients (swept by the next test)")
+    failures = _sweep(server, spec, sign_in_http(server, "dr_evil", spec.path), hidden)
+    assert not failures, "\n".join(failures)
+
+
+@pytest.fixture(scope="module")
+def patients(world):
+    """Mara gets a referral with consent, a Task for her (the follow-up questions) and an
+    account; Ivo, another patient of the same clinic, signs in with his own account."""
+    server, hidden = world
+    net = server.network
+    clinic = net.client_for("clinic")
+    doctor = net.staff("dr_harbor_two", "clinic", "Ben", "Harbor")
+    net.service("bay-counseling", "cbo", "Bay Counseling", "therapy", "306226009")
+    referral = net.refer(clinic, doctor, hidden["patient"], "bay-counseling",
+                         [f"QuestionnaireResponse/{hidden['qr']}"])
+    task = follow_up_task(SimpleNamespace(doctor=doctor, clinic=clinic, referral=referral,
+                                          patient=hidden["patient"]))
+    ivo = net.screened_patient(clinic, doctor, "Ivo", "Outsider", [1, 1, 1, 1, 1, 1, 1, 1, 0])
+    net.patient_account(hidden["patient"], "mara.q")
+    net.patient_account(ivo, "ivo.o")
+    return server, {**hidden, "referral": referral["task"]["id"],
+                    "consent": referral["consent"]["id"], "patient_task": task["id"]}
+
+
+@pytest.mark.parametrize("module", APPS)
+def test_no_patient_page_shows_another_patients_data(patients, module):
+    server, hidden = patients
+    spec = import_module(module).SPEC
+    if not _is_patient_app(spec):
+        pytest.skip(f"{spec.name} is for staff (swept by the previous test)")
+    own = sign_in_http(server, "mara.q", spec.path)  # not vacuous: Mara sees her own
+    assert MARKER in own.get(f"{server.root}{spec.path}/", timeout=60).text
+    assert hidden["patient_task"] in own.get(f"{server.root}{spec.path}/", timeout=60).text
+    failures = _sweep(server, spec, sign_in_http(server, "ivo.o", spec.path), hidden)
+    assert not failures, "\n".join(failures)
+
+
+def _sweep(server: WebServer, spec: AppSpec, browser: requests.Session,
+           hidden: dict[str, str]) -> list[str]:
+    """Open every GET page of the app with each hidden id in its path, with and without a
+    query naming the hidden patient; the pages that fail or leak."""
     rules = [r for r in server.app.url_map.iter_rules()
              if r.rule.startswith(spec.path + "/") and "GET" in r.methods
              and not r.rule.endswith(("/logout", "/callback", "/launch", "/login"))]
@@ -98,7 +148,7 @@ def test_no_page_shows_hidden_data_to_a_foreign_organization(world, module):
                 leaks = _leaks(resp.text, full, hidden)
                 if leaks:
                     failures.append(f"{full}: {resp.status_code} shows {leaks}")
-    assert not failures, "\n".join(failures)
+    return failures
 
 
 def test_the_clinic_itself_sees_its_patient(world):

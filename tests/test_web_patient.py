@@ -152,14 +152,8 @@ def test_follow_up_phq9_answered_scored_and_safety_shown(web_server, world):
     assert world.clinic.get(f"Task/{risk[0]['id']}").status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "access policy (the lead's): a QuestionnaireResponse a patient writes in answer to a "
-    "care team's Task, and the Observations the server derives from it, are not visible to "
-    "that care team yet (author_org is empty for a patient's writes, and no rule reaches a "
-    "Task's output QuestionnaireResponse). Proposed rules: QuestionnaireResponse "
-    "ReferencedBy('Task', 'Task.output.value'); Observation derived from a visible "
-    "QuestionnaireResponse"))
 def test_the_care_team_reads_the_follow_up_score(web_server, world):
+    """The clinic that sent the follow-up questions sees the answers and their score."""
     task = follow_up_task(world)
     me = sign_in_http(web_server, world.username, "/me")
     form = page(me, f"{web_server.root}/me/tasks/{task['id']}")
@@ -172,6 +166,14 @@ def test_the_care_team_reads_the_follow_up_score(web_server, world):
     total = world.clinic.get("Observation", params={
         "derived-from": response_ref, "code": "http://loinc.org|44261-6"}).json()
     assert total["entry"][0]["resource"]["valueQuantity"]["value"] == 8
+    # the care team's app shows it as the latest PHQ-9 (rules 12 and 13, auth/README.md)
+    doctor = sign_in_http(web_server, world.doctor.username, "/app")
+    summary = page(doctor, f"{web_server.root}/app/patients/{world.patient}")
+    assert re.search(r'id="latest-phq-9">8<', summary), summary
+    # the provider the patient was referred to did not ask: it sees neither
+    assert world.provider.get(response_ref).status_code == 404
+    assert world.provider.get("Observation", params={
+        "derived-from": response_ref}).json().get("entry") is None
 
 
 def test_withdrawing_consent_hides_the_answers_from_the_provider_at_once(web_server, world):

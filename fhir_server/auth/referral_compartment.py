@@ -17,7 +17,10 @@ A partner (a Backend Services client or a user bound to Organization/O) sees exa
      one of O's references;
    * what a visible Task or ServiceRequest references: Patient, Consent, and (consent-gated)
      the screening QuestionnaireResponse, Observations, Conditions, Goals,
-     DocumentReferences and Encounter; the outcome Procedure.
+     DocumentReferences and Encounter; the outcome Procedure; the QuestionnaireResponse a
+     visible Task names as its output (a patient's answers to the questions their care
+     team sent them in a Task for the patient);
+   * Observations derived from a visible QuestionnaireResponse (its scores).
 5. Nothing else (fail closed). Administrators without an organization and SYSTEM are not
    narrowed.
 
@@ -79,7 +82,15 @@ class ReferencedBy:
     consent_gated: bool = False
 
 
-Rule = WrittenBy | SubjectOfOwnRecord | OrgRef | ReferencedBy
+@dataclass(frozen=True)
+class DerivedFrom:
+    """The resource references, through `path`, a visible `target_type` resource."""
+
+    target_type: str
+    path: str
+
+
+Rule = WrittenBy | SubjectOfOwnRecord | OrgRef | ReferencedBy | DerivedFrom
 
 _SR_CLINICAL = "ServiceRequest.supportingInfo | ServiceRequest.reasonReference"
 
@@ -98,8 +109,14 @@ REFERRAL_RULES: dict[str, tuple[Rule, ...]] = {
         ReferencedBy("Task", "Task.for"),
     ),
     "Consent": (ReferencedBy("ServiceRequest", "ServiceRequest.supportingInfo"),),
-    "QuestionnaireResponse": (ReferencedBy("ServiceRequest", _SR_CLINICAL, True),),
-    "Observation": (ReferencedBy("ServiceRequest", _SR_CLINICAL, True),),
+    "QuestionnaireResponse": (
+        ReferencedBy("ServiceRequest", _SR_CLINICAL, True),
+        ReferencedBy("Task", "Task.output.value"),
+    ),
+    "Observation": (
+        ReferencedBy("ServiceRequest", _SR_CLINICAL, True),
+        DerivedFrom("QuestionnaireResponse", "Observation.derivedFrom"),
+    ),
     "Condition": (ReferencedBy("ServiceRequest", _SR_CLINICAL, True),),
     "Goal": (ReferencedBy("ServiceRequest", _SR_CLINICAL, True),),
     "DocumentReference": (ReferencedBy("ServiceRequest", _SR_CLINICAL, True),),

@@ -17,6 +17,7 @@ from fhir_server.auth.audit import OUTCOME_DENIED, OUTCOME_SUCCESS, build_audit_
 from fhir_server.auth.audit_store import record_audit
 from fhir_server.auth.context import NOBODY, AccessContext
 from fhir_server.auth.referral_compartment import (
+    DerivedFrom,
     OrgRef,
     ReferencedBy,
     SubjectOfOwnRecord,
@@ -53,6 +54,7 @@ PATH_PARAMS: dict[str, tuple[str, ...]] = {
         "supporting-info", "reason-reference"),
     "ServiceRequest.encounter": ("encounter",),
     "Procedure.performer.actor": ("performer",),
+    "Observation.derivedFrom": ("derived-from",),
 }
 
 
@@ -344,7 +346,15 @@ def _visible(res_type: str, r: Any, org: _Org) -> Clause:
             clauses.append(q.referenced_by(
                 r, res_type, rule.source_type, PATH_PARAMS[rule.path],
                 _source_visible(rule, org)))
+        elif isinstance(rule, DerivedFrom):
+            clauses += [q.references_live(r, param, rule.target_type,
+                                          _target_visible(rule.target_type, org))
+                        for param in PATH_PARAMS[rule.path]]
     return q.any_of(clauses)
+
+
+def _target_visible(target_type: str, org: _Org) -> Callable[[Any], Clause]:
+    return lambda t: _visible(target_type, t, org)
 
 
 def _source_visible(rule: ReferencedBy, org: _Org) -> Callable[[Any], Clause]:
