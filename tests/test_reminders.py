@@ -37,14 +37,14 @@ def world(web_server):
 
 
 @pytest.fixture(scope="module")
-def sms():
+def sms(web_server):  # one per database: each run counts its own messages
     gateway = HookReceiver()
     yield gateway
     gateway.stop()
 
 
 @pytest.fixture(scope="module")
-def mail():
+def mail(web_server):
     controller, messages = smtp_receiver()
     yield controller, messages
     controller.stop()
