@@ -341,3 +341,14 @@ def _mask(value: object) -> str:
         return text
     netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def public_root(base_url: str) -> str:
+    """`https://host[/prefix]` of a FHIR base URL `https://host[/prefix]/fhir`."""
+    base = base_url.strip().rstrip("/")
+    if not base:
+        return ""
+    if base.endswith("/fhir"):
+        return base[: -len("/fhir")]
+    parts = urlsplit(base)
+    return f"{parts.scheme}://{parts.netloc}"

@@ -121,6 +121,7 @@ def test_the_order_is_explicit_and_listed(tmp_path):
         ("after-write", "outcomes.referral-facts"),
         ("after-write", "subscriptions.outbox"),
         ("after-write", "directory.match-caches"),
+        ("after-write", "reminders.queue"),
     ]
     services.db.dispose()
 

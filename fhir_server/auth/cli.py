@@ -21,7 +21,7 @@ from fhir_server.auth.registry import (
     save_client,
     save_user,
 )
-from fhir_server.config import Settings
+from fhir_server.config import Settings, public_root
 from fhir_server.storage.db import Database
 from fhir_server.storage.repository import Repository
 from subscriptions.channels import SmtpSettings
@@ -137,8 +137,6 @@ def _users_add(args: argparse.Namespace, db: Database) -> int:
 
 def _users_invite(args: argparse.Namespace, db: Database) -> int:
     from fhir_server.auth.invitations import create_invitation, join_link, send_invitation
-    from fhir_server.config import Settings
-    from fhir_server.features.web_apps import public_root
 
     check_reference("patient", args.patient)
     settings = Settings.from_env()

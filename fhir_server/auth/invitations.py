@@ -19,10 +19,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, redirect, render_template, request
-from sqlalchemy import insert, select, update
 
 from fhir_server.auth import authorize as az
-from fhir_server.auth.invitation_schema import invitations
+from fhir_server.auth import invitation_store as store
 from fhir_server.auth.registry import check_new_credentials, get_user, save_user
 from fhir_server.auth.server import SESSION_COOKIE
 from fhir_server.auth.tokens import digest, new_secret
@@ -75,9 +74,8 @@ def create_invitation(db: Database, patient_ref: str, days: int = DEFAULT_DAYS,
     code = new_secret()
     language = supported(prefs.language)
     with db.write() as conn:
-        conn.execute(insert(invitations).values(
-            code_hash=digest(code), patient=patient_ref, language=language,
-            expires=now + days * 86400, used=None, failures=0, created=now))
+        store.add_invitation(conn, code_hash=digest(code), patient=patient_ref,
+                             language=language, expires=now + days * 86400, now=now)
     return Invitation(code, patient_ref, prefs.email, language, now + days * 86400)
 
 
@@ -135,8 +133,7 @@ def _texts(language: str) -> dict[str, str]:
 
 def _find(conn: Any, code: str, now: int) -> tuple[Any, bool]:
     """(the invitation of `code` or None, whether it can still be used)."""
-    row = conn.execute(select(invitations).where(
-        invitations.c.code_hash == digest(code or ""))).first()
+    row = store.invitation_row(conn, digest(code or ""))
     live = row is not None and row.used is None and row.expires >= now \
         and row.failures < MAX_FAILURES
     return row, live
@@ -188,8 +185,7 @@ def create_join_blueprint(db: Database) -> Blueprint:
         if not patient.get("birthDate") or not hmac.compare_digest(
                 given, str(patient["birthDate"])):
             with db.write() as conn:
-                conn.execute(update(invitations).where(invitations.c.code_hash == digest(code))
-                             .values(failures=invitations.c.failures + 1))
+                store.count_failure(conn, digest(code))
             return page(lang, 400, code=code, errors=[texts["wrong"]], values=values)
         errors = []
         if password != request.form.get("password2", ""):
@@ -205,10 +201,7 @@ def create_join_blueprint(db: Database) -> Blueprint:
         if errors:
             return page(lang, 400, code=code, errors=errors, values=values)
         with db.write() as conn:
-            spent = conn.execute(update(invitations).where(
-                invitations.c.code_hash == digest(code), invitations.c.used.is_(None))
-                .values(used=now))
-            if not spent.rowcount:
+            if not store.spend(conn, digest(code), now):
                 return page(lang, 404, gone=True)
             save_user(conn, username=username, password=password, patient=row.patient)
         signed = az.login(db, username, password)

@@ -18,7 +18,7 @@ from fhir_server.storage.repository import StoredResource
 
 def install(services: Services, registry: OperationRegistry) -> None:
     """Queue reminders after a Task write (no operations)."""
-    services.phases.add("after-write", "reminders.queue", _after_write, order=600,
+    services.phases.add("after-write", "reminders.queue", _after_write, order=700,
                         types={"Task"})
 
 

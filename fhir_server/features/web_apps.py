@@ -10,12 +10,11 @@ and the address `python -m fhir_server serve` binds when that is empty
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
 
 from flask import Flask
 
 from fhir_server.auth.cli import add_client
-from fhir_server.config import Settings
+from fhir_server.config import Settings, public_root
 from fhir_server.interactions.context import Services
 from fhir_server.storage.db import Database
 from fhir_server.web import app_specs, web_blueprints
@@ -32,17 +31,6 @@ def install(app: Flask, services: Services) -> None:
     root = public_root(services.settings.base_url)
     if root:
         register_app_clients(services.db, services.settings, [root])
-
-
-def public_root(base_url: str) -> str:
-    """`https://host[/prefix]` of a FHIR base URL `https://host[/prefix]/fhir`."""
-    base = base_url.strip().rstrip("/")
-    if not base:
-        return ""
-    if base.endswith("/fhir"):
-        return base[: -len("/fhir")]
-    parts = urlsplit(base)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 def serve_roots(host: str, port: int) -> list[str]:

@@ -14,8 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from fhir_server.config import Settings
-from fhir_server.features.web_apps import public_root
+from fhir_server.config import Settings, public_root
 from fhir_server.reminders.gateway import SmsError, SmsGateway, gateway_from
 from fhir_server.reminders.messages import message
 from fhir_server.reminders.quiet import QuietHours
