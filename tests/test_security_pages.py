@@ -95,39 +95,6 @@ def test_no_page_shows_hidden_data_to_a_foreign_organization(world, module):
     assert not failures, "\n".join(failures)
 
 
-@pytest.fixture(scope="module")
-def patients(world):
-    """Mara gets a referral with consent, a Task for her (the follow-up questions) and an
-    account; Ivo, another patient of the same clinic, signs in with his own account."""
-    server, hidden = world
-    net = server.network
-    clinic = net.client_for("clinic")
-    doctor = net.staff("dr_harbor_two", "clinic", "Ben", "Harbor")
-    net.service("bay-counseling", "cbo", "Bay Counseling", "therapy", "306226009")
-    referral = net.refer(clinic, doctor, hidden["patient"], "bay-counseling",
-                         [f"QuestionnaireResponse/{hidden['qr']}"])
-    task = follow_up_task(SimpleNamespace(doctor=doctor, clinic=clinic, referral=referral,
-                                          patient=hidden["patient"]))
-    ivo = net.screened_patient(clinic, doctor, "Ivo", "Outsider", [1, 1, 1, 1, 1, 1, 1, 1, 0])
-    net.patient_account(hidden["patient"], "mara.q")
-    net.patient_account(ivo, "ivo.o")
-    return server, {**hidden, "referral": referral["task"]["id"],
-                    "consent": referral["consent"]["id"], "patient_task": task["id"]}
-
-
-@pytest.mark.parametrize("module", APPS)
-def test_no_patient_page_shows_another_patients_data(patients, module):
-    server, hidden = patients
-    spec = import_module(module).SPEC
-    if not _is_patient_app(spec):
-        pytest.skip(f"{spec.name} is for staff (swept by the previous test)")
-    own = sign_in_http(server, "mara.q", spec.path)  # not vacuous: Mara sees her own
-    assert MARKER in own.get(f"{server.root}{spec.path}/", timeout=60).text
-    assert hidden["patient_task"] in own.get(f"{server.root}{spec.path}/", timeout=60).text
-    failures = _sweep(server, spec, sign_in_http(server, "ivo.o", spec.path), hidden)
-    assert not failures, "\n".join(failures)
-
-
 def _sweep(server: WebServer, spec: AppSpec, browser: requests.Session,
            hidden: dict[str, str]) -> list[str]:
     """Open every GET page of the app with each hidden id in its path, with and without a
@@ -171,3 +138,37 @@ def test_the_clinics_manager_counts_the_referral_a_foreign_manager_does_not(worl
     page = other.get(f"{server.root}/dashboard/", params={"start": "2026-11-01"}, timeout=60)
     assert page.status_code == 200 and 'id="kpi-sent">0<' in page.text
     assert "Bay Counseling" not in page.text and "Harbor Clinic" not in page.text
+
+
+@pytest.fixture(scope="module")
+def patients(world):
+    """Mara gets a referral with consent, a Task for her (the follow-up questions) and an
+    account; Ivo, another patient of the same clinic, signs in with his own account. Last in
+    the module: the referral it adds must not change what the tests above count."""
+    server, hidden = world
+    net = server.network
+    clinic = net.client_for("clinic")
+    doctor = net.staff("dr_harbor_two", "clinic", "Ben", "Harbor")
+    net.service("bay-counseling", "cbo", "Bay Counseling", "therapy", "306226009")
+    referral = net.refer(clinic, doctor, hidden["patient"], "bay-counseling",
+                         [f"QuestionnaireResponse/{hidden['qr']}"])
+    task = follow_up_task(SimpleNamespace(doctor=doctor, clinic=clinic, referral=referral,
+                                          patient=hidden["patient"]))
+    ivo = net.screened_patient(clinic, doctor, "Ivo", "Outsider", [1, 1, 1, 1, 1, 1, 1, 1, 0])
+    net.patient_account(hidden["patient"], "mara.q")
+    net.patient_account(ivo, "ivo.o")
+    return server, {**hidden, "referral": referral["task"]["id"],
+                    "consent": referral["consent"]["id"], "patient_task": task["id"]}
+
+
+@pytest.mark.parametrize("module", APPS)
+def test_no_patient_page_shows_another_patients_data(patients, module):
+    server, hidden = patients
+    spec = import_module(module).SPEC
+    if not _is_patient_app(spec):
+        pytest.skip(f"{spec.name} is for staff (swept by the previous test)")
+    own = sign_in_http(server, "mara.q", spec.path)  # not vacuous: Mara sees her own
+    assert MARKER in own.get(f"{server.root}{spec.path}/", timeout=60).text
+    assert hidden["patient_task"] in own.get(f"{server.root}{spec.path}/", timeout=60).text
+    failures = _sweep(server, spec, sign_in_http(server, "ivo.o", spec.path), hidden)
+    assert not failures, "\n".join(failures)

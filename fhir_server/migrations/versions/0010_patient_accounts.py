@@ -1,14 +1,14 @@
 """patient accounts: a user may be a patient (fhir_user Patient/x) without an organization
 
-Revision ID: 0009_patient_accounts
-Revises: 0008_outcomes
+Revision ID: 0010_patient_accounts
+Revises: 0009_manager_role
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_patient_accounts"
-down_revision = "0008_outcomes"
+revision = "0010_patient_accounts"
+down_revision = "0009_manager_role"
 branch_labels = None
 depends_on = None
 

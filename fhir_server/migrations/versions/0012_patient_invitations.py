@@ -1,14 +1,14 @@
 """patient invitations: one-time codes with which patients create their accounts
 
-Revision ID: 0011_patient_invitations
-Revises: 0010_patient_reminders
+Revision ID: 0012_patient_invitations
+Revises: 0011_patient_reminders
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_patient_invitations"
-down_revision = "0010_patient_reminders"
+revision = "0012_patient_invitations"
+down_revision = "0011_patient_reminders"
 branch_labels = None
 depends_on = None
 

@@ -1,14 +1,14 @@
 """patient reminders: the queue of e-mail and text-message reminders for patients
 
-Revision ID: 0010_patient_reminders
-Revises: 0009_patient_accounts
+Revision ID: 0011_patient_reminders
+Revises: 0010_patient_accounts
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_patient_reminders"
-down_revision = "0009_patient_accounts"
+revision = "0011_patient_reminders"
+down_revision = "0010_patient_accounts"
 branch_labels = None
 depends_on = None
 
