@@ -18,7 +18,7 @@ from fhir_server.auth.registry import get_user
 from fhir_server.auth.tokens import TokenRecord, context_from_grant
 from fhir_server.web.smart import s256
 from tests import web_support
-from tests.patient_support import build_world
+from tests.patient_support import build_world, screening_of
 from tests.web_support import PASSWORD, hidden
 
 web_server = web_support.web_server  # the module's live server fixture
@@ -148,3 +148,39 @@ def test_make_run_makes_the_example_patients_account(web_server, tmp_path):
         account = get_user(conn, "demo-patient")
     assert account.fhir_user.startswith("Patient/") and account.organization is None
     assert (tmp_path / "demo-patient.password").stat().st_mode & 0o077 == 0
+
+
+def test_a_patient_changes_only_their_own_tasks(web_server, world):
+    """With the patient pages' own scopes (patient/Task.rus ...), a patient may finish the
+    Tasks their care team gave them, but may not move, cancel or annotate their referral
+    (owned by the provider), nor write anything about another patient."""
+    from fhir_server.web.patient import SCOPE
+
+    body = token_for(web_server, world.username, "mh-referral-me",
+                     f"{web_server.root}/me/callback", SCOPE)
+    auth = {"Authorization": f"Bearer {body['access_token']}",
+            "Accept": "application/fhir+json", "Content-Type": "application/fhir+json"}
+    url = f"{web_server.base}/Task/{world.referral['task']['id']}"
+    referral = requests.get(url, headers=auth, timeout=30).json()
+    assert referral["status"] == "accepted"  # readable: it is about her
+    for change in ({"owner": {"reference": "Organization/riverside-clinic"}},
+                   {"status": "cancelled"},
+                   {"output": [{"type": {"text": "answers"}, "valueReference": {
+                       "reference": screening_of(web_server, world.patient)[0]}}]}):
+        r = requests.put(url, json={**referral, **change}, headers={
+            **auth, "If-Match": f'W/"{referral["meta"]["versionId"]}"'}, timeout=30)
+        assert r.status_code in (403, 409, 422), (change, r.status_code, r.text[:500])
+        assert r.json()["resourceType"] == "OperationOutcome"
+    stored_now = world.provider.get(f"Task/{world.referral['task']['id']}").json()
+    assert stored_now["meta"]["versionId"] == referral["meta"]["versionId"]
+
+    other = f"Patient/{world.other_patient}"
+    answers = {"resourceType": "QuestionnaireResponse", "status": "completed",
+               "questionnaire": "http://mh-referral.example.org/fhir/Questionnaire/phq-9|1.0.0",
+               "subject": {"reference": other}, "author": {"reference": other},
+               "authored": "2026-12-05T10:00:00Z", "item": []}
+    r = requests.post(f"{web_server.base}/QuestionnaireResponse", json=answers,
+                      headers=auth, timeout=30)
+    assert r.status_code in (403, 422), r.text[:500]
+    assert requests.get(f"{web_server.base}/ServiceRequest", params={"subject": other},
+                        headers=auth, timeout=30).json().get("entry") is None
