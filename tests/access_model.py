@@ -93,6 +93,7 @@ def visible(org: str, world: World) -> set[str]:
         if t in by_key:
             task = by_key[t][0]
             seen.update(r for r in _at(task, "for") if r.startswith("Patient/"))
+            seen.update(r for r in _at(task, "focus") if r.startswith("Flag/"))
             seen.update(r for r in _at(task, "output", "value*")
                         if r.startswith(("Procedure/", "QuestionnaireResponse/")))
     for sr in requests:

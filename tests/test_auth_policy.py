@@ -242,6 +242,23 @@ def test_the_asking_clinic_sees_a_patients_answers_and_their_scores():
         ctx("system/*.rs", organization="Organization/ehr"), "QuestionnaireResponse").rules
 
 
+def test_the_clinic_sees_the_flag_its_risk_task_focuses_on():
+    """Rule 14: the safety Flag a patient's answers raised (written without an
+    organization) is visible to the organization that owns the risk Task focusing on it."""
+    world = _world("active") + [
+        ({"resourceType": "Task", "id": "risk", "status": "requested", "intent": "order",
+          "for": {"reference": "Patient/p1"}, "owner": {"reference": "Organization/ehr"},
+          "focus": {"reference": "Flag/f1"}}, None),
+        ({"resourceType": "Flag", "id": "f1", "status": "active",
+          "subject": {"reference": "Patient/p1"}}, None),
+        ({"resourceType": "Flag", "id": "f2", "status": "active",
+          "subject": {"reference": "Patient/p1"}}, None),
+    ]
+    assert "Flag/f1" in visible_references("Organization/ehr", world)
+    assert "Flag/f2" not in visible_references("Organization/ehr", world)
+    assert "Flag/f1" not in visible_references("Organization/cbo", world)
+
+
 def test_audit_event_is_valid_fhir():
     c = AccessContext(client_id="app", user="dr_a", fhir_user="Practitioner/p1",
                       organization="Organization/ehr", token_id="abc",

@@ -147,9 +147,17 @@ def test_follow_up_phq9_answered_scored_and_safety_shown(web_server, world):
                                        ("code", "http://snomed.info/sct|225337009")])
     assert risk and risk[0]["status"] == "requested"
     # the referring clinic must assess the risk: the response is based on its referral,
-    # and the clinic sees the request for a same-day assessment
+    # and the clinic sees the request for a same-day assessment, the Flag it focuses on
+    # (rule 14, auth/README.md) and the safety banner in its app
     assert risk[0]["owner"]["reference"] == world.doctor.organization
     assert world.clinic.get(f"Task/{risk[0]['id']}").status_code == 200
+    flag = risk[0]["focus"]["reference"]
+    assert world.clinic.get(flag).status_code == 200
+    assert world.provider.get(flag).status_code == 404  # the provider did not ask
+    doctor = sign_in_http(web_server, world.doctor.username, "/app")
+    summary = text_of(page(doctor, f"{web_server.root}/app/patients/{world.patient}"))
+    assert "Safety alert: possible risk of suicide or self-harm" in summary
+    assert "A same-day suicide risk assessment is open (requested)" in summary
 
 
 def test_the_care_team_reads_the_follow_up_score(web_server, world):

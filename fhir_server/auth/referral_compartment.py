@@ -20,7 +20,9 @@ A partner (a Backend Services client or a user bound to Organization/O) sees exa
      DocumentReferences and Encounter; the outcome Procedure; the QuestionnaireResponse a
      visible Task names as its output (a patient's answers to the questions their care
      team sent them in a Task for the patient);
-   * Observations derived from a visible QuestionnaireResponse (its scores).
+   * Observations derived from a visible QuestionnaireResponse (its scores);
+   * the Flag a visible Task focuses on (the item-9 safety Flag of the risk-assessment Task
+     the server gives the clinic when a patient's own answers raise it).
 5. Nothing else (fail closed). Administrators without an organization and SYSTEM are not
    narrowed.
 
@@ -121,6 +123,7 @@ REFERRAL_RULES: dict[str, tuple[Rule, ...]] = {
     "Goal": (ReferencedBy("ServiceRequest", _SR_CLINICAL, True),),
     "DocumentReference": (ReferencedBy("ServiceRequest", _SR_CLINICAL, True),),
     "Encounter": (ReferencedBy("ServiceRequest", "ServiceRequest.encounter", True),),
+    "Flag": (ReferencedBy("Task", "Task.focus"),),
     "Procedure": (
         ReferencedBy("Task", "Task.output.value"),
         OrgRef("Procedure.performer.actor"),
