@@ -14,6 +14,7 @@ import pytest
 
 from tests.browser.conftest import sign_in
 from tests.patient_support import build_world, follow_up_task, stored
+from tests.web_support import sign_in_http
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,11 @@ def test_patient_journey(phone_page, web_server, world, check):
     care_team_task = world.clinic.get(f"Task/{task['id']}").json()
     assert care_team_task["status"] == "completed"
     assert care_team_task["output"][0]["valueReference"]["reference"] == response
+    # ... and their app shows the score as the latest PHQ-9, with the safety banner
+    summary = sign_in_http(web_server, world.doctor.username, "/app").get(
+        f"{web_server.root}/app/patients/{world.patient}", timeout=60).text
+    assert re.search(r'id="latest-phq-9">10<', summary), summary
+    assert "Safety alert: possible risk of suicide or self-harm" in summary
 
     request = world.provider.get(
         f"ServiceRequest/{world.referral['service_request']['id']}").json()
