@@ -128,6 +128,19 @@ def send_email(spec: SubscriptionSpec, body: bytes, subject: str, summary: str,
     send_mail(smtp, msg, spec.timeout)
 
 
+def email_text(sub_id: str, spec: SubscriptionSpec, kind: str, event_count: int,
+               base_url: str) -> tuple[str, str]:
+    """(subject, body) of an e-mail notification: the Subscription's `reason` first (what
+    the reader should do), then which Subscription and topic sent it."""
+    technical = (f"FHIR Subscription {sub_id} ({spec.topic_url}): {kind}, {event_count} "
+                 f"events since start. Retrieve the updated records from {base_url}.")
+    if not spec.reason.strip():
+        return f"FHIR Subscription {sub_id}: {kind}", technical
+    headline = spec.reason.strip().split(". ")[0].split("\n")[0][:120].rstrip(".")
+    return f"{headline} (FHIR Subscription {sub_id}: {kind})", \
+        f"{spec.reason.strip()}\n\n{technical}"
+
+
 def deliver(spec: SubscriptionSpec, bundle: dict[str, Any], smtp: SmtpSettings,
             subject: str, summary: str) -> None:
     """Send one notification bundle over the Subscription's channel (raises DeliveryError)."""

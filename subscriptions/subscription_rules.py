@@ -31,6 +31,7 @@ XML_TYPES = ("application/fhir+xml", "application/xml")
 CONTENT_CODES = ("empty", "id-only", "full-resource")
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 DEFAULT_TIMEOUT = 30
+MAX_REASON = 1000
 MAX_TIMEOUT = 120
 
 
@@ -69,6 +70,7 @@ class SubscriptionSpec:
     status: str
     end: str | None = None
     raw_headers: tuple[str, ...] = field(default=())
+    reason: str = ""  # Subscription.reason: what an e-mail notification tells its reader
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict (stored in the subscription table)."""
@@ -338,6 +340,7 @@ def validate_subscription(
         status=status,
         end=sub.get("end"),
         raw_headers=raw_headers,
+        reason=str(sub.get("reason") or "")[:MAX_REASON],
     )
 
 

@@ -28,6 +28,7 @@ TASK_TOPIC = "http://hl7.org/fhir/us/sdoh-clinicalcare/SubscriptionTopic/Task"
 SERVICEREQUEST_TOPIC = "http://hl7.org/fhir/us/sdoh-clinicalcare/SubscriptionTopic/Servicerequest"
 STALLED_TOPIC = OWN_CANONICAL_BASE + "/SubscriptionTopic/referral-stalled"
 SAFETY_FLAG_TOPIC = OWN_CANONICAL_BASE + "/SubscriptionTopic/screening-safety-flag"
+REFERRAL_RECEIVED_TOPIC = OWN_CANONICAL_BASE + "/SubscriptionTopic/referral-received"
 STALLED_CODE_SYSTEM = OWN_CANONICAL_BASE + "/CodeSystem/referral-business-status"
 TOPIC_CANONICAL_EXT = (
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"

@@ -41,7 +41,7 @@ from typing import Any
 from fhir_server.config import Settings
 from fhir_server.storage.db import Connection, Database
 from subscriptions import notifications as nb
-from subscriptions.channels import DeliveryError, SmtpSettings, deliver
+from subscriptions.channels import DeliveryError, SmtpSettings, deliver, email_text
 from subscriptions.delivery_store import (
     US,
     anything_due,
@@ -203,11 +203,9 @@ class Worker:
 
     # -- sending (delivery threads; no database access) ----------------------------------
     def _send(self, state: SubscriptionState, bundle: dict, kind: str) -> None:
-        summary = (f"FHIR Subscription {state.sub_id} ({state.spec.topic_url}): {kind}, "
-                   f"{state.event_count} events since start. Retrieve the updated records "
-                   f"from {self.cfg.base_url}.")
-        deliver(state.spec, bundle, self.cfg.smtp,
-                f"FHIR Subscription {state.sub_id}: {kind}", summary)
+        subject, summary = email_text(state.sub_id, state.spec, kind, state.event_count,
+                                      self.cfg.base_url)
+        deliver(state.spec, bundle, self.cfg.smtp, subject, summary)
 
     def send(self, job: Job) -> Outcome:
         """Send one notification; return what to store for it."""

@@ -16,6 +16,7 @@ from fhir_server.config import Settings
 from subscriptions.testing import HookReceiver, Received
 from subscriptions.topics import (
     BACKPORT_SUBSCRIPTION_PROFILE,
+    REFERRAL_RECEIVED_TOPIC,
     SAFETY_FLAG_TOPIC,
     SERVICEREQUEST_TOPIC,
     STALLED_TOPIC,
@@ -154,7 +155,8 @@ def test_topics_are_searchable_and_advertised(server):
     bundle = server.get(f"Basic?code={TOPIC_CODE}").json()
     urls = {e["valueUri"] for entry in bundle["entry"] for e in entry["resource"]["extension"]
             if e["url"].endswith("SubscriptionTopic.url")}
-    assert urls == {TASK_TOPIC, SERVICEREQUEST_TOPIC, STALLED_TOPIC, SAFETY_FLAG_TOPIC}
+    assert urls == {TASK_TOPIC, SERVICEREQUEST_TOPIC, STALLED_TOPIC, SAFETY_FLAG_TOPIC,
+                    REFERRAL_RECEIVED_TOPIC}
     # the raw session: schema-checking the whole CapabilityStatement takes seconds (other
     # suites check it); here only the Subscription entry matters
     cap = server.session.get(f"{server.base}/metadata").json()

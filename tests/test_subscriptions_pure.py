@@ -11,6 +11,7 @@ from fhir_server.errors import FhirError
 from subscriptions import notifications as nb
 from subscriptions.subscription_rules import filters_match, validate_subscription
 from subscriptions.topics import (
+    REFERRAL_RECEIVED_TOPIC,
     SAFETY_FLAG_TOPIC,
     SERVICEREQUEST_TOPIC,
     STALLED_CODE_SYSTEM,
@@ -61,7 +62,8 @@ def sub(criteria=TASK_TOPIC, filters=("Task?requester=Organization/clinic-1",),
 
 def test_shipped_topics_are_basic_wrapped_and_advertised():
     urls = set(all_topics())
-    assert urls == {TASK_TOPIC, SERVICEREQUEST_TOPIC, STALLED_TOPIC, SAFETY_FLAG_TOPIC}
+    assert urls == {TASK_TOPIC, SERVICEREQUEST_TOPIC, STALLED_TOPIC, SAFETY_FLAG_TOPIC,
+                    REFERRAL_RECEIVED_TOPIC}
     for b in basic_resources():
         assert b["resourceType"] == "Basic"
         assert b["code"]["coding"][0] == {"system": "http://hl7.org/fhir/fhir-types",
@@ -75,7 +77,8 @@ def test_shipped_topics_are_basic_wrapped_and_advertised():
 
 
 def test_task_topic_fires_on_create_update_delete_but_not_draft():
-    assert [e.topic_url for e in fired_topics(None, task(), "create")] == [TASK_TOPIC]
+    assert {e.topic_url for e in fired_topics(None, task(), "create")} == {
+        TASK_TOPIC, REFERRAL_RECEIVED_TOPIC}
     ev = fired_topics(task(), task("accepted"), "update")[0]
     assert (ev.resource_type, ev.resource_id, ev.version) == ("Task", "t1", "2")
     assert ev.additional_context == ("ServiceRequest/sr1", "Patient/p1")
@@ -84,6 +87,18 @@ def test_task_topic_fires_on_create_update_delete_but_not_draft():
     assert [e.interaction for e in fired_topics(task(), None, "delete")] == ["delete"]
     assert fired_topics(None, task(intent="plan"), "create") == []
     assert fired_topics(task(), task("accepted"), "patch")[0].interaction == "update"
+
+
+def test_referral_received_topic_fires_only_when_a_requested_referral_is_created():
+    def fired(previous, current, interaction):
+        return REFERRAL_RECEIVED_TOPIC in [e.topic_url for e in fired_topics(
+            previous, current, interaction)]
+
+    assert fired(None, task(), "create")
+    assert not fired(None, task("draft"), "create")
+    assert not fired(task("draft"), task(), "update")  # sent later: the Task topic tells
+    assert not fired(task(), task("accepted"), "update")
+    assert not fired(None, task(code={"coding": [{"code": "approve"}]}), "create")
 
 
 def test_servicerequest_topic_only_update_and_delete():

@@ -546,6 +546,22 @@ def test_redirect_twice_and_timeline_shows_chain(world, server):
     assert names["redirectedTo"]["valueReference"]["reference"] == f"Task/{third['id']}"
 
 
+def test_redirect_is_version_aware_with_if_match(world, server):
+    task = world.task(world.sr, world.requester, world.owner, "requested")
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "target", "valueReference": ref(world.third)},
+        {"name": "reason", "valueString": "No capacity"}]}
+    path = f"Task/{task['id']}/$redirect"
+    stale = server.post(path, body, headers={**as_org(world.owner), "If-Match": 'W/"7"'})
+    assert stale.status_code == 412 and world.read(task)["status"] == "requested"
+    bad = server.post(path, body, headers={**as_org(world.owner), "If-Match": "seven"})
+    assert bad.status_code == 400
+    version = task["meta"]["versionId"]
+    fresh = server.post(path, body, headers={**as_org(world.owner),
+                                             "If-Match": f'W/"{version}"'})
+    assert fresh.status_code == 201, fresh.text
+
+
 def test_redirect_bad_input(world, server):
     task = world.task(world.sr, world.requester, world.owner, "requested")
     before = db_snapshot(server.database)

@@ -12,6 +12,7 @@ from fhir_server.interactions import access
 from fhir_server.interactions.context import Call
 from fhir_server.storage.db import Connection
 from fhir_server.storage.repository import Repository
+from fhir_server.workflow import open_referral
 
 
 def access_of(call: Call) -> AccessContext:
@@ -33,13 +34,15 @@ def read_ref(repo: Repository, ref: str | None) -> dict | None:
 
 
 def party_organizations(repo: Repository, *resources: dict | None) -> dict[str, str]:
-    """PractitionerRole / HealthcareService parties mapped to their Organization."""
+    """PractitionerRole / HealthcareService parties (requester, owner, open-referral
+    candidates) mapped to their Organization."""
     out: dict[str, str] = {}
     for resource in resources:
         if not resource:
             continue
-        for key in ("requester", "owner"):
-            ref = ref_of(resource.get(key))
+        parties = [ref_of(resource.get(key)) for key in ("requester", "owner")]
+        parties += open_referral.candidates(resource)
+        for ref in parties:
             if not ref or not ref.startswith(("PractitionerRole/", "HealthcareService/")):
                 continue
             party = read_ref(repo, ref)

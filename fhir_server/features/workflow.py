@@ -144,6 +144,9 @@ def _redirect(call: Call, res_type: str | None, res_id: str | None,
         if current is None or current.deleted:
             raise FhirError(404, "not-found", f"Task/{res_id} is not known")
         task = current.resource()
+        if call.if_match_version is not None:  # the page that asked saw this version
+            task_rules.check_task_version(task.get("meta", {}).get("versionId"),
+                                          f'W/"{call.if_match_version}"')
         target = read_ref(repo, target_ref)
         rejected, successor = redirect.plan_redirect(
             task, target_ref, reason, ctx, now=datetime.now(UTC), target=target,

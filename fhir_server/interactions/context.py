@@ -81,6 +81,9 @@ class Call:
     access: Any = None  # fhir_server.auth.context.AccessContext when auth is on
     prefer_return: str = "representation"
     strict_handling: bool = False
+    # The If-Match version of a state-changing instance operation (`$redirect`); writes
+    # carry theirs on the WriteEvent.
+    if_match_version: int | None = None
     # Denial AuditEvents to store once the call's transaction is over (access.flush_audit).
     pending_audit: list[dict] = field(default_factory=list)
     # Values cached for the length of this call (the access layer's organization lookups).

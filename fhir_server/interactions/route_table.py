@@ -123,6 +123,8 @@ def _operation(call: Call, req: Request, a: Args, conn: Connection | None) -> Re
     body = req.body("Parameters") if req.method == "POST" and req.has_body else None
     if body is not None:
         _check_operation_body(body)
+    if level == "instance" and op.affects_state:  # version-aware, e.g. $redirect
+        call.if_match_version = crud.require_etag(req.if_match)
     if level == "instance" and op.instance_interaction and a.res_type and a.res_id:
         access.check_type(call, op.instance_interaction, a.res_type)
         with call.db.read() as c:

@@ -335,6 +335,16 @@ def _compile(sp: SearchParamDef) -> _Plan:
     return _Plan(sp.code, sp.type, walk, fps, sp.component_types)
 
 
+def param_values(resource: dict[str, Any], code: str) -> list[Any]:
+    """The raw element values search parameter `code` of the resource's type reaches
+    (e.g. the Reference dicts of Task `candidate`); empty for unknown parameters."""
+    sp = params_for(str(resource.get("resourceType") or "")).get(code)
+    if sp is None:
+        return []
+    return [item for branch in sp.branches if branch.fhirpath is None
+            for value, _t in _walk(branch.steps, resource) for item in _as_list(value)]
+
+
 def extract_index(resource: dict[str, Any]) -> IndexValues:
     """All index rows for a resource, per its type's search parameters."""
     out = IndexValues()

@@ -27,3 +27,14 @@ REFERRAL_TASK_PROFILE = (
 PATIENT_TASK_PROFILE = (
     "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/SDOHCC-TaskForPatient"
 )
+
+EXT_CANDIDATE = f"{CANONICAL_BASE}/StructureDefinition/task-candidate"
+"""On an open referral Task (no owner): Reference(Organization | HealthcareService) to one
+organization that may claim it (repeats; see RULES.md §10)."""
+
+EXT_CANDIDATE_DECLINED = f"{CANONICAL_BASE}/StructureDefinition/task-candidate-declined"
+"""On an open referral Task: a candidate that declined it (sub-extensions `candidate`,
+`reason`)."""
+
+STATUS_REASON_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/referral-status-reason"
+"""Coded reasons for declining, holding and failing a referral (Task.statusReason.coding)."""

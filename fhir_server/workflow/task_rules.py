@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fhir_server.errors import FhirError, Issue
+from fhir_server.workflow import open_referral
 from fhir_server.workflow.access_context import AccessContext, is_privileged, represents
 from fhir_server.workflow.canonical import (
     PATIENT_TASK_PROFILE,
@@ -115,6 +116,7 @@ def check_task_write(
         _check_create(new, ctx, focus_service_request, party_organizations)
     else:
         _check_update(previous, new, ctx, party_organizations)
+    open_referral.check_open_content(previous, new)
     _check_content(previous, new, focus_service_request, output_targets)
 
 
@@ -198,10 +200,17 @@ def _check_update(previous: dict, new: dict, ctx: AccessContext,
     is_requester = represents(ctx, reference_of(previous.get("requester")), party_orgs)
     is_owner = represents(ctx, reference_of(previous.get("owner")), party_orgs)
     claiming = _is_claim(previous, new, ctx, party_orgs)
-    if not (privileged or is_requester or is_owner or claiming):
+    declining = not (privileged or is_requester or is_owner) and open_referral.is_decline(
+        previous, new, ctx, party_orgs)
+    if not (privileged or is_requester or is_owner or claiming or declining):
         raise FhirError(403, "forbidden",
                         "Only the Task's author (requester) or owner may change a referral "
                         "Task", "Task")
+    if claiming:
+        open_referral.check_claim(previous, ctx, party_orgs)
+    if declining:
+        open_referral.check_decline(previous, new, ctx, party_orgs)
+        return
     changed = changed_fields(previous, new)
     if old_status != new_status:
         _check_transition(old_status, new_status)

@@ -5,7 +5,8 @@ Output is a `Parameters` resource (the natural shape for an operation result, an
   replaces       valueReference  previous Task in a $redirect chain (when there is one)
   redirectedTo   valueReference  next Task in a $redirect chain (when there is one)
   event (repeating, oldest first) with parts:
-    kind            valueCode     status | stalled | unstalled
+    kind            valueCode     status | stalled | unstalled | declined (a candidate of an
+                                  open referral declined it)
     version         valueId       the history version that made the change
     time            valueInstant  meta.lastUpdated of that version
     status          valueCode     status after the change
@@ -14,6 +15,8 @@ Output is a `Parameters` resource (the natural shape for an operation result, an
     statusReason    valueString   Task.statusReason.text, when given
     owner           valueReference Task.owner at that version, when set
     businessStatus  valueCode     the stalled code (kind stalled)
+    candidate       valueReference the candidate that declined (kind declined; its reason
+                                  is the statusReason part)
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from fhir_server.workflow.authorship import author_of
+from fhir_server.workflow.open_referral import declined
 from fhir_server.workflow.redirect import redirect_links
 from fhir_server.workflow.stalled import current_mark
 from fhir_server.workflow.times import format_instant, parse_instant
@@ -40,6 +44,7 @@ class Change:
     reason: str | None
     owner: str | None
     mark: str | None
+    candidate: str | None = None
 
 
 def _version_key(version: dict) -> tuple[int, str]:
@@ -53,10 +58,11 @@ def ordered_versions(versions: list[dict | None]) -> list[dict]:
 
 
 def status_changes(versions: list[dict | None]) -> list[Change]:
-    """Status changes and stalled-mark changes, oldest first."""
+    """Status changes, stalled-mark changes and open-referral declines, oldest first."""
     out: list[Change] = []
     prev_status: str | None = None
     prev_mark: str | None = None
+    prev_declined: list[tuple[str, str]] = []
     for index, version in enumerate(ordered_versions(versions)):
         status, mark = version.get("status"), current_mark(version)
         meta = version.get("meta") or {}
@@ -67,6 +73,11 @@ def status_changes(versions: list[dict | None]) -> list[Change]:
             "reason": (version.get("statusReason") or {}).get("text"),
             "owner": (version.get("owner") or {}).get("reference"),
         }
+        now_declined = declined(version)
+        for ref, text in now_declined[len(prev_declined):] if index else []:
+            out.append(Change("declined", previous_status=prev_status, mark=None,
+                              candidate=ref, **{**common, "reason": text}))
+        prev_declined = now_declined
         if index == 0 or status != prev_status:
             out.append(Change("status", previous_status=prev_status if index else None,
                               mark=None, **common))
@@ -106,10 +117,12 @@ def _parts(change: Change) -> list[dict]:
         parts.append({"name": "previousStatus", "valueCode": change.previous_status})
     if change.by:
         parts.append({"name": "by", "valueReference": change.by})
-    if change.reason and change.kind == "status":
+    if change.reason and change.kind in ("status", "declined"):
         parts.append({"name": "statusReason", "valueString": change.reason})
     if change.owner:
         parts.append({"name": "owner", "valueReference": {"reference": change.owner}})
     if change.mark:
         parts.append({"name": "businessStatus", "valueCode": change.mark})
+    if change.candidate:
+        parts.append({"name": "candidate", "valueReference": {"reference": change.candidate}})
     return parts

@@ -1,6 +1,7 @@
 """One call per write for the interaction layer: check, then return what to store.
 
-`prepare_task_write` = `check_task_write` + drop the stalled mark when the status moved +
+`prepare_task_write` = `check_task_write` + reject an open referral its last candidate
+declined + drop the stalled mark when the status moved +
 stamp the author (for $timeline). `prepare_service_request_write` = the ServiceRequest checks +
 the referral Tasks that must follow (store them with a privileged context in the same
 transaction; they are already consistent with the Task rules).
@@ -13,6 +14,7 @@ from datetime import datetime
 
 from fhir_server.workflow.access_context import AccessContext
 from fhir_server.workflow.authorship import stamp_author
+from fhir_server.workflow.open_referral import close_when_all_declined
 from fhir_server.workflow.service_request_rules import (
     check_service_request_write,
     follow_up_task_changes,
@@ -35,7 +37,7 @@ def prepare_task_write(
                      output_targets=output_targets, party_organizations=party_organizations)
     if not (is_referral_task(new) or is_referral_task(previous)):
         return new
-    return stamp_author(clear_on_move(previous, new), ctx)
+    return stamp_author(clear_on_move(previous, close_when_all_declined(previous, new)), ctx)
 
 
 def prepare_service_request_write(
