@@ -101,6 +101,40 @@ def test_referral_received_topic_fires_only_when_a_requested_referral_is_created
     assert not fired(None, task(code={"coding": [{"code": "approve"}]}), "create")
 
 
+def test_open_referral_candidates_can_be_filtered_on():
+    from fhir_server.workflow.canonical import EXT_CANDIDATE
+
+    offered = task(extension=[{"url": EXT_CANDIDATE, "valueReference": {
+        "reference": "Organization/cbo-a"}}])
+    offered.pop("owner")
+    for_a = validate_subscription(sub(REFERRAL_RECEIVED_TOPIC, filters=(
+        "Task?candidate=Organization/cbo-a,HealthcareService/a-1",)))
+    for_b = validate_subscription(sub(REFERRAL_RECEIVED_TOPIC, filters=(
+        "Task?candidate=Organization/cbo-b",)))
+    assert filters_match(for_a, offered) and not filters_match(for_b, offered)
+    assert not filters_match(for_a, task())  # an owned referral offers nobody anything
+
+
+def test_email_text_leads_with_the_subscriptions_reason():
+    from subscriptions.channels import email_text
+
+    def email(reason: str) -> dict:
+        body = sub(type="email", endpoint="mailto:a@b.org", content="empty")
+        body["reason"] = reason
+        return body
+
+    plain = validate_subscription(email(""))
+    subject, body = email_text("s1", plain, "event-notification", 3, "https://x.org/fhir")
+    assert subject == "FHIR Subscription s1: event-notification"
+    assert body.startswith("FHIR Subscription s1") and "https://x.org/fhir" in body
+    told = validate_subscription(email(
+        "New referrals for Lakeside. Open the workspace: https://x.org/workspace/"))
+    subject, body = email_text("s1", told, "event-notification", 3, "https://x.org/fhir")
+    assert subject == "New referrals for Lakeside (FHIR Subscription s1: event-notification)"
+    assert body.startswith("New referrals for Lakeside. Open the workspace: "
+                           "https://x.org/workspace/")
+
+
 def test_servicerequest_topic_only_update_and_delete():
     sr = {"resourceType": "ServiceRequest", "id": "sr1", "status": "active",
           "subject": {"reference": "Patient/p1"}}
