@@ -14,6 +14,7 @@ DIRECTORY = {"Organization", "Practitioner", "PractitionerRole", "HealthcareServ
              "OperationDefinition", "ActivityDefinition", "PlanDefinition", "Library",
              "Measure"}
 CLINICAL = {"QuestionnaireResponse", "Observation", "Condition", "Goal", "DocumentReference"}
+CANDIDATE = "http://mh-referral.example.org/fhir/StructureDefinition/task-candidate"
 
 World = list[tuple[dict, str | None]]
 
@@ -81,7 +82,8 @@ def visible(org: str, world: World) -> set[str]:
             seen.update(r for r in refs(res) if r.startswith("Patient/"))
     # The referral compartment
     tasks = [r for r, _ in world if r["resourceType"] == "Task"
-             and (set(_at(r, "owner")) | set(_at(r, "requester"))) & mine]
+             and ((set(_at(r, "owner")) | set(_at(r, "requester"))) & mine
+                  or _offered_to(r, mine))]
     seen.update(key(t) for t in tasks)
     task_keys = {key(t) for t in tasks} | {k for k in seen if k.startswith("Task/")}
     focus = {f for t in task_keys if t in by_key for f in _at(by_key[t][0], "focus")}
@@ -118,3 +120,12 @@ def visible(org: str, world: World) -> set[str]:
             seen.add(key(res))
     return {k for k in seen if k in by_key}
 
+
+
+def _offered_to(task: dict, mine: set[str]) -> bool:
+    """An open referral (requested, no owner yet) lists one of `mine` as a candidate (our
+    task-candidate extension): its candidates see it as an owner would until it is claimed."""
+    candidates = [r for ext in task.get("extension") or [] if ext.get("url") == CANDIDATE
+                  for r in refs(ext.get("valueReference"))]
+    return task.get("status") == "requested" and not task.get("owner") \
+        and bool(set(candidates) & mine)

@@ -15,6 +15,8 @@ from fhir_server.auth.policy import (
     searchable_types,
 )
 from fhir_server.auth.referral_compartment import (
+    CANDIDATE_PATH,
+    OfferedTo,
     OrgRef,
     ReferencedBy,
     SubjectOfOwnRecord,
@@ -114,7 +116,8 @@ def test_restrict_for_organization_rules():
     c = ctx("system/*.rs", organization="Organization/cbo")
     task = restrict_for(c, "Task")
     assert task.organization == "Organization/cbo"
-    assert task.rules == (WrittenBy(), OrgRef("Task.owner"), OrgRef("Task.requester"))
+    assert task.rules == (WrittenBy(), OrgRef("Task.owner"), OrgRef("Task.requester"),
+                          OfferedTo(CANDIDATE_PATH))
     assert ReferencedBy("Task", "Task.focus") in restrict_for(c, "ServiceRequest").rules
     assert SubjectOfOwnRecord() in restrict_for(c, "Patient").rules
     assert restrict_for(c, "Subscription").rules == (WrittenBy(),)  # only what it wrote
@@ -286,3 +289,66 @@ def test_provenance_is_valid_fhir():
     backend = build_provenance(AccessContext(client_id="svc"), "ServiceRequest/1", "create")
     assert_valid_fhir(backend)
     assert backend["agent"][0]["who"]["identifier"]["value"] == "svc"
+
+
+# -- open referrals offered to several organizations ----------------------------------------
+CANDIDATE = "http://mh-referral.example.org/fhir/StructureDefinition/task-candidate"
+
+
+def _offer_world(status: str = "requested", owner: str | None = None
+                 ) -> list[tuple[dict, str | None]]:
+    """The referral of `_world("active")` offered to cbo and cbo2 instead of owned."""
+    world = _world("active")
+    task = dict(world[2][0], status=status)
+    task.pop("owner")
+    task.pop("output")
+    task["extension"] = [{"url": CANDIDATE, "valueReference": {"reference": ref}}
+                         for ref in ("Organization/cbo", "HealthcareService/hs2")]
+    if owner:
+        task["owner"] = {"reference": owner}
+    world[2] = (task, world[2][1])
+    world.append(({"resourceType": "HealthcareService", "id": "hs2",
+                   "providedBy": {"reference": "Organization/cbo2"}}, "Organization/cbo2"))
+    return world
+
+
+REFERRAL = {"Task/t1", "ServiceRequest/sr1", "Patient/p1", "Consent/k1",
+            "QuestionnaireResponse/qr1", "Condition/c1"}
+
+
+@pytest.mark.parametrize("org", ["Organization/cbo", "Organization/cbo2"])
+def test_candidates_see_the_open_referral_as_an_owner_would(org):
+    assert REFERRAL <= visible_references(org, _offer_world())
+
+
+def test_candidates_see_clinical_details_only_with_consent():
+    world = [(r, a) for r, a in _offer_world() if r["resourceType"] != "Consent"]
+    seen = visible_references("Organization/cbo2", world)
+    assert {"Task/t1", "ServiceRequest/sr1", "Patient/p1"} <= seen
+    assert not seen & {"QuestionnaireResponse/qr1", "Condition/c1"}
+
+
+def test_the_claimer_sees_everything_the_others_see_it_withdrawn():
+    claimed = _offer_world("accepted", owner="Organization/cbo")
+    assert REFERRAL <= visible_references("Organization/cbo", claimed)
+    assert not visible_references("Organization/cbo2", claimed) & REFERRAL
+
+
+def test_a_declined_candidate_keeps_only_what_it_wrote():
+    world = _offer_world()
+    task = dict(world[2][0], extension=world[2][0]["extension"][:1])  # cbo2 declined
+    world[2] = (task, world[2][1])
+    world.append(({"resourceType": "Communication", "id": "note",
+                   "subject": {"reference": "Patient/p1"}}, "Organization/cbo2"))
+    seen = visible_references("Organization/cbo2", world)
+    assert "Communication/note" in seen
+    assert not seen & (REFERRAL - {"Patient/p1"})  # its own note keeps the patient in view
+
+
+@pytest.mark.parametrize("status", ["draft", "rejected", "cancelled"])
+def test_an_offer_that_is_not_requested_is_not_visible(status):
+    assert not visible_references("Organization/cbo", _offer_world(status)) & REFERRAL
+
+
+def test_an_organization_not_listed_sees_nothing_of_an_offer():
+    assert not visible_references("Organization/other", _offer_world()) & REFERRAL

@@ -22,7 +22,12 @@ A partner (a Backend Services client or a user bound to Organization/O) sees exa
      team sent them in a Task for the patient);
    * Observations derived from a visible QuestionnaireResponse (its scores);
    * the Flag a visible Task focuses on (the item-9 safety Flag of the risk-assessment Task
-     the server gives the clinic when a patient's own answers raise it).
+     the server gives the clinic when a patient's own answers raise it);
+   * an **open referral offered to O** (`OfferedTo`): a Task in `requested` without `owner`
+     whose `task-candidate` extension names one of O's references. While it is open, each
+     candidate sees it as an owner would (its ServiceRequest, Patient, Consent and the
+     consent-gated details); once another candidate owns it, or after O declined (its entry
+     left the list), the Task lends O nothing more (what O wrote stays visible, rule 2).
 5. Nothing else (fail closed). Administrators without an organization and SYSTEM are not
    narrowed.
 
@@ -92,13 +97,22 @@ class DerivedFrom:
     path: str
 
 
-Rule = WrittenBy | SubjectOfOwnRecord | OrgRef | ReferencedBy | DerivedFrom
+@dataclass(frozen=True)
+class OfferedTo:
+    """An open referral Task (status requested, no owner) whose element at `path` (the
+    task-candidate extension) references one of the organization's org refs."""
+
+    path: str
+
+
+Rule = WrittenBy | SubjectOfOwnRecord | OrgRef | ReferencedBy | DerivedFrom | OfferedTo
+CANDIDATE_PATH = "Task.extension('task-candidate').value"
 
 _SR_CLINICAL = "ServiceRequest.supportingInfo | ServiceRequest.reasonReference"
 
 #: The referral compartment: data of other organizations reachable through referrals.
 REFERRAL_RULES: dict[str, tuple[Rule, ...]] = {
-    "Task": (OrgRef("Task.owner"), OrgRef("Task.requester")),
+    "Task": (OrgRef("Task.owner"), OrgRef("Task.requester"), OfferedTo(CANDIDATE_PATH)),
     "ServiceRequest": (
         ReferencedBy("Task", "Task.focus"),
         OrgRef("ServiceRequest.requester"),

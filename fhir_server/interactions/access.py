@@ -17,7 +17,9 @@ from fhir_server.auth.audit import OUTCOME_DENIED, OUTCOME_SUCCESS, build_audit_
 from fhir_server.auth.audit_store import record_audit
 from fhir_server.auth.context import NOBODY, AccessContext
 from fhir_server.auth.referral_compartment import (
+    CANDIDATE_PATH,
     DerivedFrom,
+    OfferedTo,
     OrgRef,
     ReferencedBy,
     SubjectOfOwnRecord,
@@ -55,6 +57,7 @@ PATH_PARAMS: dict[str, tuple[str, ...]] = {
     "ServiceRequest.encounter": ("encounter",),
     "Procedure.performer.actor": ("performer",),
     "Observation.derivedFrom": ("derived-from",),
+    CANDIDATE_PATH: ("candidate",),
 }
 
 
@@ -350,6 +353,10 @@ def _visible(res_type: str, r: Any, org: _Org) -> Clause:
             clauses += [q.references_live(r, param, rule.target_type,
                                           _target_visible(rule.target_type, org))
                         for param in PATH_PARAMS[rule.path]]
+        elif isinstance(rule, OfferedTo):  # an open referral: requested, no owner yet
+            clauses.append(q.all_of([q.has_token(r, "status", "requested"),
+                                     q.lacks_reference(r, "owner"),
+                                     q.references_any(r, PATH_PARAMS[rule.path], org.refs)]))
     return q.any_of(clauses)
 
 

@@ -41,6 +41,12 @@ def references_any(r: Any, params: tuple[str, ...], targets: frozenset[tuple[str
         tuple_(x.c.target_type, x.c.target_id).in_(sorted(targets))))
 
 
+def lacks_reference(r: Any, param: str) -> ColumnElement[bool]:
+    """Row `r` references nothing through `param` (e.g. a Task without owner)."""
+    x = idx_reference.alias()
+    return ~exists(select(1).select_from(x).where(x.c.pid == r.c.pid, x.c.param == param))
+
+
 def references_patient(r: Any, params: tuple[str, ...], patient_id: str) -> ColumnElement[bool]:
     """Row `r` is in the compartment of Patient/`patient_id` through one of `params`."""
     return references_any(r, params, frozenset({("Patient", patient_id)}))

@@ -20,6 +20,7 @@ APPS: tuple[str, ...] = (
     "fhir_server.web.clinician",
     "fhir_server.web.dashboard",
     "fhir_server.web.patient",
+    "fhir_server.web.workspace",
 )
 
 

@@ -36,6 +36,7 @@ class WebConfig:
     allow_any_iss: bool = False
     ehr_scope: str = DEFAULT_EHR_SCOPE
     timeout: float = 10.0
+    stalled_policy: str = ""  # Settings.stalled_policy: the clocks the workspace shows
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebConfig:
@@ -60,6 +61,7 @@ class WebConfig:
             allow_any_iss=not allowed and settings.auth_mode == "off",
             ehr_scope=settings.app_scope,
             timeout=settings.app_timeout,
+            stalled_policy=settings.stalled_policy,
         )
 
     def iss_allowed(self, iss: str) -> bool:

@@ -27,7 +27,8 @@ def site_blueprint(config: WebConfig, apps: list[AppSpec]) -> Blueprint:
 
     for name, func in (("ago", words.when), ("day", words.day), ("day_time", words.day_time),
                        ("priority", words.priority_words), ("task_status", words.task_status),
-                       ("concept", words.concept_text), ("long_day", i18n.long_day)):
+                       ("concept", words.concept_text), ("long_day", i18n.long_day),
+                       ("language", words.patient_language), ("stalled", words.stalled_words)):
         bp.add_app_template_filter(func, name)
 
     bp.add_app_template_global(csrf_value, "csrf_value")

@@ -170,6 +170,11 @@ def priority_words(priority: str | None) -> str:
     return PRIORITY.get(priority or "routine", priority or "Routine")
 
 
+def stalled_words(code: str | None) -> str:
+    """A stalled mark in words ("not accepted in time")."""
+    return STALLED.get(code or "", code or "")
+
+
 def stalled_mark(task: dict) -> str | None:
     """The stalled code of a Task's businessStatus (our CodeSystem), if any."""
     for coding in (task.get("businessStatus") or {}).get("coding") or []:

@@ -7,9 +7,11 @@ the chosen organization. The ServiceRequest and the Task carry the form's idempo
 an identifier and are created only if nothing has that identifier yet (`ifNoneExist`), so
 sending the same form twice creates one referral.
 
-Open referrals (several candidate organizations, no owner until one accepts) are designed
-in the provider workspace issue: `Routing.candidates` is the seam, refused until that
-representation exists (`OPEN_REFERRAL_EXTENSION`).
+An open referral (`Routing.candidates`: several organizations, the first to accept owns it)
+is a Task without owner, with `performerType` (the kind of provider wanted) and one
+`task-candidate` extension per organization (fhir_server/workflow/RULES.md §10). Its
+ServiceRequest names no performer: the candidates see the referral itself, and the patient's
+record only once one of them has accepted.
 """
 
 from __future__ import annotations
@@ -19,12 +21,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from fhir_server.web.forms import key_condition, key_identifier
-from fhir_server.workflow.canonical import CANONICAL_BASE
+from fhir_server.workflow.canonical import CANONICAL_BASE, EXT_CANDIDATE
+from mappers.directory_model import (
+    REFERRAL_CODE_CATEGORY,
+    SERVICE_CATEGORIES,
+    SERVICE_CATEGORY_CS,
+)
 
 SNOMED = "http://snomed.info/sct"
 SDOHCC = "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition"
 PRIORITY_OVERRIDE_EXT = f"{CANONICAL_BASE}/StructureDefinition/safety-priority-override-reason"
-OPEN_REFERRAL_EXTENSION: str | None = None  # set by the open-referral work (issue 16)
+OPEN_REFERRAL_EXTENSION = EXT_CANDIDATE
 DEFAULT_SERVICE = ("390866009", "Referral to mental health team")
 CATEGORY = {"system": SNOMED, "code": "410606002", "display": "Social service procedure"}
 PRIORITIES = ("routine", "urgent", "asap", "stat")
@@ -35,11 +42,11 @@ CONSENT_TEXT = ("The patient agrees that the receiving provider may see the scre
 
 @dataclass(frozen=True)
 class Routing:
-    """Who receives the referral: one owner, or (later) several candidates."""
+    """Who receives the referral: one owner, or several candidates (an open referral)."""
 
     owner: str | None = None  # Organization/x
     service: str | None = None  # HealthcareService/x chosen (the ServiceRequest performer)
-    candidates: tuple[str, ...] = ()
+    candidates: tuple[str, ...] = ()  # Organization/x ... (an open referral: no owner)
 
 
 @dataclass
@@ -91,11 +98,10 @@ def _patient_entry(patient: dict) -> tuple[dict | None, str]:
 def referral_entries(referral: Referral, authored: str | None = None) -> list[dict]:
     """The transaction entries that send `referral`."""
     routing = referral.routing
-    if routing.candidates:
-        if OPEN_REFERRAL_EXTENSION is None:
-            raise ValueError("Sending to several providers at once is not available yet: "
-                             "choose one provider.")
-    elif not routing.owner:
+    if routing.candidates and routing.owner:
+        raise ValueError("An open referral has no single provider: choose one provider, or "
+                         "offer it to several.")
+    if not routing.candidates and not routing.owner:
         raise ValueError("Choose the provider who should receive the referral.")
     authored = authored or now_instant()
     out: list[dict] = []
@@ -124,7 +130,9 @@ def referral_entries(referral: Referral, authored: str | None = None) -> list[di
         "requester": {"reference": referral.requester},
         "note": [{"text": referral.reason, "time": authored}],
     }
-    if routing.service:
+    if routing.candidates:
+        pass  # no performer: the candidates see the patient only once one has accepted
+    elif routing.service:
         sr["performer"] = [{"reference": routing.service}]
     elif routing.owner:
         sr["performer"] = [{"reference": routing.owner}]
@@ -145,16 +153,31 @@ def referral_entries(referral: Referral, authored: str | None = None) -> list[di
     }
     if routing.owner:
         task["owner"] = {"reference": routing.owner}
+    if routing.candidates:
+        task["performerType"] = [performer_type(code, display)]
+        task["extension"] = [{"url": OPEN_REFERRAL_EXTENSION, "valueReference": {
+            "reference": ref}} for ref in dict.fromkeys(routing.candidates)]
     if referral.override_reason.strip():
         override = [{"url": PRIORITY_OVERRIDE_EXT,
                      "valueString": referral.override_reason.strip()}]
         sr["extension"] = override
-        task["extension"] = list(override)
+        task["extension"] = [*task.get("extension", []), *override]
     out.append({"fullUrl": sr_urn, "resource": sr, "request": {
         "method": "POST", "url": "ServiceRequest", "ifNoneExist": key_condition(referral.key)}})
     out.append({"fullUrl": _urn(), "resource": task, "request": {
         "method": "POST", "url": "Task", "ifNoneExist": key_condition(referral.key)}})
     return out
+
+
+def performer_type(code: str, display: str) -> dict:
+    """Task.performerType of an open referral: the kind of provider the service needs (the
+    directory's service category when the referral code maps to one)."""
+    category = REFERRAL_CODE_CATEGORY.get(code)
+    if category is None:
+        return {"text": f"Provider of: {display}"}
+    words = SERVICE_CATEGORIES[category]
+    return {"coding": [{"system": SERVICE_CATEGORY_CS, "code": category, "display": words}],
+            "text": f"Provider of {words.lower()}"}
 
 
 def consent(patient_ref: str, organization: str, day: str) -> dict:

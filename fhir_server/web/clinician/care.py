@@ -148,9 +148,11 @@ def _point(patient: dict) -> tuple[float, float] | None:
     return None
 
 
-def find_providers(api: FhirApi, parameters: dict) -> MatchResult:
-    """Run `HealthcareService/$match` and name every provider and place."""
-    bundle = api.operation("HealthcareService/$match", body=parameters)
+def find_providers(api: FhirApi, parameters: dict,
+                   operation: str = "HealthcareService/$match") -> MatchResult:
+    """Run `$match` (type-level, or `ServiceRequest/<id>/$match` for the criteria of an
+    existing referral) and name every provider and place."""
+    bundle = api.operation(operation, body=parameters)
     shown, misses = entries(bundle, "match"), entries(bundle, "include")
     extra = {e["resource"]["id"]: e.get("search") or {} for e in bundle.get("entry") or []
              if (e.get("resource") or {}).get("resourceType") == "HealthcareService"}

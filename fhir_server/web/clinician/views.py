@@ -100,18 +100,40 @@ def add_patient_views(bp: Blueprint) -> None:
         return _send(patient_id)
 
 
-def _send_context(patient_id: str, service_id: str) -> dict:
+MAX_OFFERS = 5  # providers an open referral may be offered to at once
+
+
+def offered_ids(values: list[str]) -> list[str]:
+    """The distinct HealthcareService ids a clinician ticked for an open referral."""
+    return list(dict.fromkeys(v.strip() for v in values if v.strip()))[:MAX_OFFERS]
+
+
+def _send_context(patient_id: str, service_id: str, offers: list[str] | None = None) -> dict:
+    """What the send page needs. With two or more `offers` (HealthcareService ids) the
+    referral is an open one: offered to their organizations, the first to accept owns it."""
     api = current().api
     summary = load_summary(api, patient_id)
-    service = api.read(f"HealthcareService/{service_id}") if service_id else None
+    offers = offers or []
+    if len(offers) == 1:
+        service_id, offers = offers[0], []
+    service = api.read(f"HealthcareService/{service_id}") if service_id and not offers \
+        else None
+    offered = []
+    for answer in api.batch([f"HealthcareService/{i}" for i in offers]):
+        if isinstance(answer, ApiError):
+            raise answer
+        offered.append(answer)
     names = current().names()
-    if service:
-        names.want(service.get("providedBy"))
-        names.fetch()
+    for chosen in [service, *offered]:
+        if chosen:
+            names.want(chosen.get("providedBy"))
+    names.fetch()
     rec = recommendation(api, patient_id)
     link = current().session.ehr
     return {"s": summary, "service": service, "rec": rec, "patient_id": patient_id,
             "organization": names.name((service or {}).get("providedBy"), ""),
+            "offers": [{"service": o, "organization": names.name(o.get("providedBy"), "")}
+                       for o in offered],
             "ehr": link if link and link.get("hub_patient") == patient_id else None,
             "ehr_can_write": ehr_can_write(link)}
 
@@ -119,7 +141,7 @@ def _send_context(patient_id: str, service_id: str) -> dict:
 def _send(patient_id: str) -> Response:
     here = current()
     service_id = (request.values.get("service") or "").strip()
-    ctx = _send_context(patient_id, service_id)
+    ctx = _send_context(patient_id, service_id, offered_ids(request.values.getlist("offer")))
     state = restore_form() if request.method == "GET" else FormState(
         values={k: request.form.getlist(k) for k in request.form if k != "csrf"})
     if request.method == "GET":
@@ -128,7 +150,7 @@ def _send(patient_id: str) -> Response:
                             "priority": [ctx["rec"].priority or "routine"],
                             "reason": [_default_reason(ctx)]}
         return _send_page(ctx, state)
-    if ctx["service"] is None:
+    if ctx["service"] is None and not ctx["offers"]:
         state.add("service", "Choose a provider first.")
         return _send_page(ctx, state, 400)
     referral, problems = _referral_from_form(ctx, state)
@@ -192,22 +214,27 @@ def _referral_from_form(ctx: dict, state: FormState
     consent = state.value("consent") == "yes"
     if consent and not here.user.organization:
         state.add("consent", "Consent needs your clinic's name; your account has none.")
-    service = ctx["service"]
-    owner = (service.get("providedBy") or {}).get("reference")
+    service = ctx["service"] or ctx["offers"][0]["service"]
     code = next(((c["code"], c.get("display") or REFERRAL_DISPLAY.get(c["code"], c["code"]))
                  for concept in service.get("type") or [] for c in concept.get("coding") or []
                  if c.get("system") == referral_bundle.SNOMED and c.get("code")),
                 referral_bundle.DEFAULT_SERVICE)
+    if ctx["offers"]:  # an open referral: no owner, the organizations as candidates
+        routing = referral_bundle.Routing(candidates=tuple(dict.fromkeys(
+            (o["service"].get("providedBy") or {}).get("reference") for o in ctx["offers"]
+            if (o["service"].get("providedBy") or {}).get("reference"))))
+    else:
+        routing = referral_bundle.Routing(
+            owner=(service.get("providedBy") or {}).get("reference"),
+            service=f"HealthcareService/{service['id']}")
     if state.has_errors or key is None:
         return None, True
     supporting = [a.response for a in ctx["s"].answers]
     return referral_bundle.Referral(
         key=key, patient=ctx["s"].patient, requester=requester,
         organization=here.user.organization,
-        routing=referral_bundle.Routing(owner=owner, service=f"HealthcareService/"
-                                                            f"{service['id']}"),
-        service_code=code, priority=state.value("priority") or "routine", reason=reason,
-        supporting=supporting, consent=consent,
+        routing=routing, service_code=code, priority=state.value("priority") or "routine",
+        reason=reason, supporting=supporting, consent=consent,
         override_reason=state.value("override_reason")), False
 
 

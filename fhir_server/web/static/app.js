@@ -2,7 +2,8 @@
    1. A form marked data-once sends once: its submit buttons are disabled after the first
       submit (the server's idempotency key makes a second send harmless anyway).
    2. An element with data-refresh-url and data-refresh-seconds (at least 10) is replaced by
-      a fresh copy from that URL every so often, and the change is announced politely. */
+      a fresh copy from that URL every so often, and the change is announced politely; not
+      while the user is filling in a form inside it. */
 (function () {
   "use strict";
   document.addEventListener("submit", function (event) {
@@ -16,12 +17,19 @@
     });
   });
 
+  // Never replace what someone is filling in: an open <details> form or a focused field.
+  function busy(region) {
+    var active = document.activeElement;
+    if (region.querySelector("details[open]")) { return true; }
+    return !!(active && region.contains(active) && /^(INPUT|SELECT|TEXTAREA)$/.test(active.tagName));
+  }
+
   function refresh(region) {
     var url = region.getAttribute("data-refresh-url");
     var seconds = Math.max(10, parseInt(region.getAttribute("data-refresh-seconds") || "15", 10));
     var status = document.getElementById(region.getAttribute("data-refresh-status") || "");
     window.setInterval(function () {
-      if (document.hidden) { return; }
+      if (document.hidden || busy(region)) { return; }
       fetch(url, { credentials: "same-origin", headers: { "X-Refresh": "1" } })
         .then(function (response) {
           if (response.status === 200) { return response.text(); }
