@@ -1,6 +1,6 @@
 """My numbers: referrals received, accepted, median time to accept, completed and stalled,
-for a chosen period, from `$referral-metrics?owner=<my organization>` (a referral counts in
-the period it was sent)."""
+for a chosen period, from `$referral-metrics?group-by=all&owner=<my organization>` (a
+referral counts in the period it was sent; definitions: `fhir_server/workflow/OUTCOMES.md`)."""
 
 from __future__ import annotations
 
@@ -75,41 +75,47 @@ class Numbers:
     reasons: list[tuple[str, int]] = field(default_factory=list)
 
 
-def numbers_from(parameters: dict, organization: str) -> Numbers:
-    """Our row of the `$referral-metrics` Parameters."""
+def numbers_from(parameters: dict) -> Numbers:
+    """The figures of the single group (`group-by=all`) of a `$referral-metrics` answer."""
     out = Numbers()
-    for param in (parameters or {}).get("parameter") or []:
-        if param.get("name") != "organization":
-            continue
-        parts = param.get("part") or []
-        ref = next((p.get("valueReference", {}).get("reference") for p in parts
-                    if p.get("name") == "reference"), None)
-        if ref != organization:
-            continue
-        for part in parts:
-            name = part.get("name")
-            if name == "total":
-                out.received = part["valueInteger"]
-            elif name == "accepted":
-                out.accepted = part["valueInteger"]
-            elif name == "stalled":
-                out.stalled = part["valueInteger"]
-            elif name == "acceptanceRate":
-                out.acceptance_rate = float(part["valueDecimal"])
-            elif name == "timeToAcceptanceMedian":
-                out.median_accept_hours = float(part["valueQuantity"]["value"])
-            elif name == "timeToAcceptanceP90":
-                out.p90_accept_hours = float(part["valueQuantity"]["value"])
-            elif name == "status":
-                sub = {p["name"]: p for p in part.get("part") or []}
-                out.by_status[sub["code"]["valueCode"]] = sub["count"]["valueInteger"]
-            elif name == "rejectionReason":
-                sub = {p["name"]: p for p in part.get("part") or []}
-                out.reasons.append((sub["reason"]["valueString"],
-                                    sub["count"]["valueInteger"]))
+    group = next((p.get("part") or [] for p in (parameters or {}).get("parameter") or []
+                  if p.get("name") == "group"), [])
+    for part in group:
+        name = part.get("name")
+        sub = {p.get("name"): p for p in part.get("part") or []}
+        if name == "total":
+            out.received = _count(part)
+        elif name == "funnel" and _code(sub.get("stage")) == "accepted":
+            out.accepted = _count(sub.get("count"))
+        elif name == "stalled":
+            out.stalled += _count(sub.get("count"))
+        elif name == "acceptanceRate":
+            out.acceptance_rate = float(part["valueDecimal"])
+        elif name == "duration" and _code(sub.get("measure")) == "accept":
+            out.median_accept_hours = _hours(sub.get("median"))
+            out.p90_accept_hours = _hours(sub.get("p90"))
+        elif name == "status":
+            out.by_status[_code(sub.get("code"))] = _count(sub.get("count"))
+        elif name == "rejectionReason":
+            out.reasons.append((str((sub.get("reason") or {}).get("valueString") or ""),
+                                _count(sub.get("count"))))
     out.completed = out.by_status.get("completed", 0)
     out.declined = out.by_status.get("rejected", 0)
     return out
+
+
+def _count(part: dict | None) -> int:
+    value = (part or {}).get("valueInteger")
+    return value if isinstance(value, int) else 0
+
+
+def _code(part: dict | None) -> str:
+    return str((part or {}).get("valueCode") or "")
+
+
+def _hours(part: dict | None) -> float | None:
+    value = ((part or {}).get("valueQuantity") or {}).get("value")
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def hours_words(hours: float | None) -> str:
@@ -137,7 +143,7 @@ def add_numbers_views(bp: Blueprint, us_or_none: Callable[[], Us | None],
         period = period_of(key if key in PERIODS else "30d", request.args.get("since", ""),
                            request.args.get("until", ""))
         answer = current().api.operation("$referral-metrics", params=[
-            ("owner", us.organization), ("start", period.start.isoformat()),
-            ("end", period.end.isoformat())])
+            ("group-by", "all"), ("owner", us.organization),
+            ("start", period.start.isoformat()), ("end", period.end.isoformat())])
         return render("workspace/numbers.html", us=us, period=period, periods=PERIODS,
-                      n=numbers_from(answer, us.organization), hours_words=hours_words)
+                      n=numbers_from(answer), hours_words=hours_words)
