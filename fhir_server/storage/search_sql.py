@@ -165,12 +165,16 @@ class _SqlBuilder:
             sel = sel.where(table.c.res_type == res_type)
         return sel
 
-    def _live(self, t: Any, res_type: str | None) -> ColumnElement[bool]:
+    def _live(self, t: Any, res_type: str | None, of_type: str | None = None
+              ) -> ColumnElement[bool]:
+        """Live and visible rows of `t`; `res_type` adds the type to the query, `of_type`
+        only tells the access narrowing which type the other conditions imply."""
         cond = t.c.deleted == false()
         if res_type is not None:
             cond = and_(t.c.res_type == res_type, cond)
         if self.restrict is not None:
-            cond = and_(cond, self.restrict(t, None if res_type is None else (res_type,)))
+            known = res_type or of_type
+            cond = and_(cond, self.restrict(t, None if known is None else (known,)))
         return cond
 
     def _chain(self, flt: ChainFilter, res_type: str | None) -> tuple[Any, Select]:
@@ -178,7 +182,7 @@ class _SqlBuilder:
         options = []
         for target_type, inner in flt.inner.items():
             t = resources.alias("tc")
-            targets = select(t.c.res_id).where(self._live(t, None),
+            targets = select(t.c.res_id).where(self._live(t, None, target_type),
                                                *self.conditions([inner], t, target_type))
             options.append(and_(x.c.target_type == target_type, x.c.target_id.in_(targets)))
         sel = select(x.c.pid).where(or_(*options))
@@ -194,7 +198,8 @@ class _SqlBuilder:
             # targets. (No condition on x.res_type: the source's pid implies it, and with one
             # the planner scans every reference of that type and parameter instead.)
             targets = select(x.c.target_id).select_from(s.join(x, x.c.pid == s.c.pid)).where(
-                self._live(s, None), *self.conditions([flt.inner], s, flt.source_type),
+                self._live(s, None, flt.source_type),
+                *self.conditions([flt.inner], s, flt.source_type),
                 x.c.param == flt.param.code, x.c.target_type == target_type)
             return and_(r.c.res_type == res_type, r.c.res_id.in_(targets))
         # A probe for one target: its few referencing sources, each checked by pid (an
@@ -202,7 +207,7 @@ class _SqlBuilder:
         return select(1).select_from(x.join(s, s.c.pid == x.c.pid)).where(
             x.c.target_id == r.c.res_id, x.c.target_type == target_type,
             x.c.res_type == flt.source_type, x.c.param == flt.param.code,
-            self._live(s, None),
+            self._live(s, None, flt.source_type),
             *self.conditions([flt.inner], s, flt.source_type, drive=False)).exists()
 
     def _param(self, flt: ParamFilter, r: Any, res_type: str | None,
@@ -676,6 +681,21 @@ def _includes(conn: Connection, parsed: ParsedSearch, matches: list[Row],
     return included
 
 
+def _include_types(inc: Include) -> tuple[str, ...] | None:
+    """The types an include can add (None: not known, any type): its target type, or the
+    target types of its search parameter (`Task:owner` adds Organizations, PractitionerRoles
+    and HealthcareServices only), so the access narrowing is built for those alone."""
+    if inc.reverse:
+        return (inc.source_type,) if inc.source_type else None
+    if inc.target_type:
+        return (inc.target_type,)
+    if inc.source_type and inc.param:
+        param = reference_params(inc.source_type).get(inc.param)
+        if param is not None and param.targets:
+            return tuple(param.targets)
+    return None
+
+
 def _include_rows(conn: Connection, inc: Include, sources: list[Row],
                   restrict: Restrict | None, limit: int) -> list[Row]:
     """At most `limit` live resources that `inc` adds to `sources`."""
@@ -683,7 +703,7 @@ def _include_rows(conn: Connection, inc: Include, sources: list[Row],
     t = resources.alias("t")
     live = t.c.deleted == false()
     if restrict is not None:
-        live = and_(live, restrict(t, None if inc.target_type is None else (inc.target_type,)))
+        live = and_(live, restrict(t, _include_types(inc)))
     if not inc.reverse:
         pids = [s.pid for s in sources if inc.source_type in (None, s.res_type)]
         if not pids:

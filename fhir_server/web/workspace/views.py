@@ -19,7 +19,13 @@ from fhir_server.web.workspace.detail import load_detail
 from fhir_server.web.workspace.intake import add_settings_views
 from fhir_server.web.workspace.numbers import add_numbers_views
 from fhir_server.web.workspace.queue import Filters, Us, load_queue, load_us
-from fhir_server.web.workspace.rows import STATE_ORDER, STATUS_WORDS, is_offer, policy_from
+from fhir_server.web.workspace.rows import (
+    STATE_ORDER,
+    STATUS_WORDS,
+    is_offer,
+    policy_from,
+    work_rows,
+)
 
 REDIRECT_FIELDS = FieldMap(((r"target", "redirect_service"), (r"reason", "redirect_reason")))
 SEEN_OFFERS = 30  # open referrals remembered per session, to say "withdrawn" when they go
@@ -307,10 +313,7 @@ def _redirect_page(us: Us, task_id: str) -> Response:
             else:
                 _notice(task_id, "done", DONE["redirect"])
                 return redirect(url_for(".referral", task_id=task_id), 303)
-    names = here.names()
-    names.want(task.get("requester"))
-    names.fetch()
+    row = work_rows(here.names(), [task], policy_from(here.config.stalled_policy))[0]
     return render("workspace/redirect.html", status=422 if state.has_errors else 200,
                   task=task, task_id=task_id, version=version, choices=choices,
-                  problem=problem, state=state,
-                  requester=names.name(task.get("requester"), "the referring clinic"))
+                  problem=problem, state=state, requester=row.requester)
