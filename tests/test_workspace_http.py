@@ -117,3 +117,38 @@ def test_stale_page_says_so_and_overwrites_nothing(web_server, world):
         "reject_code": "no-capacity", "reject_text": "Full"}, timeout=30)
     assert "Someone else acted first" in r.text
     assert world.clinic.get(f"Task/{task['id']}").json()["status"] == "accepted"
+
+
+def test_hold_resume_and_could_not_complete_carry_their_reasons(web_server, world):
+    task = send_referral(world, world.other_patient, owner=world.lakeside.organization)
+    browser = signed_in(web_server, world.lakeside)
+    act(browser, web_server, task["id"], "accept")
+    r = act(browser, web_server, task["id"], "hold", hold_code="", hold_text="Away")
+    assert r.status_code == 400 and 'id="hold_code-error"' in r.text  # coded reason needed
+    r = act(browser, web_server, task["id"], "hold", hold_code="waiting-for-patient",
+            hold_text="Patient travelling until the 14th")
+    assert "Put on hold" in r.text, r.text
+    stored = world.clinic.get(f"Task/{task['id']}").json()
+    assert stored["status"] == "on-hold"
+    assert stored["statusReason"]["coding"][0]["code"] == "waiting-for-patient"
+    r = act(browser, web_server, task["id"], "resume", resume_text="Back; first visit booked")
+    assert "Resumed" in r.text, r.text
+    assert world.clinic.get(f"Task/{task['id']}").json()["status"] == "in-progress"
+    r = act(browser, web_server, task["id"], "fail", fail_code="patient-unreachable",
+            fail_text="Three calls and a letter, no answer")
+    assert "Closed as not completed" in r.text, r.text
+    stored = world.clinic.get(f"Task/{task['id']}").json()
+    assert stored["status"] == "failed"
+    assert stored["statusReason"]["text"] == "Three calls and a letter, no answer"
+    assert "Three calls and a letter" in page(browser, web_server, f"/referrals/{task['id']}")
+
+
+def test_queue_finds_a_patient_by_record_number(web_server, world):
+    task = send_referral(world, world.patient, owner=world.lakeside.organization)
+    patient = world.clinic.get(f"Patient/{world.patient}").json()
+    number = patient["identifier"][0]["value"]
+    browser = signed_in(web_server, world.lakeside)
+    found = page(browser, web_server, f"/?patient={number}")
+    assert f'data-task="{task["id"]}"' in found
+    other = page(browser, web_server, "/?patient=NOPE-0000")
+    assert task["id"] not in other and "No referral matches" in other

@@ -10,8 +10,9 @@ sending the same form twice creates one referral.
 An open referral (`Routing.candidates`: several organizations, the first to accept owns it)
 is a Task without owner, with `performerType` (the kind of provider wanted) and one
 `task-candidate` extension per organization (fhir_server/workflow/RULES.md §10). Its
-ServiceRequest names no performer: the candidates see the referral itself, and the patient's
-record only once one of them has accepted.
+ServiceRequest names no performer (the Task's candidates are the performers on offer); while
+it is open each candidate may read it as an owner would (access rule 5b), and once one has
+accepted, the others no longer see it.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def referral_entries(referral: Referral, authored: str | None = None) -> list[di
         "note": [{"text": referral.reason, "time": authored}],
     }
     if routing.candidates:
-        pass  # no performer: the candidates see the patient only once one has accepted
+        pass  # no performer: the candidates are on the Task
     elif routing.service:
         sr["performer"] = [{"reference": routing.service}]
     elif routing.owner:

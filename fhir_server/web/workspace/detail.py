@@ -2,9 +2,11 @@
 patient consented), reason, priority, requesting clinic and clinician, screening summary when
 consent allows, earlier referrals of this patient to us, and the timeline in words.
 
-What the access policy hides stays hidden: an open referral shows only what the referral
-carries (the Task and its ServiceRequest) until the organization accepts it; screening
-responses the policy withholds (no active consent) are simply not there.
+What the access policy hides stays hidden: screening responses the policy withholds (no
+active consent) are simply not there. An open referral (offered to several providers) is
+shown without the patient's name, contact details and screening until the organization
+accepts it (the page shows less than the policy would allow: what a provider needs to decide
+is the service, the priority and the reason).
 """
 
 from __future__ import annotations
