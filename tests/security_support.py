@@ -21,8 +21,6 @@ from tests.live import FhirHttp, LiveServer
 from tests.samples import sample
 from tests.test_screening_http import qr_for
 
-CANDIDATE_EXT = "http://mh-referral.example.org/fhir/StructureDefinition/task-candidate"
-
 PASSWORD = "correct horse battery"
 APP = "picker-app"
 APP_REDIRECT = "http://app.example/redirect"
@@ -168,12 +166,10 @@ def create(http: FhirHttp, resource: dict) -> dict:
     return resp.json()
 
 
-def referral(http: FhirHttp, requester: str, owner: str | None, *, patient_name: str,
-             consent: bool, phq9: list[int] | None = None,
-             candidates: tuple[str, ...] = ()) -> dict[str, str]:
+def referral(http: FhirHttp, requester: str, owner: str, *, patient_name: str,
+             consent: bool, phq9: list[int] | None = None) -> dict[str, str]:
     """A referral as a clinic writes it with its own token: Patient, screening QR,
-    Condition, optional active Consent, ServiceRequest and Task. Returns their refs.
-    `candidates` (organization ids, `owner` None): an open referral offered to them."""
+    Condition, optional active Consent, ServiceRequest and Task. Returns their refs."""
     patient = create(http, sample("Patient", name=[{"family": patient_name, "given": ["Ana"]}],
                                   managingOrganization=ref(f"Organization/{requester}"),
                                   identifier=[{"system": "urn:test:mrn",
@@ -192,14 +188,8 @@ def referral(http: FhirHttp, requester: str, owner: str | None, *, patient_name:
                              requester=ref(f"Organization/{requester}"),
                              supportingInfo=support, reasonReference=[ref(out["condition"])]))
     out["sr"] = f"ServiceRequest/{sr['id']}"
-    task = sample("Task", focus=ref(out["sr"]), requester=ref(f"Organization/{requester}"))
-    if owner:
-        task["owner"] = ref(f"Organization/{owner}")
-    else:
-        task.pop("owner", None)
-        task["performerType"] = [{"text": "Behavioral health counseling"}]
-        task["extension"] = [{"url": CANDIDATE_EXT, "valueReference": ref(
-            f"Organization/{org}")} for org in candidates]
+    task = sample("Task", focus=ref(out["sr"]), requester=ref(f"Organization/{requester}"),
+                  owner=ref(f"Organization/{owner}"))
     task["for"] = ref(p)
     task["code"]["coding"][0]["code"] = "fulfill"
     out["task"] = f"Task/{create(http, task)['id']}"

@@ -30,15 +30,7 @@ from sqlalchemy import select
 from fhir_server.storage.schema import resources
 from tests.access_model import visible
 from tests.samples import sample
-from tests.security_support import (
-    APP,
-    CANDIDATE_EXT,
-    create,
-    directory,
-    ref,
-    referral,
-    start,
-)
+from tests.security_support import APP, create, directory, ref, referral, start
 
 ORGS = int(os.environ.get("FHIR_PROPERTY_ORGS", "50"))
 STEPS = int(os.environ.get("FHIR_PROPERTY_STEPS", "1000"))
@@ -305,23 +297,17 @@ def _network(server: Any, rng: random.Random) -> None:
     partners = [o for o in orgs if o.startswith("P")]
     for clinic in orgs[:CLINICS]:
         http = server.client(clinic.lower().replace("c", "c-"))
-        for n in range(3):
+        for n in range(2):
             owner = ATTACKER if (clinic == "C0" and n == 0) else rng.choice(partners)
-            offered: tuple[str, ...] = ()
-            if n == 2:  # an open referral offered to the attacker and another partner
-                owner, offered = None, (ATTACKER, rng.choice(partners[1:]))
             referral(http, clinic, owner, patient_name=rng.choice(["Rivera", "Okafor", "Li"]),
-                     consent=rng.random() < 0.5, candidates=offered)
+                     consent=rng.random() < 0.5)
         sub = sample("Subscription")
         sub["_criteria"]["extension"][0]["valueString"] = f"Task?owner=Organization/{clinic}"
         create(http, sub)
 
 
 def _legit_move(server: Any, world: World, rng: random.Random) -> None:
-    """The network goes on: a clinic withdraws or restores a consent it wrote, or another
-    candidate claims an open referral offered to the attacker too."""
-    if rng.random() < 0.3 and _claim_by_another(server, world, rng):
-        return
+    """The network goes on: a clinic withdraws or restores a consent it wrote."""
     consents = [(k, a) for k, (r, a) in world.rows.items() if k[0] == "Consent"
                 and a and a.split("/")[1].startswith("C")]
     if not consents:
@@ -331,28 +317,6 @@ def _legit_move(server: Any, world: World, rng: random.Random) -> None:
     body = http.get(f"Consent/{res_id}").json()
     body["status"] = "inactive" if body["status"] == "active" else "active"
     assert http.put(f"Consent/{res_id}", body).status_code == 200
-
-
-def _claim_by_another(server: Any, world: World, rng: random.Random) -> bool:
-    """Another candidate accepts an open referral offered to the attacker (the attacker
-    must lose sight of it); False when none is left."""
-    def others(task: dict) -> list[str]:
-        return [e["valueReference"]["reference"] for e in task.get("extension") or []
-                if e.get("url") == CANDIDATE_EXT
-                and e["valueReference"]["reference"] != f"Organization/{ATTACKER}"]
-
-    offers = [(k, r) for k, (r, a) in world.rows.items() if k[0] == "Task"
-              and r.get("status") == "requested" and not r.get("owner") and others(r)
-              and a and a.split("/")[1].startswith("C")]
-    if not offers:
-        return False
-    (_, task_id), task = rng.choice(offers)
-    other = others(task)[0]
-    http = server.client(other.split("/")[1].lower().replace("p", "p-"))
-    body = http.get(f"Task/{task_id}").json()
-    body.update(status="accepted", owner=ref(other))
-    assert http.put(f"Task/{task_id}", body).status_code == 200
-    return True
 
 
 @pytest.fixture(scope="module")
