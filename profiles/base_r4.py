@@ -1,33 +1,56 @@
-"""Base R4 structural validation: datatypes, cardinality of the core spec, unknown elements,
-ids and references. Profile rules (Gravity, US Core) are applied on top by `validator.py`.
+"""Base R4 validation: one walk over the resource with the R4 element model
+(`profiles/r4model.py`) that checks, for every resource type and datatype,
 
-R4B models of fhir.resources validate the 129 R4 types that R4B kept (R4B is R4-compatible
-for them); the 18 R4 types R4B dropped (MedicinalProduct*, Substance*, *EvidenceSynthesis)
-are validated with the official R4 JSON Schema definitions shipped in fhir_server/data.
+* structure: known properties, arrays where the element repeats and nowhere else, no empty
+  arrays or objects, no JSON null outside the `_primitive` arrays, one value per choice
+  element, the required elements, nested resources (contained, Bundle entries, Parameters);
+* primitives: JSON type, the R4 format (regex) plus what a regex cannot say (calendar dates,
+  32-bit integers, strict base64, 1 MB strings, control characters), ids of resources and
+  elements, codes of required bindings that expand offline;
+* every invariant of the core R4 StructureDefinitions where its element is present, compiled
+  to Python (`profiles/fhirpath.py`); ele-1, ext-1, dom-2..5, ref-1, txt-1 and txt-2 natively;
+* references (well formed, allowed target type, `#id` of a contained resource), extensions
+  (`profiles/extensions.py`), narrative XHTML (`profiles/narrative.py`) and Bundle integrity
+  (`profiles/bundle_rules.py`).
+
+Profile rules (Gravity, US Core, SDC) are applied on top by `validator.py`.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
+import base64
+import binascii
+import calendar
 import re
-from functools import lru_cache
-from pathlib import Path
+from decimal import Decimal
 from typing import Any
 
 from fhir_server.errors import Issue
 from fhir_server.resource_types import is_resource_type
+from profiles import fhirpath
+from profiles.extensions import Holder, check_core, core
+from profiles.narrative import narrative_problems
+from profiles.r4model import PRIMITIVE, Child, R4Model, model
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_DATA = Path(__file__).resolve().parents[1] / "fhir_server" / "data"
-_LEGACY_SCHEMA = _DATA / "r4_schema_legacy_types.json.gz"
-_CODE_ENUMS = _DATA / "r4_code_enums.json.gz"
-# A relative literal reference: Type/id or Type/id/_history/vid (also accepts fragments).
-_REL_REF = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$")
+# A relative literal reference: Type/id or Type/id/_history/vid.
+REL_REF = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$")
+_ABS_REF = re.compile(r"/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$")
+_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_WS = re.compile(r"\s")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+MAX_STRING = 1024 * 1024
+MAX_ISSUES = 200
+MAX_DEPTH = 120
+INT32 = (-2_147_483_648, 2_147_483_647)
+_INTEGERS = {"integer": INT32, "unsignedInt": (0, INT32[1]), "positiveInt": (1, INT32[1])}
+_STRINGLIKE = {"string", "markdown", "code", "id", "uri", "url", "canonical", "oid", "uuid",
+               "base64Binary", "date", "dateTime", "instant", "time", "xhtml"}
 
 
-def validate_base(resource: Any, *, expected_type: str | None = None) -> list[Issue]:
-    """Structural R4 validation. Returns error issues (empty list = valid)."""
+def validate_base(resource: Any, *, expected_type: str | None = None,
+                  strict_extensions: bool = False) -> list[Issue]:
+    """Base R4 validation. Returns the issues (errors and warnings); no error = valid."""
     if not isinstance(resource, dict):
         return [Issue("error", "structure", "The body must be a JSON object (a FHIR resource)")]
     res_type = resource.get("resourceType")
@@ -40,188 +63,475 @@ def validate_base(resource: Any, *, expected_type: str | None = None) -> list[Is
         return [Issue("error", "invalid",
                       f"resourceType '{res_type}' does not match the URL type '{expected_type}'",
                       ["resourceType"])]
-    issues: list[Issue] = []
-    res_id = resource.get("id")
-    if res_id is not None and (not isinstance(res_id, str) or not ID_RE.match(res_id)):
-        issues.append(Issue("error", "value",
-                            "id must be 1-64 characters from A-Z a-z 0-9 - .", [f"{res_type}.id"]))
-    issues.extend(_model_issues(res_type, resource))
-    if not issues:
-        _code_issues(_code_graph(), res_type, resource, res_type, issues)
-    issues.extend(_reference_issues(resource, res_type))
-    return issues
+    walker = Walker(model(), strict_extensions)
+    walker.resource(resource, res_type, None, None)
+    return walker.issues[:MAX_ISSUES]
 
 
-@lru_cache(maxsize=1)
-def _code_graph() -> dict[str, dict[str, tuple[str, object]]]:
-    """definition -> element -> ("enum", allowed codes) | ("ref", definition name)."""
-    raw = json.loads(gzip.decompress(_CODE_ENUMS.read_bytes()))
-    return {name: {prop: (kind, frozenset(target) if kind == "enum" else target)
-                   for prop, (kind, target) in props.items()}
-            for name, props in raw.items()}
+def errors_only(issues: list[Issue]) -> list[Issue]:
+    return [i for i in issues if i.severity in ("error", "fatal")]
 
 
-def _code_issues(graph: dict, definition: str, node: Any, path: str, issues: list[Issue]) -> None:
-    """Codes of required bindings in base R4 (e.g. Patient.gender) must be in their list."""
-    props = graph.get(definition)
-    if not props or not isinstance(node, dict):
-        return
-    for key, value in node.items():
-        spec = props.get(key)
-        if spec is None:
-            continue
-        kind, target = spec
-        many = isinstance(value, list)
-        for i, item in enumerate(value if many else [value]):
-            where = f"{path}.{key}[{i}]" if many else f"{path}.{key}"
-            if kind == "enum":
-                if isinstance(item, str) and item not in target:  # type: ignore[operator]
-                    allowed = ", ".join(sorted(target))  # type: ignore[arg-type]
-                    issues.append(Issue("error", "code-invalid",
-                                        f"'{item}' is not a valid code for {where} "
-                                        f"(allowed: {allowed[:300]})", [where]))
-            elif target == "ResourceList":
-                if isinstance(item, dict) and isinstance(item.get("resourceType"), str):
-                    _code_issues(graph, item["resourceType"], item, where, issues)
-            else:
-                _code_issues(graph, target, item, where, issues)  # type: ignore[arg-type]
+class _Scope:
+    """The resource being walked: %resource, %rootResource and how references resolve."""
+
+    __slots__ = ("resource", "root", "bundle", "env")
+
+    def __init__(self, resource: dict, root: dict, bundle: Any) -> None:
+        self.resource = resource
+        self.root = root
+        self.bundle = bundle  # profiles.bundle_rules.BundleIndex or None
+        self.env = fhirpath.Env(resource, root, resolver=self.resolve,
+                                html_checks=lambda div: not narrative_problems(div))
+
+    def resolve(self, ref: str) -> Any:
+        if ref.startswith("#"):
+            if ref == "#":
+                return self.root
+            for c in self.root.get("contained") or []:
+                if isinstance(c, dict) and c.get("id") == ref[1:]:
+                    return c
+            return None
+        if self.bundle is not None:
+            found = self.bundle.resolve(ref, self.resource)
+            if found is not None:
+                return found
+        m = REL_REF.match(ref) or _ABS_REF.search(ref)
+        return {"resourceType": m.group(1), "id": m.group(2)} if m else None
 
 
-def _model_issues(res_type: str, resource: dict) -> list[Issue]:
-    model = _model_class(res_type)
-    if model is None:
-        return _schema_issues(res_type, resource)
-    try:
-        model.model_validate(resource)
-    except Exception as exc:  # pydantic.ValidationError, or a model bug on odd input
-        errors = getattr(exc, "errors", None)
-        if not callable(errors):
-            return [Issue("error", "structure", f"Invalid {res_type}: {exc}", [res_type])]
-        return [_pydantic_issue(res_type, err) for err in errors()[:50]]
-    return []
+class Walker:
+    """One validation run over one resource (and the resources nested in it)."""
 
+    def __init__(self, r4: R4Model, strict_extensions: bool) -> None:
+        self.r4 = r4
+        self.strict = strict_extensions
+        self.issues: list[Issue] = []
+        self.depth = 0
 
-@lru_cache(maxsize=256)
-def _model_class(res_type: str):  # type: ignore[no-untyped-def]
-    from fhir.resources.R4B import get_fhir_model_class
+    def add(self, severity: str, code: str, message: str, expr: str) -> None:
+        if len(self.issues) < MAX_ISSUES:
+            self.issues.append(Issue(severity, code, message, [expr]))
 
-    try:
-        return get_fhir_model_class(res_type)
-    except Exception:  # noqa: BLE001 - not an R4B type
-        return None
+    # -- resources ------------------------------------------------------------------------
+    def resource(self, obj: dict, rtype: str, expr: str | None, container: _Scope | None,
+                 bundle: Any = None) -> None:
+        """Walk a resource; `container` is set for contained resources, `bundle` for Bundle
+        entries."""
+        expr = expr or rtype
+        root = container.root if container is not None else obj
+        scope = _Scope(obj, root, bundle if bundle is not None else
+                       (container.bundle if container is not None else None))
+        if rtype == "Bundle":
+            from profiles.bundle_rules import BundleIndex
 
+            scope.bundle = BundleIndex(obj)
+        res_id = obj.get("id")
+        if res_id is not None and (not isinstance(res_id, str) or not ID_RE.match(res_id)):
+            self.add("error", "value", "id must be 1-64 characters from A-Z a-z 0-9 - .",
+                     f"{expr}.id")
+        me = Holder(rtype, frozenset({rtype}), self._ancestors(rtype), resource_root=True)
+        self.object(obj, rtype, rtype, expr, rtype, me, scope, is_resource=True)
+        if obj.get("contained") and container is None:
+            self._contained_rules(obj, expr)
+        if rtype == "Bundle":
+            from profiles.bundle_rules import bundle_issues
 
-def _pydantic_issue(res_type: str, err: dict) -> Issue:
-    path = loc_to_fhirpath(res_type, err.get("loc", ()))
-    kind = err.get("type", "")
-    message = str(err.get("msg", "invalid value"))
-    if kind == "extra_forbidden":
-        return Issue("error", "structure", f"Unknown element '{path}'", [path])
-    if kind == "missing" or "is required" in message:
-        return Issue("error", "required", f"Missing required element '{path}'", [path])
-    return Issue("error", "value", f"Invalid value at '{path}': {message}", [path])
+            for issue in bundle_issues(obj, expr, scope.bundle):
+                if len(self.issues) < MAX_ISSUES:
+                    self.issues.append(issue)
 
-
-def loc_to_fhirpath(res_type: str, loc: tuple | list) -> str:
-    """Turn a pydantic error location into a FHIRPath expression like Patient.name[0].given."""
-    out = res_type
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif isinstance(part, str):
-            if part.startswith("function-after") or part.startswith("function-"):
+    def _contained_rules(self, obj: dict, expr: str) -> None:
+        """dom-2 .. dom-5: contained resources have no contained resources, version,
+        lastUpdated or security labels, and each is referenced from the container."""
+        contained = [c for c in obj["contained"] if isinstance(c, dict)]
+        for i, c in enumerate(contained):
+            where = f"{expr}.contained[{i}]"
+            if c.get("contained"):
+                self.add("error", "invariant", "Constraint failed: dom-2: If the resource is "
+                         "contained in another resource, it SHALL NOT contain nested "
+                         "Resources", where)
+            meta = c.get("meta") if isinstance(c.get("meta"), dict) else {}
+            if "versionId" in meta or "lastUpdated" in meta:
+                self.add("error", "invariant", "Constraint failed: dom-4: If a resource is "
+                         "contained in another resource, it SHALL NOT have a meta.versionId or "
+                         "a meta.lastUpdated", where)
+            if meta.get("security"):
+                self.add("error", "invariant", "Constraint failed: dom-5: If a resource is "
+                         "contained in another resource, it SHALL NOT have a security label",
+                         where)
+        strings: set[str] = set()
+        _collect_strings(obj, strings)
+        for i, c in enumerate(contained):
+            cid = c.get("id")
+            if not isinstance(cid, str):
                 continue
-            name = part[:-2] if part.endswith("__ext") else part
-            out += f".{name}"
-    return out
+            inner: set[str] = set()
+            _collect_strings(c, inner)
+            if f"#{cid}" not in strings and "#" not in inner:
+                self.add("error", "invariant", "Constraint failed: dom-3: If the resource is "
+                         "contained in another resource, it SHALL be referred to from elsewhere "
+                         f"in the resource or SHALL refer to the containing resource (unmatched: "
+                         f"{cid})", f"{expr}.contained[{i}]")
 
+    def _ancestors(self, type_: str) -> frozenset[str]:
+        out = []
+        parent = self.r4.kinds.get(type_, [None, None])[1]
+        while parent:
+            out.append(parent)
+            parent = self.r4.kinds.get(parent, [None, None])[1]
+        return frozenset(out)
 
-@lru_cache(maxsize=1)
-def _legacy_schema() -> dict:
-    return json.loads(gzip.decompress(_LEGACY_SCHEMA.read_bytes()))
+    # -- objects --------------------------------------------------------------------------
+    def object(self, obj: dict, definition: str, path: str, expr: str, full_path: str,
+               me: Holder, scope: _Scope, *, is_resource: bool = False,
+               parent: Holder | None = None, child: Child | None = None) -> None:
+        """Walk one JSON object: `me` describes it (for the extensions it holds), `parent`
+        the element holding it (for its own extension context), `child` its definition."""
+        node = self.r4.node(definition, path)
+        if node is None:
+            return
+        if not is_resource:
+            if not obj:
+                self.add("error", "structure", "An element must have some content: an empty "
+                         "object is not allowed (ele-1)", expr)
+                return
+            if all(k == "id" for k in obj):
+                self.add("error", "invariant", "Constraint failed: ele-1: All FHIR elements "
+                         "must have a @value or children", expr)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            self.add("error", "too-costly", "The resource is nested too deeply", expr)
+            self.depth -= 1
+            return
+        stems: set[str] = set()
+        for key, value in obj.items():
+            if is_resource and key in ("resourceType", "id"):
+                continue  # the resource id is checked as an `id` by resource()
+            if key.startswith("_"):
+                base = key[1:]
+                element = node.children.get(base)
+                if element is None or element.kind != PRIMITIVE:
+                    self.add("error", "structure", f"Unknown element '{expr}.{key}'",
+                             f"{expr}.{key}")
+                elif base not in obj:
+                    if element.stem:
+                        self._stem(element, stems, expr)
+                    self._element(element, None, value, expr, full_path, scope, me)
+                continue
+            element = node.children.get(key)
+            if element is None:
+                what = "fhir_comments is not allowed" if key == "fhir_comments" else \
+                    f"Unknown element '{expr}.{key}'"
+                self.add("error", "structure", what, f"{expr}.{key}")
+                continue
+            if element.stem:
+                self._stem(element, stems, expr)
+            self._element(element, value, obj.get("_" + key), expr, full_path, scope, me)
+        for label, keys in node.required:
+            if not any(k in obj or "_" + k in obj for k in keys):
+                self.add("error", "required", f"Missing required element '{expr}.{label}'",
+                         f"{expr}.{label}")
+        self.depth -= 1
+        if node.invariants:
+            self._invariants(node.invariants, obj, expr, scope)
+        if definition == "Narrative" and isinstance(obj.get("div"), str):
+            for key, message in narrative_problems(obj["div"]):
+                self.add("error", "invariant", f"Constraint failed: {key}: {message}",
+                         f"{expr}.div")
+        elif definition == "Extension" and parent is not None:
+            self._extension(obj, expr, parent)
+        elif definition == "Reference" and child is not None:
+            self._reference(obj, expr, scope, child.targets)
 
+    def _stem(self, element: Child, stems: set[str], expr: str) -> None:
+        if element.stem in stems:
+            self.add("error", "structure", f"Only one value is allowed for {expr}."
+                     f"{element.stem}[x]", f"{expr}.{element.stem}")
+        stems.add(element.stem)  # type: ignore[arg-type]
 
-@lru_cache(maxsize=32)
-def _legacy_validator(res_type: str):  # type: ignore[no-untyped-def]
-    import jsonschema
+    def _element(self, element: Child, value: Any, ext: Any, expr: str, full_path: str,
+                 scope: _Scope, me: Holder) -> None:
+        where = f"{expr}.{element.step}"
+        if element.array:
+            if value is not None and not isinstance(value, list):
+                self.add("error", "structure", f"{where} must be an array", where)
+                value = [value]
+            if ext is not None and not isinstance(ext, list):
+                self.add("error", "structure", f"_{element.key} must be an array", where)
+                ext = None
+            if value == [] or ext == []:
+                self.add("error", "structure", f"Array {where} must not be empty: omit the "
+                         "element instead", where)
+                return
+            values, exts = value or [], ext or []
+            if value is not None and ext is not None and len(values) != len(exts):
+                self.add("error", "structure", f"{where} and _{element.key} must have the "
+                         "same number of items", where)
+            for i in range(max(len(values), len(exts))):
+                item = values[i] if i < len(values) else None
+                item_ext = exts[i] if i < len(exts) else None
+                if item is None and item_ext is None:
+                    self.add("error", "structure", "null is only allowed in an array that has "
+                             "a matching extension entry", f"{where}[{i}]")
+                    continue
+                self._value(element, item, item_ext, f"{where}[{i}]", full_path, scope, me)
+            return
+        if isinstance(value, list) or isinstance(ext, list):
+            self.add("error", "structure", f"{where} must not be an array", where)
+            return
+        if value is None and ext is None:
+            self.add("error", "structure", f"{where} is null: omit the element instead", where)
+            return
+        self._value(element, value, ext, where, full_path, scope, me)
 
-    schema = dict(_legacy_schema())
-    schema["$ref"] = f"#/definitions/{res_type}"
-    return jsonschema.Draft6Validator(schema)
-
-
-def _schema_issues(res_type: str, resource: dict) -> list[Issue]:
-    issues = []
-    for err in list(_legacy_validator(res_type).iter_errors(resource))[:50]:
-        path = loc_to_fhirpath(res_type, list(err.absolute_path))
-        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-            known = err.schema.get("properties", {})
-            for extra in sorted(k for k in err.instance if k not in known):
-                issues.append(Issue("error", "structure", f"Unknown element '{path}.{extra}'",
-                                    [f"{path}.{extra}"]))
-        elif err.validator == "required":
-            issues.append(Issue("error", "required", f"{err.message} at '{path}'", [path]))
-        else:
-            issues.append(Issue("error", "structure", f"Invalid value at '{path}': {err.message}",
-                                [path]))
-    return issues
-
-
-_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-
-
-def _reference_issues(resource: dict, res_type: str) -> list[Issue]:
-    """One walk over the tree: references well formed, strings free of characters FHIR
-    forbids (they cannot exist in XML either), no `fhir_comments`, narratives that are an
-    XHTML div."""
-    issues: list[Issue] = []
-    _walk(resource, res_type, issues)
-    return issues[:50]
-
-
-def _walk(node: Any, path: str, issues: list[Issue]) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            child = f"{path}.{key}"
-            if key == "fhir_comments":
-                issues.append(Issue("error", "structure", "fhir_comments is not allowed",
-                                    [child]))
-            elif isinstance(value, str):
-                _check_string(key, value, child, issues)
-            elif isinstance(value, (dict, list)):
-                _walk(value, child, issues)
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            child = f"{path}[{i}]"
-            if isinstance(value, str):
-                _check_string("", value, child, issues)
+    def _value(self, element: Child, value: Any, ext: Any, expr: str, full_path: str,
+               scope: _Scope, parent: Holder) -> None:
+        elem_full = f"{full_path}.{element.stem or element.key}"
+        if element.kind == PRIMITIVE:
+            if value is not None:
+                self._primitive(element, value, expr)
+            if ext is not None:
+                self._primitive_element(element, ext, expr, elem_full, scope)
+        elif not isinstance(value, dict):
+            self.add("error", "structure", f"{expr} must be a JSON object", expr)
+            return
+        elif element.kind == "resource":
+            rtype = value.get("resourceType")
+            if not isinstance(rtype, str) or not self.r4.is_resource(rtype):
+                self.add("error", "structure", f"{expr} must be a resource with a known "
+                         "resourceType", expr)
+                return
+            if element.type != "Resource" and rtype != element.type:
+                self.add("error", "structure", f"{expr} must be a {element.type}, not a "
+                         f"{rtype}", expr)
+                return
+            if element.key == "contained":
+                self.resource(value, rtype, expr, scope)
             else:
-                _walk(value, child, issues)
+                in_bundle = scope.resource.get("resourceType") == "Bundle"
+                self.resource(value, rtype, expr, None, scope.bundle if in_bundle else None)
+            return
+        else:
+            definition, path = element.next  # type: ignore[misc]
+            backbone = element.kind == "backbone"
+            me = Holder(element.type, frozenset({element.path, elem_full, path}),
+                        frozenset() if backbone else self._ancestors(element.type),
+                        backbone=backbone,
+                        url=value.get("url") if element.type == "Extension" else None)
+            self.object(value, definition, path, expr, elem_full, me, scope, parent=parent,
+                        child=element)
+            if element.profile:
+                self._invariants(self.r4.invariants(element.profile, element.type), value,
+                                 expr, scope)
+            if element.codings is not None:
+                self._codings(element, value, expr)
+        if element.invariants:
+            focus = value if value is not None else fhirpath.Typed(None, None, ext)
+            self._invariants(element.invariants, focus, expr, scope)
+
+    # -- primitives -----------------------------------------------------------------------
+    def _primitive(self, element: Child, value: Any, expr: str) -> None:
+        t = element.type
+        if t == "boolean":
+            if not isinstance(value, bool):
+                self.add("error", "value", f"{expr} must be a JSON boolean (true or false)",
+                         expr)
+            return
+        if t in _INTEGERS:
+            low, high = _INTEGERS[t]
+            if isinstance(value, bool) or not isinstance(value, int):
+                self.add("error", "value", f"{expr} must be a JSON integer", expr)
+            elif not low <= value <= high:
+                self.add("error", "value", f"{expr}: {value} is outside the range of {t} "
+                         f"({low}..{high})", expr)
+            return
+        if t == "decimal":
+            if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+                self.add("error", "value", f"{expr} must be a JSON number", expr)
+            elif isinstance(value, float) and (value != value or abs(value) == float("inf")):
+                self.add("error", "value", f"{expr} must be a finite number", expr)
+            return
+        if not isinstance(value, str):
+            self.add("error", "value", f"{expr} must be a JSON string", expr)
+            return
+        if not value:
+            self.add("error", "value", "Empty strings are not allowed in FHIR: omit the "
+                     "element instead", expr)
+            return
+        if len(value) > MAX_STRING:
+            self.add("error", "value", f"{expr} is longer than FHIR's limit of 1 MB", expr)
+            return
+        if _BAD_CHARS.search(value):
+            self.add("error", "value", "The string contains a control character that FHIR "
+                     "does not allow", expr)
+            return
+        if element.key == "id" and t == "string":
+            if _WS.search(value):
+                self.add("error", "value", f"Element id '{_short(value)}' must not contain "
+                         "whitespace", expr)
+            return
+        if t == "xhtml":
+            return
+        regex = self.r4.primitive_regex.get(t)
+        if regex is not None and regex.fullmatch(value) is None:
+            self.add("error", "value", f"'{_short(value)}' is not a valid {t}", expr)
+        elif t in ("date", "dateTime", "instant") and not _calendar_ok(value):
+            self.add("error", "value", f"'{value}' is not a valid {t} (no such day)", expr)
+        elif t == "base64Binary" and not _base64_ok(value):
+            self.add("error", "value", f"{expr} is not valid base64", expr)
+        elif t == "code" and element.codes is not None and value not in element.codes:
+            allowed = ", ".join(sorted(element.codes))
+            self.add("error", "code-invalid", f"'{_short(value)}' is not a valid code for "
+                     f"{expr} (allowed: {allowed[:300]})", expr)
+        elif element.key == "reference" and not reference_well_formed(value):
+            self.add("error", "value", f"Malformed reference '{_short(value)}'", expr)
+
+    def _primitive_element(self, element: Child, ext: Any, expr: str, elem_full: str,
+                           scope: _Scope) -> None:
+        """The `_name` object of a primitive: id and extensions only."""
+        if not isinstance(ext, dict):
+            self.add("error", "structure", f"_{element.key} must be a JSON object", expr)
+            return
+        me = Holder(element.type, frozenset({element.path, elem_full}),
+                    self._ancestors(element.type))
+        self.object(ext, "Element", "Element", expr, elem_full, me, scope)
+
+    def _codings(self, element: Child, value: dict, expr: str) -> None:
+        """A required binding that expands offline: some coding must be in the value set."""
+        codings = [value] if element.type == "Coding" else value.get("coding") or []
+        codings = [c for c in codings if isinstance(c, dict) and isinstance(c.get("code"), str)]
+        if not codings:
+            if element.type == "CodeableConcept":
+                self.add("error", "code-invalid", f"{expr}: a code from the required value "
+                         f"set {element.valueset} is needed", expr)
+            return
+        pairs = element.codings or frozenset()
+        if any((c.get("system"), c["code"]) in pairs for c in codings):
+            return
+        shown = ", ".join(f"{c.get('system')}#{c['code']}" for c in codings)
+        self.add("error", "code-invalid", f"{expr}: {shown} is not in the required value set "
+                 f"{element.valueset}", expr)
+
+    # -- invariants -----------------------------------------------------------------------
+    def _invariants(self, invariants: list, focus: Any, expr: str, scope: _Scope) -> None:
+        for inv in invariants:
+            try:
+                ok = fhirpath.holds(inv.expression.evaluate(focus, scope.env))
+            except Exception as exc:  # noqa: BLE001 - a run-time FHIRPath error
+                self.add("warning", "invariant", f"Invariant {inv.key} could not be "
+                         f"evaluated: {exc}", expr)
+                continue
+            if not ok:
+                severity = "error" if inv.severity == "error" else "warning"
+                self.add(severity, "invariant", f"Constraint failed: {inv.key}: {inv.human}",
+                         expr)
+
+    # -- references and extensions --------------------------------------------------------
+    def _reference(self, ref: dict, expr: str, scope: _Scope,
+                   targets: frozenset[str] | None) -> None:
+        target = ref.get("reference")
+        if not isinstance(target, str):
+            return
+        if target.startswith("#"):
+            if target != "#" and scope.resolve(target) is None:
+                self.add("error", "invariant", "Constraint failed: ref-1: SHALL have a "
+                         f"contained resource if a local reference is provided ('{target}' "
+                         "names no contained resource)", expr)
+            return
+        m = REL_REF.match(target) or (_ABS_REF.search(target)
+                                       if target.startswith(("http:", "https:")) else None)
+        if m is None:
+            return
+        rtype = m.group(1)
+        declared = ref.get("type")
+        if isinstance(declared, str) and declared.rsplit("/", 1)[-1] != rtype:
+            self.add("error", "value", f"Reference type '{declared}' does not match the "
+                     f"referenced type '{rtype}'", expr)
+        if targets and rtype not in targets and is_resource_type(rtype):
+            self.add("error", "structure", f"A reference to {rtype} is not allowed here "
+                     f"(allowed: {', '.join(sorted(targets))})", expr)
+
+    def _extension(self, ext: dict, expr: str, parent: Holder) -> None:
+        """ext-1, then the extension against its definition (core, or a shipped profile's
+        extension), or a warning for an extension this server does not know."""
+        has_value = any(k.startswith(("value", "_value")) for k in ext)
+        if has_value == bool(ext.get("extension")):
+            self.add("error", "invariant", "Constraint failed: ext-1: Must have either "
+                     "extensions or value[x], not both", expr)
+        url = ext.get("url")
+        if not isinstance(url, str):
+            return
+        if parent.type == "Extension" and (":" not in url or _defines_sub(parent.url, url)):
+            return  # a sub-extension: its parent's definition checks it
+        modifier = expr.rsplit(".", 1)[-1].startswith("modifierExtension")
+        definition = core().get(url)
+        if definition is not None:
+            self._extend(check_core(definition, url, ext, expr, parent, modifier))
+            return
+        if ":" not in url:
+            self.add("error", "value", f"Extension url '{_short(url)}' must be absolute",
+                     f"{expr}.url")
+            return
+        from profiles.validator import default_validator
+
+        known = default_validator().extension_issues(url, ext, expr, parent)
+        if known is not None:
+            self._extend(known)
+            return
+        severity = "error" if self.strict else "warning"
+        self.add(severity, "not-supported", f"Extension {url} is not known to this server; "
+                 "it was not validated", expr)
+
+    def _extend(self, issues: list[Issue]) -> None:
+        room = MAX_ISSUES - len(self.issues)
+        if room > 0:
+            self.issues.extend(issues[:room])
 
 
-def _check_string(key: str, value: str, path: str, issues: list[Issue]) -> None:
-    if not value:
-        issues.append(Issue("error", "value", "Empty strings are not allowed in FHIR: omit the "
-                            "element instead", [path]))
-    elif _BAD_CHARS.search(value):
-        issues.append(Issue("error", "value", "The string contains a control character that "
-                            "FHIR does not allow", [path]))
-    elif key == "reference" and not reference_well_formed(value):
-        issues.append(Issue("error", "value", f"Malformed reference '{value[:100]}'", [path]))
-    elif key == "div" and path.endswith(".text.div") and not _narrative_ok(value):
-        issues.append(Issue("error", "value", "Narrative div must be well-formed XHTML: one "
-                            '<div xmlns="http://www.w3.org/1999/xhtml"> element', [path]))
+def _defines_sub(parent_url: str | None, url: str) -> bool:
+    if not parent_url:
+        return True  # unknown parent: its sub-extensions cannot be judged
+    definition = core().get(parent_url)
+    if definition is not None:
+        return url in (definition.get("sub") or {})
+    from profiles.validator import default_validator
+
+    return default_validator().defines_sub_extension(parent_url, url)
 
 
-def _narrative_ok(div: str) -> bool:
-    from fhir_server.errors import FhirError
-    from fhir_server.formats.xhtml import raw_div
+def _short(value: str) -> str:
+    return value if len(value) <= 80 else value[:77] + "..."
 
+
+def _calendar_ok(value: str) -> bool:
+    if len(value) < 10:
+        return True
+    year, month, day = int(value[:4]), int(value[5:7]), int(value[8:10])
+    return 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]
+
+
+def _base64_ok(value: str) -> bool:
+    compact = "".join(value.split())
+    if len(compact) % 4 or not _BASE64.match(compact):
+        return False
     try:
-        raw_div(div)
-    except (FhirError, ValueError):
+        base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
         return False
     return True
+
+
+def _collect_strings(node: Any, out: set[str]) -> None:
+    """Every string starting with '#' in the tree (local references)."""
+    if isinstance(node, dict):
+        node = node.values()
+    for value in node:
+        if isinstance(value, str):
+            if value.startswith("#"):
+                out.add(value)
+        elif isinstance(value, (dict, list)):
+            _collect_strings(value, out)
 
 
 def reference_well_formed(ref: str) -> bool:
@@ -237,5 +547,5 @@ def reference_well_formed(ref: str) -> bool:
         return " " not in ref
     if "?" in ref:
         return is_resource_type(ref.split("?", 1)[0])
-    m = _REL_REF.match(ref)
+    m = REL_REF.match(ref)
     return bool(m) and is_resource_type(m.group(1))

@@ -8,10 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from fhirpathpy import compile as fp_compile
-from fhirpathpy.models import models as fp_models
-
-from profiles.fastpath import shortcut
+from profiles import fhirpath
 from profiles.loader import FHIR_SD, ProfileRegistry
 
 log = logging.getLogger(__name__)
@@ -25,14 +22,13 @@ PRIMITIVES = {
 
 @dataclass
 class Constraint:
-    """A compiled FHIRPath invariant."""
+    """A compiled FHIRPath invariant (`compiled` is None when it cannot be parsed)."""
 
     key: str
     severity: str
     human: str
     expression: str
-    fn: Any
-    fast: Any = None  # optional native short cut (see profiles.fastpath)
+    compiled: fhirpath.Expression | None
 
 
 @dataclass
@@ -111,11 +107,9 @@ def _max(value: str | None) -> int | None:
 class Compiler:
     """Builds and caches CompiledProfile objects from a ProfileRegistry."""
 
-    def __init__(self, reg: ProfileRegistry, fhirpath_functions: dict[str, Any]) -> None:
+    def __init__(self, reg: ProfileRegistry) -> None:
         self.reg = reg
-        self.functions = fhirpathpy_options(fhirpath_functions)
         self._cache: dict[str, CompiledProfile] = {}
-        self._fp_cache: dict[str, Any] = {}
 
     def get(self, url: str) -> CompiledProfile | None:
         url = url.partition("|")[0]
@@ -191,12 +185,6 @@ class Compiler:
                 if key.startswith(rtype + "."):
                     merged.setdefault(key, {"id": key, "path": key})
                     merged[key].setdefault("binding", b)
-            for c in self.reg.base_constraints.get(rtype, []):
-                eid = c["path"]
-                if eid.count(".") > 1 and eid not in merged:
-                    continue  # nested base invariants only where the profile reaches
-                merged.setdefault(eid, {"id": eid, "path": eid})
-                merged[eid].setdefault("_constraints", []).insert(0, c)
         nodes: dict[str, Node] = {rtype: root}
         for eid in sorted(merged, key=lambda x: x.count(".")):
             el = merged[eid]
@@ -278,21 +266,12 @@ class Compiler:
             node.constraints = [x for x in node.constraints if x.key != c["key"]]
             node.constraints.append(Constraint(c["key"], c.get("severity", "error"),
                                                c.get("human", ""), c["expression"],
-                                               self._fhirpath(c["expression"]),
-                                               shortcut(c["expression"])))
-
-    def _fhirpath(self, expression: str) -> Any:
-        fn = self._fp_cache.get(expression)
-        if fn is None:
-            try:
-                fn = fp_compile(expression, fp_models["r4"], self.functions)
-            except Exception as exc:  # noqa: BLE001 - a broken invariant must not break startup
-                log.warning("cannot compile FHIRPath %r: %s", expression, exc)
-                fn = False
-            self._fp_cache[expression] = fn
-        return fn
+                                               _compile(c["expression"])))
 
 
-def fhirpathpy_options(functions: dict[str, Any]) -> dict[str, Any]:
-    """fhirpathpy options with our user-defined functions (memberOf, resolve)."""
-    return {"userInvocationTable": functions}
+def _compile(expression: str) -> fhirpath.Expression | None:
+    try:
+        return fhirpath.compile_expression(expression)
+    except ValueError as exc:  # a broken invariant must not break startup
+        log.warning("cannot compile FHIRPath %r: %s", expression, exc)
+        return None

@@ -57,7 +57,6 @@ class ProfileRegistry:
         with gzip.open(root / "base" / "r4-elements.json.gz") as fh:
             base = json.load(fh)
         self.base_elements: dict[str, dict[str, Any]] = base["elements"]
-        self.base_constraints: dict[str, list[dict[str, str]]] = base["constraints"]
         self.base_bindings: dict[str, dict[str, str]] = base["bindings"]
         self.external_types: dict[str, str] = json.loads(
             (root / "base" / "external-profile-types.json").read_text("utf-8"))

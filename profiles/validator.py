@@ -13,10 +13,9 @@ import re
 import threading
 from typing import Any
 
-from fhirpathpy.engine.nodes import ResourceNode
-
 from fhir_server.errors import FhirError, Issue
 from fhir_server.paths import values_at
+from profiles import fhirpath
 from profiles.compiler import PRIMITIVES, CompiledProfile, Compiler, Node
 from profiles.loader import ProfileRegistry, registry
 
@@ -28,13 +27,14 @@ _REF = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[^/
 class _Ctx:
     """State of one validation run."""
 
-    __slots__ = ("resource", "issues", "must_support", "reg")
+    __slots__ = ("resource", "issues", "must_support", "reg", "env")
 
     def __init__(self, resource: dict[str, Any], reg: ProfileRegistry, must_support: bool):
         self.resource = resource
         self.issues: list[Issue] = []
         self.must_support = must_support
         self.reg = reg
+        self.env: fhirpath.Env | None = None
 
     def add(self, severity: str, code: str, msg: str, expr: str) -> None:
         self.issues.append(Issue(severity, code, msg, [expr]))
@@ -60,27 +60,28 @@ def reference_type(ref: Any, resource: dict[str, Any] | None = None) -> str | No
     return None
 
 
-# -- user-defined FHIRPath functions ----------------------------------------------------------
-def _fp_member_of(reg: ProfileRegistry):
-    def member_of(inputs: list[Any], vs_url: str) -> list[bool]:
-        out = []
-        for item in inputs:
-            codings = _codings(item)
-            if not codings:
-                continue
-            results = [reg.code_in_valueset(s, c, vs_url) for s, c in codings]
-            out.append(any(r is True for r in results))
-        return out
+# -- what invariants see of the outside world -------------------------------------------------
+def _member_of(reg: ProfileRegistry):  # type: ignore[no-untyped-def]
+    def member_of(value: Any, vs_url: str) -> bool | None:
+        codings = _codings(value)
+        if not codings:
+            return None
+        return any(reg.code_in_valueset(s, c, vs_url) is True for s, c in codings)
     return member_of
 
 
-def _fp_resolve(inputs: list[Any]) -> list[Any]:
-    out = []
-    for item in inputs:
-        rtype = reference_type(item) if isinstance(item, dict) else None
-        if rtype:
-            out.append(ResourceNode.create_node({"resourceType": rtype}))
-    return out
+def _resolver(resource: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """resolve(): a contained resource, or a stub typed from the reference (enough for
+    `resolve() is DocumentReference`)."""
+    def resolve(ref: str) -> Any:
+        if ref.startswith("#"):
+            for c in resource.get("contained") or []:
+                if isinstance(c, dict) and c.get("id") == ref[1:]:
+                    return c
+            return None
+        rtype = reference_type({"reference": ref})
+        return {"resourceType": rtype} if rtype else None
+    return resolve
 
 
 def _codings(value: Any) -> list[tuple[str | None, str]]:
@@ -119,10 +120,8 @@ class Validator:
 
     def __init__(self, reg: ProfileRegistry | None = None) -> None:
         self.reg = reg or registry()
-        self.compiler = Compiler(self.reg, {
-            "memberOf": {"fn": _fp_member_of(self.reg), "arity": {1: ["String"]}},
-            "resolve": {"fn": _fp_resolve, "arity": {0: []}},
-        })
+        self.compiler = Compiler(self.reg)
+        self._member_of = _member_of(self.reg)
         self._lock = threading.Lock()
 
     def compiled(self, url: str) -> CompiledProfile | None:
@@ -133,6 +132,42 @@ class Validator:
     def is_known(self, url: str) -> bool:
         sd = self.reg.get(url)
         return sd is not None and sd.get("kind") == "resource"
+
+    def extension_issues(self, url: str, ext: dict[str, Any], expr: str,
+                         holder: Any = None) -> list[Issue] | None:
+        """Issues of an extension instance against a shipped extension definition (its
+        value, sub-extensions and context); None when no shipped profile defines `url`."""
+        sd = self.reg.get(url)
+        if sd is None or sd.get("type") != "Extension":
+            return None
+        cp = self.compiled(url)
+        if cp is None:
+            return None
+        ctx = _Ctx(ext, self.reg, False)
+        ctx.env = fhirpath.Env(ext, ext, resolver=_resolver(ext), member_of=self._member_of)
+        try:
+            self._check_object(ctx, cp.root, ext, expr)
+        except Exception as exc:  # noqa: BLE001 - never crash on odd input
+            log.exception("validator failure on %s", url)
+            ctx.add("error", "exception", f"Validation against {url} failed: {exc}", expr)
+        contexts = [[c.get("type", "element"), c.get("expression", "")]
+                    for c in sd.get("context") or []]
+        if holder is not None and contexts and not holder.allows(contexts):
+            allowed = ", ".join(e for _k, e in contexts)
+            ctx.add("error", "structure", f"Extension {url} is not allowed here (allowed on: "
+                    f"{allowed}; this element is a {holder.type})", expr)
+        return ctx.issues
+
+    def defines_sub_extension(self, parent_url: str, url: str) -> bool:
+        """Whether the shipped extension `parent_url` declares the sub-extension `url` (an
+        unknown parent: true, its sub-extensions cannot be judged)."""
+        sd = self.reg.get(parent_url)
+        if sd is None:
+            return True
+        for el in sd.get("differential", {}).get("element", []):
+            if el.get("path") == "Extension.extension.url" and el.get("fixedUri") == url:
+                return True
+        return False
 
     def validate(self, resource: Any, *, profiles: list[str] | None = None,
                  strict_unknown_profile: bool = False, must_support: bool = False) -> list[Issue]:
@@ -172,6 +207,8 @@ class Validator:
                                     f"Profile {url} is for {cp.type}, not {rtype}", [rtype]))
                 continue
             ctx = _Ctx(resource, self.reg, must_support)
+            ctx.env = fhirpath.Env(resource, resource, resolver=_resolver(resource),
+                                   member_of=self._member_of)
             try:
                 self._check_object(ctx, cp.root, resource, rtype)
             except Exception as exc:  # noqa: BLE001 - never crash on odd input
@@ -310,25 +347,15 @@ class Validator:
                     f"{node.path}: {shown} is not in the {strength} value set {vs}", expr)
 
     def _check_constraint(self, ctx: _Ctx, c: Any, obj: Any, expr: str) -> None:
-        if c.fn is False:
+        if c.compiled is None:
             return
-        if c.fast is not None:
-            quick = c.fast(obj)
-            if quick is True:
-                return
-            if quick is False:
-                sev = "error" if c.severity == "error" else "warning"
-                ctx.add(sev, "invariant", f"Constraint failed: {c.key}: {c.human}", expr)
-                return
         try:
-            result = c.fn(obj, {})
+            result = c.compiled.evaluate(obj, ctx.env)
         except Exception as exc:  # noqa: BLE001
             ctx.add("warning", "invariant",
                     f"Invariant {c.key} could not be evaluated: {exc}", expr)
             return
-        ok = not result or result == [True] or (
-            all(isinstance(r, bool) for r in result) and all(result))
-        if result == [False] or not ok:
+        if not fhirpath.holds(result):
             sev = "error" if c.severity == "error" else "warning"
             ctx.add(sev, "invariant", f"Constraint failed: {c.key}: {c.human}", expr)
 

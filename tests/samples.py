@@ -66,7 +66,10 @@ _SAMPLES: dict[str, dict] = {
                                       "http://terminology.hl7.org/CodeSystem/consentscope",
                                       "code": "patient-privacy"}]},
                 "category": [{"coding": [{"system": LOINC, "code": "59284-0"}]}],
-                "patient": {"reference": "Patient/p1"}},
+                "patient": {"reference": "Patient/p1"},
+                "policyRule": {"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                    "code": "OPTIN"}]}},
     "CareTeam": {"resourceType": "CareTeam", "status": "active", "name": "BH team",
                  "subject": {"reference": "Patient/p1"}},
     "RelatedPerson": {"resourceType": "RelatedPerson", "patient": {"reference": "Patient/p1"},

@@ -48,6 +48,7 @@ def referral_bundle(mrn: str) -> dict:
     sr_res["contained"] = [{"resourceType": "Provenance", "id": "p1",
                             "target": [{"reference": sr}], "recorded": "2026-01-01T00:00:00Z",
                             "agent": [{"who": {"reference": org}}]}]
+    sr_res["relevantHistory"] = [{"reference": "#p1"}]  # dom-3: contained is referenced
     task = sample("Task", focus={"reference": sr}, requester={"reference": org},
                   owner={"reference": org})
     task["for"] = {"reference": pat}

@@ -16,9 +16,17 @@ from typing import Any
 
 import pytest
 
+from profiles.base_r4 import validate_base
 from profiles.loader import ProfileRegistry
-from profiles.validator import Validator, validate
+from profiles.validator import Validator
+from profiles.validator import validate as validate_profiles
 from tests.reference_data import BACKPORT_SAMPLES, GRAVITY_EXAMPLES
+
+
+def validate(resource: dict[str, Any]) -> list:
+    """Base R4 (every core invariant) plus the profiles, as a write does."""
+    return validate_base(resource) + validate_profiles(resource)
+
 
 EXAMPLES = GRAVITY_EXAMPLES
 SDOH = "http://hl7.org/fhir/us/sdoh-clinicalcare/"

@@ -82,6 +82,18 @@ def raw_div(div: str) -> tuple[str | None, etree._Element | None]:
     return None, element
 
 
+def parse_div(div: str) -> etree._Element:
+    """The parsed element of a narrative's JSON form (HTML named entities allowed). Raises
+    FhirError(400) from the hardened parser and ValueError when the root is not an XHTML
+    div."""
+    if "&" in div:
+        div = _ENTITY.sub(_named_entity, div)
+    element = parse_xml(div.strip().encode("utf-8"), max_bytes=MAX_DIV_BYTES)
+    if element.tag != DIV_TAG:
+        raise ValueError("the narrative must be a <div> in the XHTML namespace")
+    return element
+
+
 def div_text(element: etree._Element) -> str:
     """Serialise a div element as its JSON form (XHTML as the default namespace)."""
     if element.prefix is not None:

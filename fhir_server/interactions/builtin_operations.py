@@ -9,7 +9,7 @@ from fhir_server.interactions.context import Call
 from fhir_server.interactions.operations import Operation, OperationRegistry
 from fhir_server.interactions.results import Result
 from fhir_server.storage.repository import Repository
-from profiles.base_r4 import validate_base
+from profiles.base_r4 import errors_only, validate_base
 
 VALIDATE_DEFINITION = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
 
@@ -56,9 +56,10 @@ def validate_operation(call: Call, res_type: str | None, res_id: str | None,
         resource = stored.resource()
     if resource is None:
         raise FhirError(400, "required", "$validate needs a resource in the body")
-    issues = validate_base(resource, expected_type=res_type)
-    if not issues:
-        issues = call.services.validate_profiles(resource, profile)
+    issues = validate_base(resource, expected_type=res_type,
+                           strict_extensions=call.settings.strict_profiles)
+    if not errors_only(issues):
+        issues += call.services.validate_profiles(resource, profile)
     if not any(i.severity in ("error", "fatal") for i in issues):
         issues.append(Issue("information", "informational", "Validation successful"))
     return Result(200, resource=operation_outcome(issues))

@@ -177,7 +177,7 @@ def _prepare(call: Call, raw_entries: list) -> list[Entry]:
             if entry.method == "PUT":
                 entry.resource["id"] = entry.res_id
             try:
-                crud.check_valid(entry.resource, entry.res_type)
+                crud.check_valid(entry.resource, entry.res_type, call=call)
             except FhirError as exc:
                 raise _wrap(entry.index, exc) from exc
             entry.validated = True

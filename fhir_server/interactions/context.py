@@ -117,6 +117,8 @@ class Call:
     # Inside a transaction: the (type, id) of every resource it creates or updates, which
     # its entries may reference in any order (reference_check).
     transaction_targets: frozenset[tuple[str, str]] = frozenset()
+    # Base-validation warnings of a body about to be written, by id() of the body.
+    validation_warnings: dict[int, list] = field(default_factory=dict)
 
     @property
     def db(self) -> Database:

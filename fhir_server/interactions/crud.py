@@ -19,15 +19,24 @@ from fhir_server.interactions.results import Result
 from fhir_server.json_tree import copy_tree
 from fhir_server.storage.db import Connection
 from fhir_server.storage.repository import Repository, StoredResource, live, new_id
-from profiles.base_r4 import validate_base
+from profiles.base_r4 import errors_only, validate_base
 
 
-def check_valid(resource: Any, res_type: str, res_id: str | None = None) -> dict:
-    """Base-validate a resource body for `res_type`; raise 400 with all issues if invalid."""
-    issues = validate_base(resource, expected_type=res_type)
-    if issues:
-        status = 404 if issues[0].code == "not-supported" else 400
-        raise FhirError(status, issues[0].code, issues[0].diagnostics, issues=issues)
+def check_valid(resource: Any, res_type: str, res_id: str | None = None, *,
+                call: Call | None = None) -> dict:
+    """Base-validate a resource body for `res_type`; raise 400 with all issues if it breaks a
+    base R4 rule. Warnings (e.g. an unknown extension) are kept on `call` for the write's
+    OperationOutcome; with FHIR_SERVER_STRICT_PROFILES an unknown extension is an error."""
+    strict = call is not None and call.settings.strict_profiles
+    issues = validate_base(resource, expected_type=res_type, strict_extensions=strict)
+    errors = errors_only(issues)
+    if errors:
+        status = 404 if errors[0].code == "not-supported" and \
+            errors[0].expression == ["resourceType"] else 400
+        raise FhirError(status, errors[0].code, errors[0].diagnostics,
+                        issues=errors + [i for i in issues if i not in errors])
+    if issues and call is not None:
+        call.validation_warnings[id(resource)] = issues
     if res_id is not None:
         body_id = resource.get("id")
         if body_id is None:
@@ -61,7 +70,7 @@ def reading(call: Call, conn: Connection | None) -> Iterator[Connection]:
 def create(call: Call, res_type: str, resource: dict, *, if_none_exist: str | None = None
            ) -> Result:
     """POST [type]: server-assigned id; conditional with If-None-Exist."""
-    check_valid(resource, res_type)
+    check_valid(resource, res_type, call=call)
     with call.write() as conn:
         return committing(call, conn, create_in(conn, call, res_type, resource,
                                                 if_none_exist=if_none_exist))
@@ -95,7 +104,7 @@ def _store_new(conn, call: Call, resource: dict, res_id: str | None = None,  # t
                method: str = "POST") -> Result:
     resource["id"] = res_id or new_id()  # assigned before the phases: they see the final id
     event = WriteEvent(call, conn, "create", resource["resourceType"], resource["id"], None,
-                       resource)
+                       resource, issues=call.validation_warnings.pop(id(resource), []))
     resource = call.services.phases.before_write(event)
     assert resource is not None
     stored = Repository(conn).create(resource, res_id=resource["id"], method=method)
@@ -180,7 +189,7 @@ def require_etag(if_match: str | None) -> int | None:
 def update(call: Call, res_type: str, res_id: str, resource: dict, *,
            if_match: str | None = None) -> Result:
     """PUT [type]/[id]: new version, or update-as-create with the client id."""
-    check_valid(resource, res_type, res_id)
+    check_valid(resource, res_type, res_id, call=call)
     expected = require_etag(if_match)
     with call.write() as conn:
         return committing(call, conn, store_update(conn, call, res_type, res_id, resource,
@@ -201,7 +210,8 @@ def store_update(conn, call: Call, res_type: str, res_id: str, resource: dict,  
         access.check_existing(conn, call, "update", current)
     access.check_new(call, interaction, res_type, resource)
     event = WriteEvent(call, conn, interaction, res_type, res_id, previous, resource,
-                       if_match=expected if if_match == "same" else if_match)  # type: ignore[arg-type]
+                       if_match=expected if if_match == "same" else if_match,  # type: ignore[arg-type]
+                       issues=call.validation_warnings.pop(id(resource), []))
     resource = call.services.phases.before_write(event)
     assert resource is not None
     stored, prev_stored = repo.update(resource, res_id, expected_version=expected, method=method)
@@ -214,7 +224,7 @@ def store_update(conn, call: Call, res_type: str, res_id: str, resource: dict,  
 def conditional_update(call: Call, res_type: str, query: str, resource: dict, *,
                        if_match: str | None = None) -> Result:
     """PUT [type]?criteria: 0 matches create (client id if given), 1 updates, >1 is 412."""
-    check_valid(resource, res_type)
+    check_valid(resource, res_type, call=call)
     expected = require_etag(if_match)
     with call.write() as conn:
         return committing(call, conn, conditional_update_in(conn, call, res_type, query,
@@ -318,7 +328,7 @@ def _apply_patch(conn, call: Call, current: StoredResource, operations: Any,  # 
     meta = patched.get("meta")
     if isinstance(meta, dict):
         meta.pop("versionId", None)
-    check_valid(patched, current.res_type, current.res_id)
+    check_valid(patched, current.res_type, current.res_id, call=call)
     return store_update(conn, call, current.res_type, current.res_id, patched,
                          current.version, "PATCH", if_match=expected)
 

@@ -157,7 +157,7 @@ def _create(call: Call, req: Request, a: Args, conn: Connection | None) -> Resul
     body = req.body(a.res_type)
     if conn is None:
         return crud.create(call, a.res_type, body, if_none_exist=req.if_none_exist)
-    resource = body if req.validated else crud.check_valid(body, a.res_type)
+    resource = body if req.validated else crud.check_valid(body, a.res_type, call=call)
     return crud.create_in(conn, call, a.res_type, resource, if_none_exist=req.if_none_exist,
                           res_id=req.new_id)
 
@@ -178,7 +178,7 @@ def _update(call: Call, req: Request, a: Args, conn: Connection | None) -> Resul
     body = req.body(a.res_type)
     if conn is None:
         return crud.update(call, a.res_type, a.res_id, body, if_match=req.if_match)
-    resource = body if req.validated else crud.check_valid(body, a.res_type, a.res_id)
+    resource = body if req.validated else crud.check_valid(body, a.res_type, a.res_id, call=call)
     return crud.store_update(conn, call, a.res_type, a.res_id, resource,
                              crud.require_etag(req.if_match), "PUT")
 
@@ -190,7 +190,7 @@ def _conditional_update(call: Call, req: Request, a: Args, conn: Connection | No
         return crud.conditional_update(call, a.res_type, req.query, body,
                                        if_match=req.if_match)
     return crud.conditional_update_in(conn, call, a.res_type, req.query,
-                                      crud.check_valid(body, a.res_type),
+                                      crud.check_valid(body, a.res_type, call=call),
                                       crud.require_etag(req.if_match))
 
 

@@ -13,8 +13,6 @@ from profiles.devtools.fsh_convert import FHIR_SD, REPO, SDOH, SHARED, USCORE, w
 
 R4 = SHARED / "fhir-r4"
 DERIVED = SHARED / "gravity" / "derived-from-fsh"
-# Base invariants that are generic (checked everywhere by the base validator) or best practice.
-SKIP_CONSTRAINTS = {"ele-1", "ext-1", "dom-2", "dom-3", "dom-4", "dom-5", "dom-6"}
 
 # Profile URLs we reference but do not ship, with their resource type (for reference checks).
 EXTERNAL_PROFILE_TYPES = {
@@ -131,48 +129,190 @@ def _type_codes(el: dict[str, Any]) -> list[str]:
     return out
 
 
+# Invariants the base validator implements natively (profiles/base_r4.py and friends).
+NATIVE_CONSTRAINTS = {"ele-1", "ext-1", "dom-2", "dom-3", "dom-4", "dom-5", "ref-1", "txt-1",
+                      "txt-2"}
+
+
+def _is_best_practice(c: dict[str, Any]) -> bool:
+    return any(x.get("url", "").endswith(("best-practice", "bestpractice")) and
+               x.get("valueBoolean") for x in c.get("extension", []))
+
+
+class _Expander:
+    """Expands the R4 core value sets that list their codes (enough for required bindings)."""
+
+    def __init__(self) -> None:
+        pool = _entries(R4 / "valuesets.json")
+        self.vs = {r["url"]: r for r in pool if r["resourceType"] == "ValueSet"}
+        self.cs = {r["url"]: r for r in pool if r["resourceType"] == "CodeSystem"}
+
+    def codes(self, url: str, depth: int = 0) -> list[list[str]] | None:
+        """[[system, code], ...] of a value set, or None when it cannot be expanded offline."""
+        vs = self.vs.get(url.partition("|")[0])
+        if vs is None or depth > 5 or vs.get("compose", {}).get("exclude"):
+            return None
+        out: list[list[str]] = []
+        for inc in vs.get("compose", {}).get("include", []):
+            if inc.get("filter"):
+                return None
+            for sub in inc.get("valueSet", []):
+                nested = self.codes(sub, depth + 1)
+                if nested is None:
+                    return None
+                out.extend(nested)
+            system = inc.get("system")
+            if not system:
+                continue
+            if inc.get("concept"):
+                out.extend([system, c["code"]] for c in inc["concept"])
+                continue
+            cs = self.cs.get(system)
+            if cs is None or cs.get("content") != "complete":
+                return None
+            out.extend([system, code] for code in _all_codes(cs.get("concept", [])))
+        return sorted(map(list, {tuple(x) for x in out})) or None
+
+
+def _all_codes(concepts: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for c in concepts:
+        out.append(c["code"])
+        out.extend(_all_codes(c.get("concept", [])))
+    return out
+
+
+def _primitive_regex(sd: dict[str, Any]) -> str | None:
+    for el in sd["snapshot"]["element"]:
+        if el["path"].endswith(".value"):
+            for t in el.get("type", []):
+                for x in t.get("extension", []):
+                    if x["url"].endswith("regex"):
+                        return x["valueString"]
+    return None
+
+
+def _element_row(el: dict[str, Any], expander: _Expander) -> dict[str, Any]:
+    row: dict[str, Any] = {"n": el.get("min", 0), "x": el.get("max", "*"),
+                           "t": _type_codes(el)}
+    targets = sorted({tp.rsplit("/", 1)[-1] for t in el.get("type") or []
+                      if t.get("code") == "Reference"
+                      for tp in t.get("targetProfile", [])})
+    if targets:
+        row["p"] = targets
+    profiled = {t["code"]: t["profile"][0].rsplit("/", 1)[-1] for t in el.get("type") or []
+                if t.get("profile") and t.get("code") == "Quantity"}
+    if profiled:
+        row["q"] = profiled
+    if el.get("contentReference"):
+        row["r"] = el["contentReference"].lstrip("#")
+    b = el.get("binding") or {}
+    if b.get("strength") == "required" and b.get("valueSet"):
+        codes = expander.codes(b["valueSet"])
+        if codes is not None:
+            row["b"] = {"vs": b["valueSet"].partition("|")[0], "codes": codes}
+    return row
+
+
 def build_base(sds: list[dict[str, Any]], out: Path) -> None:
-    """Write profiles/base/r4-elements.json.gz: element table of every R4 type + resource."""
+    """Write profiles/base/r4-elements.json.gz: the element table of every R4 type and
+    resource (cardinality, types, reference targets, required bindings that expand offline),
+    every core invariant not implemented natively, type kinds, choice stems, primitive
+    regexes; and profiles/base/r4-extensions.json.gz (core extension definitions)."""
     profiled = {sd["type"] for sd in sds}
+    expander = _Expander()
     table: dict[str, dict[str, Any]] = {}
     constraints: dict[str, list[dict[str, str]]] = {}
     bindings: dict[str, dict[str, str]] = {}
+    kinds: dict[str, list[Any]] = {}
+    primitives: dict[str, str] = {}
+    choices: dict[str, set[str]] = {}
     for res in _entries(R4 / "profiles-types.json") + _entries(R4 / "profiles-resources.json"):
-        if res.get("resourceType") != "StructureDefinition" or \
-                res.get("derivation") == "constraint":
+        if res.get("resourceType") != "StructureDefinition":
             continue
         name = res["id"]
+        base = res.get("baseDefinition", "").rsplit("/", 1)[-1] or None
+        constraint_profile = res.get("derivation") == "constraint"
+        if constraint_profile and res.get("kind") != "complex-type":
+            continue  # profiles in profiles-resources (e.g. vital signs) are not base rules
+        kinds[name] = [res["kind"], base, bool(res.get("abstract"))]
+        if res["kind"] == "primitive-type":
+            primitives[name] = _primitive_regex(res) or ""
         elems: dict[str, Any] = {}
         for el in res.get("snapshot", {}).get("element", []):
-            row: dict[str, Any] = {"n": el.get("min", 0), "x": el.get("max", "*"),
-                                   "t": _type_codes(el)}
-            targets = sorted({tp.rsplit("/", 1)[-1] for t in el.get("type") or []
-                              if t.get("code") == "Reference"
-                              for tp in t.get("targetProfile", [])})
-            if targets:
-                row["p"] = targets
-            if el.get("contentReference"):
-                row["r"] = el["contentReference"].lstrip("#")
-            elems[el["path"]] = row
-            if name in profiled:
+            if not constraint_profile:
+                elems[el["path"]] = _element_row(el, expander)
+                if el["path"].endswith("[x]"):
+                    stem = el["path"].rsplit(".", 1)[-1][:-3]
+                    choices.setdefault(stem, set()).update(_type_codes(el))
+            if name in profiled and not constraint_profile:
                 b = el.get("binding") or {}
                 if b.get("strength") == "required" and b.get("valueSet"):
                     bindings[el["path"]] = {"strength": "required", "valueSet": b["valueSet"]}
-                for c in el.get("constraint", []):
-                    if c["key"] in SKIP_CONSTRAINTS or not c.get("expression"):
-                        continue
-                    if any(x.get("url", "").endswith("best-practice") for x in
-                           c.get("extension", [])):
-                        continue
-                    constraints.setdefault(name, []).append({
-                        "key": c["key"], "severity": c["severity"], "human": c["human"],
-                        "expression": c["expression"], "path": el["path"]})
-        table[name] = elems
+        own = res.get("differential", {}).get("element", [])
+        for el in own:
+            for c in el.get("constraint", []):
+                if c["key"] in NATIVE_CONSTRAINTS or not c.get("expression") or \
+                        _is_best_practice(c):
+                    continue
+                constraints.setdefault(name, []).append({
+                    "key": c["key"], "severity": c["severity"], "human": c["human"],
+                    "expression": c["expression"], "path": el["path"]})
+        if not constraint_profile:
+            table[name] = elems
     out.mkdir(parents=True, exist_ok=True)
-    write_gz(out / "r4-elements.json.gz", {"elements": table, "constraints": constraints,
-                                           "bindings": bindings})
+    write_gz(out / "r4-elements.json.gz", {
+        "elements": table, "constraints": constraints, "bindings": bindings,
+        "kinds": kinds, "primitives": primitives,
+        "choices": {k: sorted(v) for k, v in choices.items()}})
+    write_gz(out / "r4-extensions.json.gz", build_extensions(expander))
     (out / "external-profile-types.json").write_text(
         json.dumps(EXTERNAL_PROFILE_TYPES, indent=1, sort_keys=True) + "\n", "utf-8")
+
+
+def build_extensions(expander: _Expander) -> dict[str, Any]:
+    """url -> {ctx: [[type, expression]], mod, v: value types | [] for complex, t: target
+    types, b: required codes, sub: {url: {n, x, v, t}}} for every R4 core extension."""
+    out: dict[str, Any] = {}
+    for sd in _entries(R4 / "extension-definitions.json"):
+        if sd.get("resourceType") != "StructureDefinition":
+            continue
+        els = sd["snapshot"]["element"]
+        root = next(e for e in els if e["id"] == "Extension")
+        entry: dict[str, Any] = {
+            "ctx": [[c["type"], c["expression"]] for c in sd.get("context", [])],
+            "mod": bool(root.get("isModifier")),
+        }
+        entry.update(_value_rule(els, "Extension", expander))
+        subs: dict[str, Any] = {}
+        for el in els:
+            if el["path"] == "Extension.extension" and el.get("sliceName"):
+                prefix = el["id"]
+                url_el = next((e for e in els if e["id"] == f"{prefix}.url"), {})
+                sub_url = url_el.get("fixedUri") or el["sliceName"]
+                subs[sub_url] = {"n": el.get("min", 0), "x": el.get("max", "*"),
+                                 **_value_rule(els, prefix, expander)}
+        if subs:
+            entry["sub"] = subs
+        out[sd["url"]] = entry
+    return out
+
+
+def _value_rule(els: list[dict[str, Any]], prefix: str, expander: _Expander) -> dict[str, Any]:
+    value = next((e for e in els if e["id"] == f"{prefix}.value[x]"), None)
+    if value is None or value.get("max") == "0":
+        return {"v": []}
+    rule: dict[str, Any] = {"v": _type_codes(value), "vn": value.get("min", 0)}
+    targets = sorted({tp.rsplit("/", 1)[-1] for t in value.get("type") or []
+                      for tp in t.get("targetProfile", [])})
+    if targets and "Resource" not in targets:
+        rule["t"] = targets
+    b = value.get("binding") or {}
+    if b.get("strength") == "required" and b.get("valueSet"):
+        codes = expander.codes(b["valueSet"])
+        if codes is not None:
+            rule["b"] = {"vs": b["valueSet"].partition("|")[0], "codes": codes}
+    return rule
 
 
 def _referenced_valuesets(sds: list[dict[str, Any]], base_bindings: list[str]) -> set[str]:
@@ -243,3 +383,15 @@ def no_empty_strings(node: Any) -> Any:
     if isinstance(node, list):
         return [no_empty_strings(v) for v in node if v != ""]
     return node
+
+
+def main() -> int:
+    """Rebuild only the base R4 data from ../shared (profiles as shipped)."""
+    sds = [json.loads(f.read_text("utf-8"))
+           for f in sorted((REPO / "profiles" / "structuredefinitions").glob("*.json"))]
+    build_base(sds, REPO / "profiles" / "base")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

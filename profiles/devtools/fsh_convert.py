@@ -443,7 +443,7 @@ class ProfileBuilder:
             root = self.elements[self.root]
             elements = [e for e in elements if e["id"] != self.root]
         url = self.cat.url(ent["name"])
-        return {
+        sd = {
             "resourceType": "StructureDefinition",
             "id": ident,
             "url": url,
@@ -460,6 +460,23 @@ class ProfileBuilder:
             "derivation": "constraint",
             "differential": {"element": [root, *elements]},
         }
+        if kind == "Extension":
+            sd["context"] = _contexts(ent["rules"])
+        return sd
+
+
+def _contexts(rules: list[str]) -> list[dict[str, str]]:
+    """The `^context.type` / `^context.expression` caret rules of an Extension (sdf-5 needs
+    at least one context)."""
+    contexts: list[dict[str, str]] = []
+    for rule in rules:
+        m = re.match(r"^\^context(\[(\+|=|\d+)\])?\.(type|expression)\s*=\s*(.+)$", rule)
+        if not m:
+            continue
+        if not contexts or (m.group(2) == "+" ) or (m.group(3) in contexts[-1]):
+            contexts.append({})
+        contexts[-1][m.group(3)] = m.group(4).strip().lstrip("#").strip('"')
+    return contexts or [{"type": "element", "expression": "Element"}]
 
 
 def build_profiles() -> list[dict[str, Any]]:
