@@ -137,3 +137,14 @@ def sample_world() -> list[dict]:
         sample("Consent", id="c1"),
         sample("Task", id="t1"),
     ]
+
+
+def changed(base: dict, **changes: object) -> dict:
+    """A deep copy of `base` with top-level elements replaced (None: removed)."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out

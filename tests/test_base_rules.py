@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from profiles.base_r4 import validate_base
+from tests.samples import changed
 
 XHTML = "http://www.w3.org/1999/xhtml"
 
@@ -34,16 +35,6 @@ QUESTIONNAIRE = {"resourceType": "Questionnaire", "status": "draft", "item": [
     {"linkId": "3", "type": "string", "text": "c",
      "enableWhen": [{"question": "1", "operator": "=", "answerBoolean": True},
                     {"question": "2", "operator": "=", "answerBoolean": True}]}]}
-
-
-def changed(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in changes.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = value
-    return out
 
 
 # (label, valid resource, invalid resource, expected expression)

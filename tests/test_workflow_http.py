@@ -18,6 +18,7 @@ from flask import Request
 from fhir_server.auth.context import AccessContext
 from fhir_server.auth.scopes import parse_scopes
 from tests.outcomes_support import csv_rows, groups
+from tests.samples import changed
 from tests.snapshot import db_snapshot
 from tests.workflow_expected import EXPECTED_NEXT, OWNER_MAY_SET, REQUESTER_MAY_SET, STATUSES
 
@@ -473,12 +474,7 @@ def test_bad_input_refused_without_change(world, server, change, status, code, e
     task = world.task(world.sr, world.requester, world.owner, "requested")
     if change["status"] == "completed":
         task = world.put(moved(task, "accepted"), world.owner).json()
-    new = copy.deepcopy(task)
-    for key, value in change.items():
-        if value is None:
-            new.pop(key, None)
-        else:
-            new[key] = value
+    new = changed(task, **change)
     before = db_snapshot(server.database)
     resp = server.put(f"Task/{task['id']}", new, headers={**etag(task), **as_org(world.owner)})
     assert resp.status_code == status, resp.text
