@@ -71,8 +71,13 @@ class Settings:
         "default", "FHIR_SERVER_REQUIRED_PROFILES",
         "'default' (SDOHCC for referral Tasks and ServiceRequests), 'none', or JSON "
         "{type: [profile URLs]}")
-    strict_profiles: bool = setting(False, "FHIR_SERVER_STRICT_PROFILES",
-                                    "an unknown claimed profile is an error, not a warning")
+    strict_profiles: bool = setting(
+        False, "FHIR_SERVER_STRICT_PROFILES",
+        "an unknown claimed profile or extension is an error, not a warning")
+    referential_integrity_on_delete: str = setting(
+        "referral", "FHIR_SERVER_REFERENTIAL_INTEGRITY_ON_DELETE",
+        "deleting a resource live resources still reference: 'referral' refuses it (409) for "
+        "the referral resources and parties, 'all' for every type, 'off' allows it")
     platform_organization: str = setting(
         "", "FHIR_SERVER_PLATFORM_ORGANIZATION",
         "Organization/x: act as the coordination platform (enables $assign-recipient)")

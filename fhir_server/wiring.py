@@ -15,6 +15,7 @@ from fhir_server.features import (
     auth,
     coordination,
     directory,
+    integrity,
     outcomes,
     profiles,
     reminders,
@@ -29,7 +30,7 @@ from fhir_server.interactions.context import Services
 from fhir_server.storage.db import Database
 
 #: Installed in this order; their write hooks run in phase order (`python -m fhir_server hooks`).
-FEATURES = (auth, profiles, workflow, coordination, screening, outcomes, subscriptions,
+FEATURES = (auth, profiles, integrity, workflow, coordination, screening, outcomes, subscriptions,
             directory, reminders)
 #: The check-phase hook that refuses references the writer may not read (422).
 REFERENCE_CHECK = "access.references-readable"

@@ -17,7 +17,7 @@ from profiles.base_r4 import REL_REF as _RELATIVE
 _ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 _UUID = re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _OID = re.compile(r"^urn:oid:[0-2](\.(0|[1-9][0-9]*))+$")
-_RESTFUL = re.compile(r"^(https?://.+)/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})"
+RESTFUL_URL = re.compile(r"^(https?://.+)/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})"
                       r"(/_history/[A-Za-z0-9\-.]{1,64})?$")
 
 # IANA link relation types (https://www.iana.org/assignments/link-relations), lower case.
@@ -66,14 +66,14 @@ class BundleIndex:
         """The entry resource `ref` names, read from the entry holding `source`."""
         if ref in self.by_url:
             return self.by_url[ref]
-        m = _RESTFUL.match(ref)
+        m = RESTFUL_URL.match(ref)
         if m and m.group(4):
             return self.by_url.get(ref[: -len(m.group(4))])
         rel = _RELATIVE.match(ref)
         if rel is None:
             return None
         source_url = self.url_of.get(id(source)) if source is not None else None
-        base = _RESTFUL.match(source_url) if source_url else None
+        base = RESTFUL_URL.match(source_url) if source_url else None
         if base is not None:
             return self.by_url.get(f"{base.group(1)}/{rel.group(1)}/{rel.group(2)}")
         return self.by_identity.get((rel.group(1), rel.group(2)))
@@ -92,7 +92,7 @@ def bundle_issues(bundle: dict[str, Any], expr: str, index: BundleIndex) -> list
         where = f"{expr}.entry[{i}]"
         for j, link in enumerate(entry.get("link") or []):
             issues.extend(_link_issues(link, f"{where}.link[{j}]"))
-        issues.extend(_full_url_issues(entry, where))
+        issues.extend(full_url_issues(entry, where))
         resource = entry.get("resource")
         if not isinstance(resource, dict):
             continue
@@ -112,7 +112,9 @@ def _link_issues(link: Any, where: str) -> list[Issue]:
     return []
 
 
-def _full_url_issues(entry: dict[str, Any], where: str) -> list[Issue]:
+def full_url_issues(entry: dict[str, Any], where: str) -> list[Issue]:
+    """fullUrl of one entry: absolute, a valid urn:uuid / urn:oid, and naming the resource
+    it holds when it is a RESTful URL."""
     full_url = entry.get("fullUrl")
     if not isinstance(full_url, str):
         return []
@@ -126,7 +128,7 @@ def _full_url_issues(entry: dict[str, Any], where: str) -> list[Issue]:
     if full_url.startswith("urn:oid:") and not _OID.match(full_url):
         return [Issue("error", "value", f"fullUrl '{full_url}' is not a valid urn:oid", at)]
     resource = entry.get("resource")
-    m = _RESTFUL.match(full_url)
+    m = RESTFUL_URL.match(full_url)
     if m and isinstance(resource, dict) and not m.group(4):
         rtype, rid = resource.get("resourceType"), resource.get("id")
         if isinstance(rid, str) and (m.group(2), m.group(3)) != (rtype, rid):
@@ -151,7 +153,7 @@ def _reference_issues(index: BundleIndex, resource: dict, ref: str, path: str,
             return [Issue("warning", "not-found", f"Reference '{ref}' names no entry of this "
                           "Bundle", [path])]
         return []
-    named = _RELATIVE.match(ref) or _RESTFUL.match(ref)
+    named = _RELATIVE.match(ref) or RESTFUL_URL.match(ref)
     expected = named.group(1) if named and _RELATIVE.match(ref) else (
         named.group(2) if named else None)
     actual = found.get("resourceType")

@@ -262,3 +262,89 @@ def test_bundle_entries_use_the_http_route_table(server):
     wrong = server.post("", bundle({"request": {"method": "DELETE", "url": "metadata"}},
                                    kind="batch")).json()["entry"][0]["response"]
     assert wrong["status"].startswith("405")
+
+
+# -- references resolved as R4 Bundle "Resolving references in Bundles" says -------------------
+EHR = "http://ehr.example/fhir"
+
+
+def test_relative_references_resolve_against_absolute_full_urls(server):
+    """Entries with RESTful fullUrls from another server: `Patient/pat-1` inside the Bundle
+    means the entry `http://ehr.example/fhir/Patient/pat-1`, not a literal local id."""
+    patient = mrn_patient(f"ABS-{uuid.uuid4().hex[:6]}")
+    patient["id"] = "pat-1"
+    sr = sample("ServiceRequest", id="sr-1", subject={"reference": "Patient/pat-1"})
+    task = sample("Task", focus={"reference": "ServiceRequest/sr-1"})
+    task["for"] = {"reference": "Patient/pat-1"}
+    resp = server.post("", bundle(entry(patient, full_url=f"{EHR}/Patient/pat-1"),
+                                  entry(sr, full_url=f"{EHR}/ServiceRequest/sr-1"),
+                                  entry(task, full_url=f"{EHR}/Task/t-1")))
+    assert resp.status_code == 200, resp.text
+    out = resp.json()["entry"]
+    pat_id, sr_id = out[0]["resource"]["id"], out[1]["resource"]["id"]
+    assert pat_id != "pat-1"  # POST: the server assigns the id
+    assert out[1]["resource"]["subject"]["reference"] == f"Patient/{pat_id}"
+    assert out[2]["resource"]["for"]["reference"] == f"Patient/{pat_id}"
+    assert out[2]["resource"]["focus"]["reference"] == f"ServiceRequest/{sr_id}"
+    assert server.get(f"Patient/{pat_id}").status_code == 200
+
+
+def test_relative_absolute_urn_and_conditional_references_mixed(server):
+    mrn = f"MIX-{uuid.uuid4().hex[:6]}"
+    existing = server.post("Organization", sample(
+        "Organization", identifier=[{"system": "http://hl7.org/fhir/sid/us-npi",
+                                     "value": mrn}])).json()
+    pat_urn = urn()
+    practitioner = sample("Practitioner", id="dr-1")
+    sr = sample("ServiceRequest", subject={"reference": pat_urn},  # urn:uuid
+                requester={"reference": f"{EHR}/Practitioner/dr-1"},  # absolute
+                performer=[{"reference": "Organization?identifier="
+                                         f"http://hl7.org/fhir/sid/us-npi|{mrn}"}])  # conditional
+    task = sample("Task", focus={"reference": "ServiceRequest/sr-9"},  # relative
+                  owner={"reference": f"Organization/{existing['id']}"})  # a stored resource
+    task["for"] = {"reference": pat_urn}
+    resp = server.post("", bundle(
+        entry(mrn_patient(mrn), full_url=pat_urn),
+        entry(practitioner, full_url=f"{EHR}/Practitioner/dr-1"),
+        entry(sr, full_url=f"{EHR}/ServiceRequest/sr-9"),
+        entry(task, full_url=f"{EHR}/Task/t-9")))
+    assert resp.status_code == 200, resp.text
+    out = resp.json()["entry"]
+    pat_id, dr_id, sr_id = (out[i]["resource"]["id"] for i in range(3))
+    stored_sr = out[2]["resource"]
+    assert stored_sr["subject"]["reference"] == f"Patient/{pat_id}"
+    assert stored_sr["requester"]["reference"] == f"Practitioner/{dr_id}"
+    assert stored_sr["performer"][0]["reference"] == f"Organization/{existing['id']}"
+    stored_task = out[3]["resource"]
+    assert stored_task["focus"]["reference"] == f"ServiceRequest/{sr_id}"
+    assert stored_task["for"]["reference"] == f"Patient/{pat_id}"
+    assert stored_task["owner"]["reference"] == f"Organization/{existing['id']}"
+
+
+def test_every_failing_entry_is_reported(server):
+    before = db_snapshot(server.database)
+    resp = server.post("", bundle(entry(sample("Patient", birthDate="not-a-date")),
+                                  entry(sample("Basic")),
+                                  entry(sample("Patient", gender="woman")),
+                                  entry(sample("Basic"), full_url="Basic/relative")))
+    assert resp.status_code == 400, resp.text
+    outcome = resp.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    expressions = [i["expression"][0] for i in outcome["issue"] if i["severity"] == "error"]
+    assert expressions == ["Bundle.entry[0].resource.birthDate",
+                           "Bundle.entry[2].resource.gender", "Bundle.entry[3].fullUrl"]
+    assert db_snapshot(server.database) == before
+
+
+def test_every_failing_entry_is_reported_when_executing(server):
+    a = server.post("Task", sample("Task")).json()
+    b = server.post("Task", sample("Task")).json()
+    before = db_snapshot(server.database)
+    resp = server.post("", bundle(
+        entry(sample("Task", id=a["id"]), "PUT", f"Task/{a['id']}", ifMatch='W/"9"'),
+        entry(sample("Basic")),
+        entry(sample("Task", id=b["id"]), "PUT", f"Task/{b['id']}", ifMatch='W/"7"')))
+    assert resp.status_code == 412, resp.text
+    expressions = [i["expression"][0] for i in resp.json()["issue"]]
+    assert [e.split(".")[1] for e in expressions] == ["entry[0]", "entry[2]"]
+    assert db_snapshot(server.database) == before

@@ -1,14 +1,18 @@
 """Batch and transaction Bundles (POST /fhir).
 
 Transaction: one database transaction for the whole Bundle. Entries are processed in the
-order the spec requires (DELETE, POST, PUT/PATCH, GET); `urn:uuid:`/`urn:oid:` fullUrls and
-conditional references are resolved first and every reference is rewritten; any failing
-entry rolls everything back and the error names `Bundle.entry[n]`.
+order the spec requires (DELETE, POST, PUT/PATCH, GET); references are resolved first as R4
+"Resolving references in Bundles" says (`urn:uuid:`/`urn:oid:` and absolute fullUrls, relative
+references such as `Patient/p1` against the base of the referring entry's fullUrl, conditional
+references by search) and every reference is rewritten; any failing entry rolls everything
+back, and the one OperationOutcome has an issue for every failing entry, each naming
+`Bundle.entry[n]`.
 Batch: every entry independent, in its own transaction, with its own status.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -17,11 +21,13 @@ from fhir_server.errors import FhirError, Issue, operation_outcome
 from fhir_server.interactions import crud, route_table
 from fhir_server.interactions.conditional import matching_ids, parse_criteria
 from fhir_server.interactions.context import Call
-from fhir_server.interactions.references import rewrite_references
+from fhir_server.interactions.references import collect_references, rewrite_references
 from fhir_server.interactions.results import Result
 from fhir_server.json_tree import copy_tree
 from fhir_server.resource_types import is_resource_type
 from fhir_server.storage.repository import format_instant, new_id, now_us
+from profiles.base_r4 import REL_REF
+from profiles.bundle_rules import RESTFUL_URL, full_url_issues
 
 METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
@@ -141,6 +147,17 @@ def _wrap(i: int, error: FhirError) -> FhirError:
                      headers=error.headers)
 
 
+def _combined(errors: list[FhirError]) -> FhirError:
+    """One error for a rejected transaction: every failing entry's issues, in entry order."""
+    if len(errors) == 1:
+        return errors[0]
+    statuses = {e.status for e in errors}
+    status = errors[0].status if len(statuses) == 1 else 400
+    issues = [issue for e in errors for issue in e.issues]
+    return FhirError(status, errors[0].code, f"{len(errors)} entries of the transaction failed; "
+                     f"first: {errors[0].diagnostics}", issues=issues)
+
+
 # -- transaction -----------------------------------------------------------------------
 def _transaction(call: Call, raw_entries: list) -> Result:
     entries = _prepare(call, raw_entries)  # no database work: outside the write transaction
@@ -161,17 +178,19 @@ def transaction_in(conn, call: Call, raw_entries: list) -> list[Entry]:  # type:
 def _prepare(call: Call, raw_entries: list) -> list[Entry]:
     """Parse the entries, copy their resources and base-validate those whose id is known
     (POST, PUT Type/id). None of this reads the database, so a server with several workers
-    does it while another request holds SQLite's single write lock."""
+    does it while another request holds SQLite's single write lock. Every failing entry is
+    reported, not only the first."""
     entries = []
+    errors: list[FhirError] = []
     for i, raw in enumerate(raw_entries):
         try:
             entries.append(_parse_entry(i, raw, call))
         except FhirError as exc:
-            raise _wrap(i, exc) from exc
+            errors.append(_wrap(i, exc))
     for entry in entries:
         if entry.resource is not None:
             entry.resource = copy_tree(entry.resource)
-    _check_duplicate_full_urls(entries)
+    errors.extend(_full_url_errors(entries))
     for entry in entries:
         if entry.method == "POST" or (entry.method == "PUT" and entry.res_id):
             if entry.method == "PUT":
@@ -179,39 +198,72 @@ def _prepare(call: Call, raw_entries: list) -> list[Entry]:
             try:
                 crud.check_valid(entry.resource, entry.res_type, call=call)
             except FhirError as exc:
-                raise _wrap(entry.index, exc) from exc
+                errors.append(_wrap(entry.index, exc))
+                continue
             entry.validated = True
+    if errors:
+        raise _combined(sorted(errors, key=_entry_order))
     return entries
 
 
+def _entry_order(error: FhirError) -> int:
+    expression = next((e for i in error.issues for e in i.expression), "")
+    m = re.match(r"Bundle\.entry\[(\d+)\]", expression)
+    return int(m.group(1)) if m else -1
+
+
 def _run(conn, call: Call, entries: list[Entry]) -> None:  # type: ignore[no-untyped-def]
-    """Resolve identities, rewrite references and execute the prepared entries."""
+    """Resolve identities, rewrite references and execute the prepared entries. After a
+    failing entry the others still run (the transaction is rolled back anyway) so that every
+    failing entry is reported; an entry that refers to a failed one is not run."""
     mapping = _resolve_identities(conn, call, entries)
     _rewrite_all(conn, call, entries, mapping)
     outer = call.transaction_targets
     call.transaction_targets = outer | frozenset(  # entries may reference each other
         (e.res_type, e.target_id) for e in entries
         if e.method in ("POST", "PUT") and e.target_id)
+    errors: list[FhirError] = []
+    failed: set[str] = set()
     try:
         for entry in sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index)):
+            if failed and isinstance(entry.resource, dict) and \
+                    failed & set(collect_references(entry.resource, [])):
+                continue
             try:
                 call.budget.check_time()
                 entry.result = _execute(conn, call, entry)
             except FhirError as exc:
-                raise _wrap(entry.index, exc) from exc
+                errors.append(_wrap(entry.index, exc))
+                if entry.target_id:
+                    failed.add(f"{entry.res_type}/{entry.target_id}")
     finally:
         call.transaction_targets = outer
+    if errors:
+        raise _combined(sorted(errors, key=_entry_order))
 
 
-def _check_duplicate_full_urls(entries: list[Entry]) -> None:
+def _full_url_errors(entries: list[Entry]) -> list[FhirError]:
+    """fullUrl rules: absolute (http(s), a valid urn:uuid or urn:oid), agreeing with the
+    resource's type and id when RESTful, and not used by two entries."""
+    errors: list[FhirError] = []
     seen: dict[str, int] = {}
     for entry in entries:
-        if entry.full_url and entry.method in ("POST", "PUT"):
+        if entry.full_url is None:
+            continue
+        where = f"Bundle.entry[{entry.index}]"
+        raw = {"fullUrl": entry.full_url}
+        if entry.method != "POST" and isinstance(entry.resource, dict):
+            raw["resource"] = entry.resource
+        for issue in full_url_issues(raw, where):
+            errors.append(FhirError(400, issue.code, f"{where}: {issue.diagnostics}",
+                                    issues=[issue]))
+        if entry.method in ("POST", "PUT"):
             if entry.full_url in seen:
-                where = f"Bundle.entry[{entry.index}]"
-                raise FhirError(400, "invalid", f"{where}: fullUrl '{entry.full_url}' is also "
-                                f"used by Bundle.entry[{seen[entry.full_url]}]", f"{where}.fullUrl")
-            seen[entry.full_url] = entry.index
+                errors.append(FhirError(400, "invalid", f"{where}: fullUrl '{entry.full_url}' "
+                                        f"is also used by Bundle.entry[{seen[entry.full_url]}]",
+                                        f"{where}.fullUrl"))
+            seen.setdefault(entry.full_url, entry.index)
+    return errors
 
 
 def _resolve_identities(conn, call: Call, entries: list[Entry]) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -262,12 +314,20 @@ def _rewrite_all(conn, call: Call, entries: list[Entry],  # type: ignore[no-unty
         if not isinstance(entry.resource, dict):
             continue
         where = f"Bundle.entry[{entry.index}]"
+        base_url = _full_url_base(entry.full_url) or call.base_url
 
-        def resolve(ref: str, _where: str = where) -> str | None:
+        def resolve(ref: str, _where: str = where, _base: str = base_url) -> str | None:
             base, hash_, fragment = ref.partition("#")
             target = base
             if target in mapping:
                 return mapping[target] + (hash_ + fragment if hash_ else "")
+            if REL_REF.match(target):
+                # Relative to the base of the referring entry's fullUrl (R4 Bundle,
+                # "Resolving references in Bundles"), else to this server's base.
+                absolute = f"{_base}/{target.split('/_history/', 1)[0]}"
+                if absolute in mapping:
+                    return mapping[absolute]
+                return None
             if target.startswith(("urn:uuid:", "urn:oid:")):
                 raise FhirError(404, "not-found", f"{_where}: reference '{ref}' names no entry "
                                 "of this Bundle", f"{_where}.resource")
@@ -278,6 +338,14 @@ def _rewrite_all(conn, call: Call, entries: list[Entry],  # type: ignore[no-unty
             return None
 
         rewrite_references(entry.resource, resolve)
+
+
+def _full_url_base(full_url: str | None) -> str | None:
+    """`http://ehr.example/fhir` for `http://ehr.example/fhir/Patient/p1`, else None."""
+    if not full_url:
+        return None
+    m = RESTFUL_URL.match(full_url)
+    return m.group(1) if m else None
 
 
 def _conditional_reference(conn, call: Call, ref: str, where: str) -> str:  # type: ignore[no-untyped-def]

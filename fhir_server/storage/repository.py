@@ -27,6 +27,7 @@ from fhir_server.errors import FhirError
 from fhir_server.formats.decimals import json_default
 from fhir_server.storage import index_store, write_buffer
 from fhir_server.storage.db import author_of
+from fhir_server.storage.index_schema import idx_reference
 from fhir_server.storage.schema import history, resources
 
 MAX_WRITE_RETRIES = 20
@@ -317,6 +318,28 @@ class Repository:
             return (StoredResource(current.pid, res_type, res_id, version, updated, True, None,
                                    "DELETE"), True)
         raise FhirError(409, "conflict", "Too many concurrent writes to this resource; retry")
+
+    def referrers(self, res_type: str, res_id: str, *, ignore_types: frozenset[str] = frozenset(),
+                  limit: int = 5) -> list[tuple[str, str, str]]:
+        """Live resources that reference `res_type/res_id` through a reference search
+        parameter: (type, id, parameter), at most `limit`, self-references left out."""
+        x = idx_reference.alias()
+        r = resources.alias()
+        query = (select(r.c.res_type, r.c.res_id, x.c.param)
+                 .select_from(x.join(r, r.c.pid == x.c.pid))
+                 .where(x.c.target_id == res_id, x.c.target_type == res_type,
+                        r.c.deleted.is_(False),
+                        ~and_(r.c.res_type == res_type, r.c.res_id == res_id))
+                 .order_by(r.c.res_type, r.c.res_id, x.c.param).limit(limit * 4))
+        if ignore_types:
+            query = query.where(r.c.res_type.not_in(sorted(ignore_types)))
+        out: list[tuple[str, str, str]] = []
+        for row in self.conn.execute(query):
+            if (row[0], row[1]) not in {(t, i) for t, i, _p in out}:
+                out.append((row[0], row[1], row[2]))
+            if len(out) == limit:
+                break
+        return out
 
     def _append_history(self, pid: int, res_type: str, res_id: str, version: int, updated: int,
                         method: str, deleted: bool, body: str | None) -> None:

@@ -1,0 +1,50 @@
+"""Referential integrity on delete (`FHIR_SERVER_REFERENTIAL_INTEGRITY_ON_DELETE`): deleting a
+resource that live resources still reference is refused with 409, naming the referrers, as
+HAPI FHIR does by default. `referral` (the default) applies it to the resource types a
+referral depends on, `all` to every type, `off` to none. AuditEvent and Provenance records do
+not hold a resource alive: they describe what happened to it. References are found through
+the reference search parameters (the same index a search uses); a transaction that deletes a
+resource and its referrers deletes the referrers first (DELETE entries run in entry order)."""
+
+from __future__ import annotations
+
+from fhir_server.errors import FhirError, Issue
+from fhir_server.interactions.context import Services
+from fhir_server.interactions.operations import OperationRegistry
+from fhir_server.interactions.phases import WriteEvent
+from fhir_server.storage.repository import Repository
+
+MODES = ("referral", "all", "off")
+REFERRAL_TYPES = frozenset({
+    "Patient", "RelatedPerson", "Practitioner", "PractitionerRole", "Organization", "Location",
+    "HealthcareService", "Endpoint", "CareTeam", "ServiceRequest", "Task", "Consent",
+    "Questionnaire", "QuestionnaireResponse", "Observation", "Condition", "Procedure", "Goal",
+    "DocumentReference", "Communication", "Coverage", "Encounter", "Group", "Flag"})
+RECORD_TYPES = frozenset({"AuditEvent", "Provenance"})
+
+
+def install(services: Services, _registry: OperationRegistry) -> None:
+    """Refuse deletes that would leave references dangling, per the setting."""
+    mode = services.settings.referential_integrity_on_delete
+    if mode not in MODES:
+        raise SystemExit(f"FHIR_SERVER_REFERENTIAL_INTEGRITY_ON_DELETE must be one of "
+                         f"{', '.join(MODES)}, not {mode!r}")
+    if mode == "off":
+        return
+
+    def check(event: WriteEvent) -> list[Issue]:
+        if event.interaction != "delete" or event.previous is None:
+            return []
+        res_type, res_id = event.res_type, event.res_id
+        if mode == "referral" and res_type not in REFERRAL_TYPES:
+            return []
+        found = Repository(event.conn).referrers(res_type, res_id, ignore_types=RECORD_TYPES)
+        if found:
+            shown = ", ".join(f"{t}/{i} ({param})" for t, i, param in found)
+            raise FhirError(409, "conflict",
+                            f"{res_type}/{res_id} is still referenced by {shown}; delete or "
+                            "change those first (FHIR_SERVER_REFERENTIAL_INTEGRITY_ON_DELETE)",
+                            f"{res_type}")
+        return []
+
+    services.phases.add("check", "integrity.referenced-on-delete", check, order=50)
