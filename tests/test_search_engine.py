@@ -206,6 +206,9 @@ def test_summary_elements_and_total(db):
     assert b["total"] == 2 and "entry" not in b
     b = search(db, "Patient", [("_total", "none")])
     assert "total" not in b and len(b["entry"]) == 2
+    for count_only in ([("_count", "0")], [("_count", "0"), ("_total", "none")]):
+        b = search(db, "Patient", count_only)  # fhirpy's count(): the total, no entries
+        assert b["total"] == 2 and "entry" not in b
     b = search(db, "Observation", [("_id", "o1"), ("_summary", "data")])
     assert "text" not in b["entry"][0]["resource"]
 

@@ -554,11 +554,13 @@ def where_clause(conn: Connection, parsed: ParsedSearch, r: Any,
 
 def _total(conn: Connection, parsed: ParsedSearch, r: Any,
            where: ColumnElement[bool]) -> int | None:
-    """Bundle.total: exact for `accurate`, `estimate` and `_summary=count`; none for `none`;
-    by default exact up to DEFAULT_TOTAL_CAP matches and left out above (bounded cost)."""
-    if parsed.total == "none" and parsed.summary != "count":
+    """Bundle.total: exact for `accurate`, `estimate`, `_summary=count` and `_count=0` (a
+    request for the count alone, e.g. fhirpy's `count()`); none for `none`; by default exact
+    up to DEFAULT_TOTAL_CAP matches and left out above (bounded cost)."""
+    count_only = parsed.summary == "count" or parsed.count == 0
+    if parsed.total == "none" and not count_only:
         return None
-    if parsed.total in ("accurate", "estimate") or parsed.summary == "count":
+    if parsed.total in ("accurate", "estimate") or count_only:
         return conn.execute(select(func.count()).select_from(r).where(where)).scalar()
     capped = select(r.c.pid).where(where).limit(DEFAULT_TOTAL_CAP + 1).subquery()
     n = conn.execute(select(func.count()).select_from(capped)).scalar()
