@@ -24,7 +24,7 @@ from fhir_server.features import (
     web_apps,
     workflow,
 )
-from fhir_server.interactions import builtin_operations, reference_check
+from fhir_server.interactions import builtin_operations, operation_definitions, reference_check
 from fhir_server.interactions.bundles import process_bundle
 from fhir_server.interactions.context import Services
 from fhir_server.storage.db import Database
@@ -41,6 +41,7 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
     services = Services(settings=settings, db=db or Database(settings.database_url),
                         bundles=process_bundle)
     builtin_operations.register(services.operations)
+    services.seed_providers.append(operation_definitions.definitions)
     for feature in FEATURES:
         feature.install(services, services.operations)
     # the last check, after every transform: references are capabilities

@@ -63,6 +63,21 @@ class ProfileRegistry:
         self._members: dict[str, _Membership] = {}
         self._lock = threading.Lock()
 
+    def add(self, resources: list[dict[str, Any]]) -> None:
+        """Make more conformance resources known (the definitions a feature publishes, e.g.
+        the directory's extensions); the first definition of a URL wins."""
+        with self._lock:
+            for res in resources:
+                kind, url = res.get("resourceType"), res.get("url")
+                if not isinstance(url, str):
+                    continue
+                if kind == "StructureDefinition":
+                    self._sds.setdefault(url, res)
+                elif kind == "ValueSet":
+                    self._vs.setdefault(url, res)
+                elif kind == "CodeSystem":
+                    self._cs.setdefault(url, res)
+
     # -- StructureDefinitions -------------------------------------------------------------
     def get(self, url: str) -> dict[str, Any] | None:
         """The StructureDefinition with this canonical URL (a ``|version`` suffix is ignored)."""

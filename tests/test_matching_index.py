@@ -17,6 +17,7 @@ from mappers import directory_model as dm
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples/directory/directory-bundle.json"
 CENTER = (42.3601, -71.0589)
+NEAR_MISS = f"{dm.SD_BASE}/match-near-miss"
 
 CASES = [
     dict(categories=["therapy"], near=(42.36, -71.06), radius=25),
@@ -103,8 +104,9 @@ def _match(server, case: dict) -> tuple[list, int, list]:
     assert response.status_code == 200, response.text
     bundle = response.json()
     shown = [(e["resource"]["id"], e["search"]["score"]) for e in bundle["entry"]
-             if e["search"]["mode"] == "match"]
-    misses = [e["resource"]["id"] for e in bundle["entry"] if e["search"]["mode"] == "include"]
+             if e["search"].get("mode") == "match"]
+    misses = [e["resource"]["id"] for e in bundle["entry"] if "mode" not in e["search"]
+              and e["search"]["extension"][0] == {"url": NEAR_MISS, "valueBoolean": True}]
     return shown, bundle["total"], misses
 
 

@@ -95,7 +95,7 @@ def _match(server, **kw) -> dict:
 
 
 def _ids(bundle: dict, mode: str = "match") -> list[str]:
-    return [e["resource"]["id"] for e in bundle["entry"] if e["search"]["mode"] == mode]
+    return [e["resource"]["id"] for e in bundle["entry"] if e["search"].get("mode") == mode]
 
 
 def _reasons(bundle: dict, sid: str, kind: str = "match-reason") -> list[str]:
@@ -109,7 +109,7 @@ def test_hand_checked_ranking_scores_and_reasons(directory):
     assert _ids(bundle) == ["svc-a", "svc-c", "svc-b"]
     assert bundle["total"] == 3
     scores = {e["resource"]["id"]: e["search"]["score"] for e in bundle["entry"]
-              if e["search"]["mode"] == "match"}
+              if e["search"].get("mode") == "match"}
     # A: .30*1 + .25*1 + .20*1 + .10*1 + .15*.5 (no history)
     # C: stale -> wait and capacity halved: .30 + .125 + .10 + .10 + .075
     # B: distance 1-11.12/50, wait 1-30/60, waitlist .3: .23328 + .125 + .06 + .10 + .075
@@ -126,8 +126,10 @@ def test_each_hard_filter_names_the_failed_criterion(directory):
     bundle = _match(directory, service_category="therapy", near="42.0|-71.0|50|km",
                     language="en", coverage="medicaid", modality="in-person", age=30,
                     near_misses=20)
+    misses = [e for e in bundle["entry"] if "mode" not in e["search"]]
+    assert all(e["search"]["extension"][0]["url"].endswith("/match-near-miss") for e in misses)
     failed = {e["resource"]["id"]: _reasons(bundle, e["resource"]["id"], "match-failed")
-              for e in bundle["entry"] if e["search"]["mode"] == "include"}
+              for e in misses}
     assert failed["svc-d"] == ["capacity: no capacity"]
     assert failed["svc-e"] == ["language: en not offered"]
     assert failed["svc-f"] == ["age: 30 outside ages 12-17"]
@@ -150,7 +152,7 @@ def test_telehealth_skips_distance_and_interpreter_counts_for_language(directory
 def test_ties_break_on_distance_then_name_then_id(directory):
     bundle = _match(directory, service_category="peer-support")
     assert _ids(bundle) == ["svc-t1", "svc-t2"]
-    entries = [e for e in bundle["entry"] if e["search"]["mode"] == "match"]
+    entries = [e for e in bundle["entry"] if e["search"].get("mode") == "match"]
     assert entries[0]["search"]["score"] == entries[1]["search"]["score"]
     assert _match(directory, service_category="peer-support") == bundle  # deterministic
 

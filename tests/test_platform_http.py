@@ -341,7 +341,7 @@ def test_worker_refuses_to_start_with_a_bad_policy(tmp_path):
 def test_operation_definition_is_published_and_valid():
     from fhir.resources.R4B.operationdefinition import OperationDefinition
 
-    from fhir_server.workflow.artifacts import operation_definitions
+    from fhir_server.interactions.operation_definitions import definitions as operation_definitions
 
     (op,) = [o for o in operation_definitions() if o["code"] == "assign-recipient"]
     OperationDefinition.model_validate(op)

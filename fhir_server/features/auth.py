@@ -59,7 +59,8 @@ def install(services: Services, registry: OperationRegistry) -> None:
     services.capability_extras.security = lambda call: capability_security(
         settings, _host_url())
     registry.register(Operation(
-        name="audit-events", handler=_audit_events, system=True, methods=frozenset({"GET"}),
+        name="audit-events", handler=_audit_events, system=True,
+        methods=frozenset({"GET", "POST"}), reads="query",
         definition="http://mh-referral.example.org/fhir/OperationDefinition/audit-events",
         documentation="The audit log as AuditEvents (administrators only); parameters "
                       "outcome (0 success, 4 denied), client, _count"))

@@ -25,6 +25,7 @@ from fhir_server.workflow.canonical import CANONICAL_BASE
 from mappers import directory_model as dm
 from mappers.care_recommendation import active_safety_flags
 from mappers.directory_model import definitions
+from profiles.loader import registry as profile_registry
 
 OPERATION_BASE = f"{CANONICAL_BASE}/OperationDefinition"
 
@@ -43,8 +44,8 @@ def install(services: Services, registry: OperationRegistry) -> None:
     registry.register(Operation(
         name="match", handler=_match,
         types=frozenset({"ServiceRequest", "HealthcareService"}),
-        type_level=True, instance_level=True, methods=frozenset({"POST"}),
-        definition=f"{OPERATION_BASE}/match",
+        type_level=True, instance_level=True, methods=frozenset({"GET", "POST"}),
+        definition=f"{OPERATION_BASE}/match", reads="parameters",
         documentation="Rank directory services for a referral: hard filters, then score "
                       "(ServiceRequest/[id]/$match or HealthcareService/$match with Parameters)"))
     registry.register(Operation(
@@ -55,6 +56,7 @@ def install(services: Services, registry: OperationRegistry) -> None:
         documentation="The providing organization sets capacity status, notes and typical wait",
         affects_state=True))
     services.seed_providers.append(definitions)
+    profile_registry().add(definitions())  # the validator knows the directory's extensions
     services.phases.add("after-write", "directory.match-caches", _after_write, order=600)
 
 
@@ -66,6 +68,7 @@ def _after_write(event: WriteEvent) -> None:
 # -- $match and $update-capacity -------------------------------------------------------
 EXT_MATCH_REASON = f"{dm.SD_BASE}/match-reason"
 EXT_MATCH_FAILED = f"{dm.SD_BASE}/match-failed"
+EXT_NEAR_MISS = f"{dm.SD_BASE}/match-near-miss"  # near misses are not `include`d resources
 
 
 def _base_criteria(call: Call) -> Criteria:
@@ -180,23 +183,26 @@ def _run(call: Call, crit: Criteria, notes: list[Issue]) -> Result:
         stored = Repository(conn).read_many(
             [("HealthcareService", c.facts.service_id) for c in shown + misses])
     entries = [_entry(call, c, stored, "match") for c in shown]
-    entries += [_entry(call, c, stored, "include") for c in misses]
+    entries += [_entry(call, c, stored, None) for c in misses]
     entries.append({"resource": _outcome(crit, notes), "search": {"mode": "outcome"}})
     bundle = {"resourceType": "Bundle", "type": "searchset", "total": total,
               "entry": [e for e in entries if e]}
     return Result(200, resource=bundle)
 
 
-def _entry(call: Call, cand: Candidate, stored: dict, mode: str) -> dict | None:
+def _entry(call: Call, cand: Candidate, stored: dict, mode: str | None) -> dict | None:
+    """A match (search.mode = match, with its score), or a near miss: no search.mode (it is
+    neither a match nor an `_include`d resource), marked by the match-near-miss extension."""
     row = stored.get(("HealthcareService", cand.facts.service_id))
     if row is None or row.deleted:
         return None
-    search: dict[str, Any] = {"mode": mode}
     exts = [{"url": EXT_MATCH_REASON, "valueString": r} for r in cand.reasons]
     exts += [{"url": EXT_MATCH_FAILED, "valueString": f} for f in cand.failed]
-    search["extension"] = exts
+    if mode is None:
+        exts.insert(0, {"url": EXT_NEAR_MISS, "valueBoolean": True})
+    search: dict[str, Any] = {"extension": exts}
     if mode == "match":
-        search["score"] = cand.score
+        search = {"mode": mode, **search, "score": cand.score}
     return {"fullUrl": f"{call.base_url}/HealthcareService/{cand.facts.service_id}",
             "resource": row.resource(), "search": search}
 

@@ -15,11 +15,13 @@ from fhir_server.interactions.phases import WriteEvent
 from fhir_server.storage.repository import Repository
 
 MODES = ("referral", "all", "off")
+# The resources of a referral and the parties to it (directory entries such as
+# HealthcareService, Location and Endpoint are not: a provider may withdraw a service).
 REFERRAL_TYPES = frozenset({
-    "Patient", "RelatedPerson", "Practitioner", "PractitionerRole", "Organization", "Location",
-    "HealthcareService", "Endpoint", "CareTeam", "ServiceRequest", "Task", "Consent",
-    "Questionnaire", "QuestionnaireResponse", "Observation", "Condition", "Procedure", "Goal",
-    "DocumentReference", "Communication", "Coverage", "Encounter", "Group", "Flag"})
+    "Patient", "RelatedPerson", "Practitioner", "PractitionerRole", "Organization", "CareTeam",
+    "ServiceRequest", "Task", "Consent", "QuestionnaireResponse", "Observation", "Condition",
+    "Procedure", "Goal", "DocumentReference", "Communication", "CommunicationRequest",
+    "CarePlan", "Coverage", "Encounter", "Flag"})
 RECORD_TYPES = frozenset({"AuditEvent", "Provenance"})
 
 

@@ -46,7 +46,8 @@ def install(services: Services, registry: OperationRegistry) -> None:
     services.phases.add("after-write", "outcomes.referral-facts", _after_write, order=450,
                         types={"Task", "Patient", "Coverage", "Observation"})
     registry.register(Operation(
-        name="referral-metrics", handler=_metrics, system=True, methods=frozenset({"GET"}),
+        name="referral-metrics", handler=_metrics, system=True,
+        methods=frozenset({"GET", "POST"}), reads="query",
         definition=f"{OPERATION_BASE}/referral-metrics", raw_formats=frozenset({"text/csv"}),
         documentation="Referral outcome measures grouped by organization, service, priority, "
                       "period or equity dimension (Parameters or CSV)"))

@@ -48,7 +48,7 @@ def install(services: Services, registry: OperationRegistry) -> None:
         documentation="Observations a PHQ-9/GAD-7/PHQ-2/GAD-2 response yields (not stored)"))
     registry.register(Operation(
         name="recommend-care", handler=_recommend_care, types=frozenset({"Patient"}),
-        instance_level=True, methods=frozenset({"GET"}),
+        instance_level=True, methods=frozenset({"GET", "POST"}), reads="query",
         definition=f"{CANONICAL_BASE}/OperationDefinition/Patient-recommend-care",
         documentation="Stepped-care recommendation from the latest screening scores "
                       "(requires clinical sign-off)"))

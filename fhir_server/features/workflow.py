@@ -46,10 +46,10 @@ def install(services: Services, registry: OperationRegistry) -> None:
         affects_state=True))
     registry.register(Operation(
         name="timeline", handler=_timeline, types=frozenset({"Task"}), instance_level=True,
-        methods=frozenset({"GET"}), definition=f"{OPERATION_BASE}/Task-timeline",
+        methods=frozenset({"GET", "POST"}), reads="query",
+        definition=f"{OPERATION_BASE}/Task-timeline",
         documentation="Ordered status changes of a referral Task, with who and when"))
-    services.seed_providers.append(
-        lambda: artifacts.operation_definitions() + artifacts.code_systems())
+    services.seed_providers.append(artifacts.code_systems)
     stalled_policy(services.settings)  # a malformed FHIR_SERVER_STALLED_POLICY stops the start
 
 

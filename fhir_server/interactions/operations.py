@@ -36,6 +36,10 @@ class Operation:
     # instance-level calls) and on the type (type-level); None: the handler checks itself.
     instance_interaction: str | None = "read"
     type_interaction: str | None = "search-type"
+    # What the handler reads: "query" (params) or "parameters" (a Parameters body); the
+    # router converts the other form (GET query <-> POST Parameters), using the types of the
+    # published OperationDefinition. "": the handler takes both forms itself.
+    reads: str = ""
 
 
 @dataclass

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_server.errors import FhirError
-from fhir_server.interactions import access, audit_events, crud
+from fhir_server.interactions import access, audit_events, crud, operation_definitions
 from fhir_server.interactions.context import Call
 from fhir_server.interactions.history import history
+from fhir_server.interactions.operations import Operation
 from fhir_server.interactions.results import Result
 from fhir_server.resource_types import is_resource_type
 from fhir_server.storage.db import Connection
@@ -125,6 +126,7 @@ def _operation(call: Call, req: Request, a: Args, conn: Connection | None) -> Re
         _check_operation_body(body)
     if level == "instance" and op.affects_state:  # version-aware, e.g. $redirect
         call.if_match_version = crud.require_etag(req.if_match)
+    body, params = _operation_input(op, req.method, body, req.params)
     if level == "instance" and op.instance_interaction and a.res_type and a.res_id:
         access.check_type(call, op.instance_interaction, a.res_type)
         with call.db.read() as c:
@@ -134,7 +136,23 @@ def _operation(call: Call, req: Request, a: Args, conn: Connection | None) -> Re
             access.check_existing(c, call, op.instance_interaction, target)
     elif level == "type" and op.type_interaction:
         access.check_type(call, op.type_interaction, a.res_type)
-    return op.handler(call, a.res_type, a.res_id, req.params, body)
+    return op.handler(call, a.res_type, a.res_id, params, body)
+
+
+def _operation_input(op: Operation, method: str, body: Any, params: list[tuple[str, str]]
+                     ) -> tuple[Any, list[tuple[str, str]]]:
+    """The form the handler reads: GET's query as a Parameters body typed by the published
+    OperationDefinition, or a POSTed Parameters body of primitives as query parameters."""
+    if method == "GET" and op.reads == "parameters":
+        definition = operation_definitions.by_url(op.definition)
+        if definition is None:
+            raise FhirError(405, "not-supported", f"${op.name} takes a POSTed Parameters body",
+                            headers={"Allow": "POST"})
+        query = [(k, v) for k, v in params if k != "_format"]
+        return operation_definitions.parameters_from_query(definition, query), []
+    if method == "POST" and op.reads == "query" and body is not None:
+        return None, params + operation_definitions.query_from_parameters(body)
+    return body, params
 
 
 def _audit_events(call: Call, req: Request, a: Args, conn: Connection | None) -> Result:

@@ -10,7 +10,7 @@ Modules:
   stalled                stalled-referral detection and the businessStatus mark
   timeline               `Task/[id]/$timeline` from history versions
   metrics                `$referral-metrics` as Parameters and CSV
-  artifacts              the OperationDefinitions and CodeSystem this package publishes
+  artifacts              the CodeSystem this package publishes
   access_context         AccessContext (re-exported from auth) and party matching
   authorship             who made a version (meta.extension), read by $timeline
   refs, times, canonical small helpers and our canonical URLs

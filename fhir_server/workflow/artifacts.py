@@ -1,5 +1,6 @@
-"""The conformance resources this package publishes (OperationDefinitions, CodeSystems and
-their ValueSets), and the status reasons in words for the apps."""
+"""The conformance resources this package publishes (CodeSystems and their ValueSets; the
+OperationDefinitions are in fhir_server/interactions/operation_definitions), and the status
+reasons in words for the apps."""
 
 from __future__ import annotations
 
@@ -14,11 +15,6 @@ _HERE = Path(__file__).resolve().parent
 def _load(folder: str) -> tuple[dict, ...]:
     return tuple(json.loads(p.read_text(encoding="utf-8"))
                  for p in sorted((_HERE / folder).glob("*.json")))
-
-
-def operation_definitions() -> list[dict]:
-    """OperationDefinitions for $redirect, $timeline and $referral-metrics (copies)."""
-    return [json.loads(json.dumps(o)) for o in _load("operations")]
 
 
 def code_systems() -> list[dict]:
