@@ -19,6 +19,15 @@ from profiles.fhirpath import choice_type
 
 BASE = Path(__file__).resolve().parent / "base"
 ANY_ELEMENT = frozenset({"Element", "Base"})
+# HL7's publishing metadata: R4 defines these for StructureDefinition (or ElementDefinition
+# parts) only, yet HL7's own CodeSystems, ValueSets, OperationDefinitions and element types
+# carry them throughout the specification. Used elsewhere they are a warning, not an error.
+_LENIENT_CONTEXT = frozenset(f"http://hl7.org/fhir/StructureDefinition/{name}" for name in (
+    "structuredefinition-fmm", "structuredefinition-fmm-no-warnings", "structuredefinition-wg",
+    "structuredefinition-standards-status", "structuredefinition-normative-version",
+    "structuredefinition-ballot-status", "structuredefinition-fhir-type",
+    "structuredefinition-json-type", "structuredefinition-xml-type",
+    "structuredefinition-rdf-type", "regex"))
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,8 @@ def check_core(definition: dict[str, Any], url: str, ext: dict[str, Any], expr: 
                             "extension and must not be in modifierExtension", [expr]))
     if not holder.allows(definition["ctx"]):
         allowed = ", ".join(e for _k, e in definition["ctx"])
-        issues.append(Issue("error", "structure", f"Extension {url} is not allowed here "
+        severity = "warning" if url in _LENIENT_CONTEXT else "error"
+        issues.append(Issue(severity, "structure", f"Extension {url} is not allowed here "
                             f"(allowed on: {allowed}; this element is a {holder.type})",
                             [expr]))
     issues.extend(_value_issues(definition, url, ext, expr))

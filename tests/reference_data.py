@@ -36,3 +36,11 @@ def fhir_schema() -> dict[str, Any]:
 def search_parameters() -> dict[str, Any]:
     """The official R4 SearchParameter Bundle (4.0.1)."""
     return load(DATA / "fhir-r4" / "search-parameters.json.gz")
+
+
+@cache
+def r4_examples() -> dict[str, Any]:
+    """The R4 specification's own examples (file name -> resource): every example under 1 MB
+    that is not a definition, plus a sample of its definitions (package
+    hl7.fhir.r4.examples 4.0.1)."""
+    return load(DATA / "fhir-r4" / "r4-examples.json.gz")

@@ -48,6 +48,10 @@ EXTERNAL_NAMES: dict[str, str] = {
     "USCoreObservationScreeningAssessmentProfile":
         f"{USCORE}/StructureDefinition/us-core-observation-screening-assessment",
     "USCoreSimpleObservationProfile": f"{USCORE}/StructureDefinition/us-core-simple-observation",
+    "DetailedRace": f"{USCORE}/ValueSet/detailed-race",
+    "DetailedEthnicity": f"{USCORE}/ValueSet/detailed-ethnicity",
+    "USCoreObservationSexualOrientationProfile":
+        f"{USCORE}/StructureDefinition/us-core-observation-sexual-orientation",
     "USCoreEncounterProfile": f"{USCORE}/StructureDefinition/us-core-encounter",
     "USCoreDocumentReferenceProfile": f"{USCORE}/StructureDefinition/us-core-documentreference",
     "USCoreQuestionnaireResponseProfile":
@@ -88,6 +92,12 @@ WANTED = {
     "SDOHCCGroup", "SDOHCCExtensionConditionAsserter",
     "SDOHCCExtensionHealthcareServiceCapacityStatus",
     "SDOHCCExtensionHealthcareServiceTelecomAppointment",
+    # personal characteristics (race, ethnicity, sexual orientation, gender identity,
+    # pronouns, recorded sex): the 2.3.0 examples claim them
+    "SDOHCCObservationPersonalCharacteristic", "SDOHCCObservationRaceOMB",
+    "SDOHCCObservationEthnicityOMB", "SDOHCCObservationSexualOrientation",
+    "SDOHCCObservationGenderIdentity", "SDOHCCObservationPersonalPronouns",
+    "SDOHCCObservationRecordedSexGender",
 }
 
 HEADER = re.compile(r"^(Profile|Extension|Invariant|Parent|Id|Title|Description|Severity|"

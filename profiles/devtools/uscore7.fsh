@@ -171,6 +171,21 @@ Id: us-core-simple-observation
 * value[x] MS
 * derivedFrom MS
 
+// From HL7/US-Core input/resources/StructureDefinition-us-core-observation-sexual-orientation
+// (the parent of SDOHCC Observation Sexual Orientation).
+Profile: USCoreObservationSexualOrientationProfile
+Parent: Observation
+Id: us-core-observation-sexual-orientation
+* obeys us-core-2
+* status MS
+* status from http://hl7.org/fhir/ValueSet/observation-status (required)
+* code = http://loinc.org#76690-7
+* code MS
+* subject 1..1 MS
+* subject only Reference(USCorePatientProfile)
+* effective[x] MS
+* effective[x] only dateTime or Period or Timing or instant
+
 Profile: BackportSubscription
 Parent: Subscription
 Id: backport-subscription
