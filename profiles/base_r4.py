@@ -192,11 +192,10 @@ class Walker:
         if node is None:
             return
         if not is_resource:
-            if not obj:
+            if not obj:  # reported, then checked like any other (required elements, rules)
                 self.add("error", "structure", "An element must have some content: an empty "
                          "object is not allowed (ele-1)", expr)
-                return
-            if all(k == "id" for k in obj):
+            elif all(k == "id" for k in obj):
                 self.add("error", "invariant", "Constraint failed: ele-1: All FHIR elements "
                          "must have a @value or children", expr)
         self.depth += 1

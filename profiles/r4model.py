@@ -155,7 +155,7 @@ class R4Model:
             kind, nxt = "complex", (type_, type_)
         child = Child(key=key, step=step, path=el_path, type=type_, kind=kind, array=array,
                       stem=stem, next=nxt)
-        if kind != "backbone":
+        if kind != "backbone" or "r" in row:  # a contentReference keeps its own invariants
             child.invariants = self.invariants(name, el_path)
         if row.get("p") and "Resource" not in row["p"]:
             child.targets = frozenset(row["p"])

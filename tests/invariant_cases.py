@@ -147,13 +147,13 @@ def _descend(resource: dict, steps: list[str], wanted: str | None
     it with the (definition, path) its children are described by."""
     r4 = model()
     node, definition, path = resource, resource["resourceType"], resource["resourceType"]
-    for i, step in enumerate(steps):
+    for step in steps:
         compiled = r4.node(definition, path)
         if compiled is None:
             return None
         child = compiled.children.get(step) or next(
             (c for c in compiled.children.values() if c.stem == step.removesuffix("[x]")
-             and c.kind != PRIMITIVE and (i > 0 or wanted is None or c.type == wanted)), None)
+             and c.kind != PRIMITIVE and (wanted is None or c.type == wanted)), None)
         if child is None or child.kind == PRIMITIVE or child.next is None:
             return None
         if child.stem:  # one value per choice element: drop the others
