@@ -12,6 +12,7 @@ from fhir_server.web.names import Names
 SD = "http://mh-referral.example.org/fhir/StructureDefinition"
 MATCH_REASON = f"{SD}/match-reason"
 MATCH_FAILED = f"{SD}/match-failed"
+NEAR_MISS = f"{SD}/match-near-miss"  # a near miss has no search.mode; this marks it
 GEOLOCATION = "http://hl7.org/fhir/StructureDefinition/geolocation"
 RADII = ("10", "25", "50", "100")
 
@@ -153,7 +154,12 @@ def find_providers(api: FhirApi, parameters: dict,
     """Run `$match` (type-level, or `ServiceRequest/<id>/$match` for the criteria of an
     existing referral) and name every provider and place."""
     bundle = api.operation(operation, body=parameters)
-    shown, misses = entries(bundle, "match"), entries(bundle, "include")
+    all_entries = bundle.get("entry") or []
+    shown = [e["resource"] for e in all_entries
+             if (e.get("search") or {}).get("mode") == "match" and e.get("resource")]
+    misses = [e["resource"] for e in all_entries if e.get("resource") and any(
+        x.get("url") == NEAR_MISS and x.get("valueBoolean")
+        for x in (e.get("search") or {}).get("extension") or [])]
     extra = {e["resource"]["id"]: e.get("search") or {} for e in bundle.get("entry") or []
              if (e.get("resource") or {}).get("resourceType") == "HealthcareService"}
     names = Names(api)
