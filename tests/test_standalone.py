@@ -20,8 +20,6 @@ BUILD_SCRIPTS = {
     "fhir_server/search/data/build.py",
     "profiles/devtools/build_data.py",
     "profiles/devtools/fsh_convert.py",
-    "tools/build_code_enums.py",
-    "tools/build_legacy_schema.py",
 }
 # The checks themselves name the folder they prove absent.
 CHECKS = {".ci/run", "tests/test_standalone.py", "tests/test_conformance_kit.py"}
