@@ -90,7 +90,7 @@ def test_update_capacity_over_http_changes_capacity_wait_and_confirmed(loaded):
     (_capacity(**{"wait-days": {"valueInteger": -1}}), "Parameters.parameter[1]"),
     (_capacity(**{"confirmed": {"valueDateTime": "2026-11-26"}}), "Parameters.parameter[1]"),
     (_capacity(**{"mood": {"valueString": "x"}}), "Parameters.parameter[1].name"),
-    ({"resourceType": "Parameters", "parameter": []}, "Parameters"),
+    ({"resourceType": "Parameters", "parameter": []}, "Parameters.parameter"),  # empty array
 ])
 def test_bad_capacity_updates_are_400_and_change_nothing(loaded, body, where):
     server, bundle = loaded

@@ -12,6 +12,8 @@ from fhir_server.workflow.canonical import CANONICAL_BASE
 from profiles.base_r4 import validate_base
 from tests.samples import sample
 
+pytestmark = pytest.mark.usefixtures("sample_world")
+
 OURS = ("match", "update-capacity", "redirect", "assign-recipient", "recommend-care",
         "timeline", "referral-metrics", "audit-events")
 

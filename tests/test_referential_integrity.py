@@ -12,6 +12,8 @@ from tests.live import FhirHttp, LiveServer
 from tests.samples import sample
 from tests.snapshot import db_snapshot
 
+pytestmark = pytest.mark.usefixtures("sample_world")
+
 
 def _server(database, mode: str):  # type: ignore[no-untyped-def]
     from fhir_server.app import create_app
@@ -104,3 +106,35 @@ def test_off_allows_deleting_a_referenced_patient(servers):
 def test_unknown_setting_stops_startup(database):
     with pytest.raises(SystemExit, match="REFERENTIAL_INTEGRITY_ON_DELETE"):
         _server(database, "sometimes")
+
+
+def test_referrers_the_caller_may_not_read_are_counted_not_named(database):
+    """The 409 names only referrers the deleting caller may read (ids of the others are not
+    theirs to learn): the referral's author sees its Task named, a foreign organization only
+    a count."""
+    from fhir_server.auth.context import AccessContext
+    from fhir_server.auth.scopes import parse_scopes
+    from fhir_server.features.integrity import _named
+    from fhir_server.interactions.context import Call
+    from fhir_server.storage.repository import Repository
+    from tests.security_support import directory, referral, start
+
+    secure = start(database)
+    try:
+        directory(secure, ["A", "B", "E"])
+        secure.register("ehr-a", "A")
+        made = referral(secure.client("ehr-a"), "A", "B", patient_name="Nobody", consent=False)
+        res_type, res_id = made["sr"].split("/")
+        scopes = parse_scopes("system/*.cruds")
+
+        def as_org(org: str) -> str:
+            call = Call(services=secure.services, base_url=secure.base,
+                        access=AccessContext(client_id=f"c-{org}",
+                                             organization=f"Organization/{org}", scopes=scopes))
+            with database.read() as conn:
+                return _named(conn, call, Repository(conn).referrers(res_type, res_id))
+
+        assert as_org("A") == f"{made['task']} (focus)"
+        assert as_org("E") == "1 resource you may not read"
+    finally:
+        secure.live.stop()

@@ -3,15 +3,19 @@ resource that live resources still reference is refused with 409, naming the ref
 HAPI FHIR does by default. `referral` (the default) applies it to the resource types a
 referral depends on, `all` to every type, `off` to none. AuditEvent and Provenance records do
 not hold a resource alive: they describe what happened to it. References are found through
-the reference search parameters (the same index a search uses); a transaction that deletes a
-resource and its referrers deletes the referrers first (DELETE entries run in entry order)."""
+the reference search parameters (the same index a search uses); referrers the caller may not
+read are counted, not named. A transaction that deletes a resource and its referrers deletes
+the referrers first (DELETE entries run in entry order)."""
 
 from __future__ import annotations
 
 from fhir_server.errors import FhirError, Issue
-from fhir_server.interactions.context import Services
+from fhir_server.interactions.context import Call, Services
 from fhir_server.interactions.operations import OperationRegistry
 from fhir_server.interactions.phases import WriteEvent
+from fhir_server.interactions.reference_check import reader_clause
+from fhir_server.storage import access_sql
+from fhir_server.storage.db import Connection
 from fhir_server.storage.repository import Repository
 
 MODES = ("referral", "all", "off")
@@ -42,11 +46,23 @@ def install(services: Services, _registry: OperationRegistry) -> None:
             return []
         found = Repository(event.conn).referrers(res_type, res_id, ignore_types=RECORD_TYPES)
         if found:
-            shown = ", ".join(f"{t}/{i} ({param})" for t, i, param in found)
+            named = _named(event.conn, event.call, found)
             raise FhirError(409, "conflict",
-                            f"{res_type}/{res_id} is still referenced by {shown}; delete or "
+                            f"{res_type}/{res_id} is still referenced by {named}; delete or "
                             "change those first (FHIR_SERVER_REFERENTIAL_INTEGRITY_ON_DELETE)",
                             f"{res_type}")
         return []
 
     services.phases.add("check", "integrity.referenced-on-delete", check, order=50)
+
+
+def _named(conn: Connection, call: Call, found: list[tuple[str, str, str]]) -> str:
+    """The referrers the caller may read, by name; the others only counted (their ids are
+    not the caller's to learn)."""
+    readable = access_sql.visible_keys(conn, [(t, i) for t, i, _p in found],
+                                       reader_clause(conn, call))
+    named = [f"{t}/{i} ({param})" for t, i, param in found if (t, i) in readable]
+    hidden = len(found) - len(named)
+    if hidden:
+        named.append(f"{hidden} resource{'s' if hidden > 1 else ''} you may not read")
+    return ", ".join(named)

@@ -102,7 +102,7 @@ def verify(conn: Connection, call: Call, pending: list[Pending]) -> None:
     if not pending:
         return
     keys = sorted({(p.res_type, p.res_id) for p in pending})
-    found = access_sql.visible_keys(conn, keys, _reader_clause(conn, call))
+    found = access_sql.visible_keys(conn, keys, reader_clause(conn, call))
     issues = [_issue(p) for p in pending if (p.res_type, p.res_id) not in found]
     if issues:
         raise FhirError(422, "processing", issues[0].diagnostics, issues=issues)
@@ -114,7 +114,7 @@ def _issue(p: Pending) -> Issue:
                  "resource on this server that you may read", [p.expression])
 
 
-def _reader_clause(conn: Connection, call: Call) -> Any:
+def reader_clause(conn: Connection, call: Call) -> Any:
     """The narrowing that decides what the writer may read (None: existence only)."""
     ctx = access.ctx_of(call)
     if ctx.unrestricted or (ctx.is_admin and ctx.organization is None):
