@@ -111,6 +111,15 @@ def test_chain_too_deep(server, unchanged):
     _error(server.get(f"Patient?{has}=x"), 400)
 
 
+def test_chain_too_deep_for_the_database_in_a_conditional_create(server, sample_world):
+    """The fuzz input (FUZZ_SEED=4031431243) that SQLite could not parse in If-None-Exist."""
+    recorded = "part-of:Task.part-of:Task.part-of:Task.part-of:Task.part-of"
+    resp = server.post("Observation", sample("Observation"),
+                       headers={"If-None-Exist": f"{recorded}=x"})
+    if resp.status_code != 201:  # PostgreSQL runs it (no match: created); SQLite cannot
+        assert _error(resp, 400)["code"] == "too-costly"
+
+
 def test_chain_at_the_limit_runs_on_every_database(server, sample_world):
     root = server.post("Task", sample("Task")).json()["id"]
     parent = root

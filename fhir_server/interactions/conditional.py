@@ -27,9 +27,11 @@ def matching_ids(conn: Connection, call: Call, res_type: str,
     those the caller may see: conditional writes never reveal or touch hidden resources."""
     from fhir_server.interactions.access import check_type, restriction
     from fhir_server.storage.search_sql import find_ids
+    from fhir_server.storage.sql_limits import too_costly_sql
 
     check_type(call, "search-type", res_type)
-    return find_ids(conn, res_type, params, restrict=restriction(conn, call))
+    with too_costly_sql(call.budget):  # criteria the database cannot parse are a 400
+        return find_ids(conn, res_type, params, restrict=restriction(conn, call))
 
 
 def lock_for_create(conn: Connection, res_type: str, params: list[tuple[str, str]]) -> None:
