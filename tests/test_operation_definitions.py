@@ -19,7 +19,7 @@ OURS = ("match", "update-capacity", "redirect", "assign-recipient", "recommend-c
 
 
 def _registry(server):  # type: ignore[no-untyped-def]
-    return server.app.extensions["fhir_operations"]
+    return server.app.extensions["fhir_services"].operations
 
 
 def test_every_operation_we_define_is_published_and_agrees(server):
