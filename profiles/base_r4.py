@@ -30,11 +30,10 @@ from fhir_server.resource_types import is_resource_type
 from profiles import fhirpath
 from profiles.extensions import Holder, check_core, core
 from profiles.narrative import narrative_problems
-from profiles.r4model import PRIMITIVE, Child, R4Model, model
+from profiles.r4model import PRIMITIVE, REL_REF, Child, R4Model, model
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 # A relative literal reference: Type/id or Type/id/_history/vid.
-REL_REF = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$")
 _ABS_REF = re.compile(r"/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$")
 _BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _WS = re.compile(r"\s")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fhir_server.errors import Issue
-from profiles.base_r4 import REL_REF as _RELATIVE
+from profiles.r4model import REL_REF as _RELATIVE
 
 _ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 _UUID = re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

@@ -88,9 +88,9 @@ def set_choice_stems(choices: dict[str, list[str]]) -> None:
 
 def _choices() -> dict[str, frozenset[str]]:
     if not _CHOICES:
-        from profiles.r4model import model
+        from profiles.base_data import r4_elements
 
-        model()  # registers the choice stems
+        set_choice_stems(r4_elements()["choices"])
     return _CHOICES
 
 

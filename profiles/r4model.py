@@ -5,17 +5,16 @@ apply there, and the primitive formats. Built once from `profiles/base/r4-elemen
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from profiles import fhirpath
+from profiles.base_data import r4_elements
 
-BASE = Path(__file__).resolve().parent / "base"
+# A relative reference to a resource: Type/id, optionally with /_history/version
+REL_REF = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$")
 PRIMITIVE = "primitive"
 
 
@@ -62,15 +61,13 @@ class Node:
 class R4Model:
     """Element tables of every R4 type and resource, compiled on first use per element."""
 
-    def __init__(self, path: Path = BASE / "r4-elements.json.gz") -> None:
-        with gzip.open(path) as fh:
-            data = json.load(fh)
+    def __init__(self) -> None:
+        data = r4_elements()
         self.elements: dict[str, dict[str, Any]] = data["elements"]
         self.kinds: dict[str, list[Any]] = data["kinds"]
         # ASCII classes as in the Java regexes the definitions were written for (\s, \S)
         self.primitive_regex = {name: re.compile(rx, re.ASCII)
                                 for name, rx in data["primitives"].items() if rx}
-        fhirpath.set_choice_stems(data["choices"])
         self._constraints: dict[tuple[str, str], list[dict[str, str]]] = {}
         for name, items in data["constraints"].items():
             for c in items:

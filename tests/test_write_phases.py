@@ -111,6 +111,7 @@ def test_the_order_is_explicit_and_listed(tmp_path):
         ("prepare", "workflow.referral-rules"),
         ("prepare", "screening.referral-priority-floor"),
         ("prepare", "subscriptions.registry"),
+        ("check", "integrity.referenced-on-delete"),
         ("check", "profiles.validate"),
         ("check", "screening.score"),
         ("check", "access.references-readable"),  # last: after every transform

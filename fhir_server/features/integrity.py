@@ -42,8 +42,6 @@ def install(services: Services, _registry: OperationRegistry) -> None:
         if event.interaction != "delete" or event.previous is None:
             return []
         res_type, res_id = event.res_type, event.res_id
-        if mode == "referral" and res_type not in REFERRAL_TYPES:
-            return []
         found = Repository(event.conn).referrers(res_type, res_id, ignore_types=RECORD_TYPES)
         if found:
             named = _named(event.conn, event.call, found)
@@ -53,7 +51,8 @@ def install(services: Services, _registry: OperationRegistry) -> None:
                             f"{res_type}")
         return []
 
-    services.phases.add("check", "integrity.referenced-on-delete", check, order=50)
+    services.phases.add("check", "integrity.referenced-on-delete", check, order=50,
+                        types=REFERRAL_TYPES if mode == "referral" else None)
 
 
 def _named(conn: Connection, call: Call, found: list[tuple[str, str, str]]) -> str:

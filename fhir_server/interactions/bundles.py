@@ -26,8 +26,8 @@ from fhir_server.interactions.results import Result
 from fhir_server.json_tree import copy_tree
 from fhir_server.resource_types import is_resource_type
 from fhir_server.storage.repository import format_instant, new_id, now_us
-from profiles.base_r4 import REL_REF
 from profiles.bundle_rules import RESTFUL_URL, full_url_issues
+from profiles.r4model import REL_REF
 
 METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
