@@ -148,13 +148,15 @@ def test_broken_resource_is_refused_on_create_and_update(server, case):
     make, path, value, expression, code = BROKEN[case]
     res_type = make()["resourceType"]
     broken = _set(make(), path, value)
+    # a Device member breaks base R4 already (CareTeam.participant.member's targets): 400
+    status = 400 if case == "careteam-member-type" else 422
     refused = server.post(res_type, broken)
-    assert refused.status_code == 422, refused.text
+    assert refused.status_code == status, refused.text
     outcome = refused.json()
     assert outcome["resourceType"] == "OperationOutcome"
     assert any(i["code"] == code and expression in i.get("expression", [])
                for i in outcome["issue"]), outcome
     rid = server.post(res_type, make()).json()["id"]
     update = server.put(f"{res_type}/{rid}", {**broken, "id": rid})
-    assert update.status_code == 422, update.text
+    assert update.status_code == status, update.text
     assert server.get(f"{res_type}/{rid}").json()["meta"]["versionId"] == "1"

@@ -229,7 +229,7 @@ def test_questionnaire_that_is_not_the_instrument_is_refused(server, breakage, f
     assert server.post("Questionnaire", q).status_code == 201
     patient = _patient(server)
     qr = {"resourceType": "QuestionnaireResponse", "questionnaire": q["url"],
-          "status": "completed", "subject": {"reference": patient}, "item": []}
+          "status": "completed", "subject": {"reference": patient}}
     resp = server.post("QuestionnaireResponse", qr)
     assert resp.status_code == 422, resp.text
     issues = resp.json()["issue"]

@@ -25,7 +25,7 @@ REFERRAL_TYPES = frozenset({
     "Patient", "RelatedPerson", "Practitioner", "PractitionerRole", "Organization", "CareTeam",
     "ServiceRequest", "Task", "Consent", "QuestionnaireResponse", "Observation", "Condition",
     "Procedure", "Goal", "DocumentReference", "Communication", "CommunicationRequest",
-    "CarePlan", "Coverage", "Encounter", "Flag"})
+    "CarePlan", "Coverage", "Encounter"})
 RECORD_TYPES = frozenset({"AuditEvent", "Provenance"})
 
 

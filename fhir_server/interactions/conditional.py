@@ -30,7 +30,7 @@ def matching_ids(conn: Connection, call: Call, res_type: str,
     from fhir_server.storage.sql_limits import too_costly_sql
 
     check_type(call, "search-type", res_type)
-    with too_costly_sql(call.budget):  # criteria the database cannot parse are a 400
+    with too_costly_sql(call.budget, [name for name, _v in params]):  # 400, not a 500
         return find_ids(conn, res_type, params, restrict=restriction(conn, call))
 
 
