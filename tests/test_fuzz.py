@@ -42,6 +42,9 @@ SCHEMA_EXAMPLES = {"sqlite": max(int(15 * SCALE), 1), "postgresql": max(int(4 * 
 MUTATIONS = {"sqlite": max(int(1650 * SCALE), 1), "postgresql": max(int(400 * SCALE), 1)}
 MINIMUM = {"sqlite": int(2000 * SCALE), "postgresql": int(500 * SCALE)}
 sent: dict[str, int] = {}
+# test_volume counts what the other tests of this module sent in this process: under
+# pytest-xdist the module runs on one worker (`--dist loadgroup`, set by `make test`)
+pytestmark = pytest.mark.xdist_group("fuzz")
 
 
 @pytest.fixture(scope="module")
