@@ -3,9 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8080
-# pytest-xdist spreads the suite over the machine's cores (each worker has its own databases;
-# tests marked xdist_group stay on one worker)
-PYTEST_ARGS ?= -n auto --dist loadgroup --durations=25
+# pytest-xdist spreads the test modules over the machine's cores (each worker has its own
+# databases; a module's tests stay together, in order, with their module fixtures)
+PYTEST_ARGS ?= -n auto --dist loadfile --durations=25
 EXAMPLES := $(wildcard examples/directory/directory-bundle.json) $(sort $(wildcard examples/referral-bundle-*.json))
 
 .PHONY: install run serve test lint bench mutation clean

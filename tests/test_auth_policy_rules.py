@@ -139,7 +139,8 @@ def test_restrict_for_organizations():
     task = restrict_for(c, "Task")
     assert (task.allowed, task.organization, task.shared) == (True, "Organization/cbo", False)
     assert task.alternatives == (Alternative((("status", "requested"),), None, ()),)
-    assert task.rules == (WrittenBy(), OrgRef("Task.owner"), OrgRef("Task.requester"))
+    assert task.rules[:3] == (WrittenBy(), OrgRef("Task.owner"), OrgRef("Task.requester"))
+    assert [type(rule).__name__ for rule in task.rules[3:]] == ["OfferedTo"]
     org = restrict_for(c, "Organization")
     assert (org.allowed, org.organization, org.rules, org.shared) == (
         True, "Organization/cbo", (), True)

@@ -43,8 +43,7 @@ MUTATIONS = {"sqlite": max(int(1650 * SCALE), 1), "postgresql": max(int(400 * SC
 MINIMUM = {"sqlite": int(2000 * SCALE), "postgresql": int(500 * SCALE)}
 sent: dict[str, int] = {}
 # test_volume counts what the other tests of this module sent in this process: under
-# pytest-xdist the module runs on one worker (`--dist loadgroup`, set by `make test`)
-pytestmark = pytest.mark.xdist_group("fuzz")
+# pytest-xdist the module runs on one worker (`--dist loadfile`, set by `make test`)
 
 
 @pytest.fixture(scope="module")

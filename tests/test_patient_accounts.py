@@ -178,7 +178,9 @@ def test_a_patient_changes_only_their_own_tasks(web_server, world):
     answers = {"resourceType": "QuestionnaireResponse", "status": "completed",
                "questionnaire": "http://mh-referral.example.org/fhir/Questionnaire/phq-9|1.0.0",
                "subject": {"reference": other}, "author": {"reference": other},
-               "authored": "2026-12-05T10:00:00Z", "item": []}
+               "authored": "2026-12-05T10:00:00Z",
+               "item": [{"linkId": "1", "answer": [{"valueCoding": {
+                   "system": "http://loinc.org", "code": "LA6568-5"}}]}]}
     r = requests.post(f"{web_server.base}/QuestionnaireResponse", json=answers,
                       headers=auth, timeout=30)
     assert r.status_code in (403, 422), r.text[:500]

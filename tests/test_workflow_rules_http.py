@@ -88,7 +88,7 @@ def test_correction_to_entered_in_error_changes_nothing_else(w, field, value):
 def test_fixed_fields_cannot_change_after_sending(w, field, value, actor):
     # Without the profile claim (whose fixed code and intent would answer first): a Task
     # that was a referral Task stays under the referral rules.
-    task = w.task(w.sr, w.requester, w.owner, "requested", meta={})
+    task = w.task(w.sr, w.requester, w.owner, "requested", meta={"source": "urn:test:no-profile"})
     changed = copy.deepcopy(task)
     changed[field] = value
     org = w.requester if actor == "requester" else None

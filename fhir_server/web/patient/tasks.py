@@ -148,7 +148,9 @@ def completed(task: dict, outputs: list[dict], now: datetime | None = None) -> d
     done = {k: v for k, v in task.items() if k != "meta"}
     done["status"] = "completed"
     done.pop("statusReason", None)
-    done["output"] = [*(task.get("output") or []), *outputs]
+    all_outputs = [*(task.get("output") or []), *outputs]
+    if all_outputs:  # FHIR has no empty arrays
+        done["output"] = all_outputs
     done["lastModified"] = now_instant(now)
     return done
 

@@ -164,7 +164,7 @@ def completion_entries(task: dict, version: str, key: str, organization: str,
     return [
         {"fullUrl": urn, "resource": procedure,
          "request": {"method": "POST", "url": "Procedure", "ifNoneExist": key_condition(key)}},
-        {"fullUrl": f"Task/{task['id']}", "resource": new,
+        {"resource": new,
          "request": {"method": "PUT", "url": f"Task/{task['id']}",
                      "ifMatch": f'W/"{version}"'}},
     ]
