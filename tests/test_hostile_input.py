@@ -322,3 +322,14 @@ def test_chunked_body_with_a_bad_chunk_size_on_werkzeug(server, unchanged):
                      b"ZZZ\r\nabc\r\n0\r\n\r\n")
         head = sock.recv(4096)
     assert head.startswith(b"HTTP/1.1 400")
+
+
+@pytest.mark.parametrize("name", ["ifNoneExist", "ifMatch", "ifNoneMatch", "ifModifiedSince"])
+def test_bundle_request_fields_that_are_not_strings_are_400(server, unchanged, name):
+    """A transaction entry whose conditional header field is an object (fuzz seed
+    1946241788 sent a Reference as ifNoneExist) is a 400 naming it, not a 500."""
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "resource": {"resourceType": "Patient"},
+        "request": {"method": "POST", "url": "Patient", name: {"reference": "Patient/x"}}}]}
+    issue = _error(server.post("", bundle), 400)
+    assert issue["expression"] == [f"Bundle.entry[0].request.{name}"]

@@ -89,6 +89,10 @@ def _parse_entry(i: int, raw: Any, call: Call) -> Entry:
     url = request.get("url")
     if not isinstance(url, str) or not url:
         raise FhirError(400, "required", f"{where}.request.url is missing", f"{where}.request.url")
+    for name in ("ifNoneExist", "ifMatch", "ifNoneMatch", "ifModifiedSince"):
+        if name in request and not isinstance(request[name], str):
+            raise FhirError(400, "structure", f"{where}.request.{name} must be a string",
+                            f"{where}.request.{name}")
     url = _relative(url, call.base_url)
     path, _, query = url.partition("?")
     segments = [s for s in path.split("/") if s]
