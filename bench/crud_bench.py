@@ -1,124 +1,94 @@
-"""CRUD mix from 32 concurrent clients against our server and against the bare ceiling.
+"""CRUD mix driven by wrk against our server and against the bare ceiling, same run.
 
-    python -m bench.crud_bench [--seconds 20] [--clients 32] [--backends sqlite,postgresql]
+    python -m bench.crud_bench [--seconds 20] [--connections 32] [--rounds 2]
+                               [--backends sqlite,postgresql] [--workers N --threads N]
 
-Each client loops: create Patient, read it, update it, read it, delete it (5 requests).
-Reports throughput, p50/p95/p99 and server RSS, and ours as a ratio of the ceiling measured
-in the same run on the same database backend.
+The mix is `bench/crud_mix.lua` (create, read, update, search, delete of a Patient, in
+turn on each of wrk's connections); the ceiling is `bench/ceiling_app.py` (the same Flask,
+gunicorn and `Database` doing one bare statement per row). wrk is a C load generator
+(Debian package `wrk`), so the client takes little of the cores the servers need.
+
+Per backend and round, on a fresh database each: the ceiling, then our server (`python -m
+fhir_server serve` with its default process count unless --workers/--threads are given),
+each warmed up for 3 s and then measured. Prints one JSON line per measurement, and our
+throughput as a ratio of the ceiling measured in the same round.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import threading
-import time
+import shutil
+import statistics
+import subprocess
+from pathlib import Path
 
-from bench.harness import (
-    database_url,
-    json_request,
-    run_clients,
-    start_fhir_server,
-    start_module_server,
-    summarise,
-)
+from bench.harness import ROOT, database_url, start_fhir_server, start_module_server
 
-PATIENT = {"resourceType": "Patient",
-           "identifier": [{"system": "http://hospital.example/mrn", "value": "MRN-1"}],
-           "name": [{"family": "Rivera", "given": ["Ana", "Maria"]}], "gender": "female",
-           "birthDate": "1990-04-02",
-           "address": [{"line": ["12 Harbor St"], "city": "Boston", "state": "MA",
-                        "postalCode": "02110"}],
-           "telecom": [{"system": "phone", "value": "555-0100"}]}
+SCRIPT = Path(__file__).with_name("crud_mix.lua")
 
 
-def _loop(port: int, deadline: float, prefix: str, lat: list[float], errs: list[int]) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-
-    def timed(method: str, path: str, body: dict | None = None) -> tuple[int, bytes, dict]:
-        t0 = time.perf_counter()
-        status, payload, headers = json_request(conn, method, path, body)
-        lat.append((time.perf_counter() - t0) * 1000)
-        if status >= 400:
-            errs[0] += 1
-        return status, payload, headers
-
-    while time.time() < deadline:
-        _s, payload, headers = timed("POST", f"{prefix}", PATIENT)
-        location = headers.get("Location", "")
-        if prefix == "/fhir/Patient":
-            rid = json.loads(payload)["id"]
-        else:
-            rid = location.rsplit("/", 1)[-1]
-        path = f"{prefix}/{rid}"
-        timed("GET", path)
-        body = dict(PATIENT, id=rid, gender="male")
-        timed("PUT", path, body)
-        timed("GET", path)
-        timed("DELETE", path)
+def wrk(port: int, prefix: str, seconds: float, connections: int, threads: int = 2) -> dict:
+    """Run the mix once; the Lua script's `done` prints the JSON summary."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench.crud_bench needs wrk (Debian: apt-get install wrk)")
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
+         "-s", str(SCRIPT), f"http://127.0.0.1:{port}"],
+        env=dict(os.environ, CRUD_PREFIX=prefix), capture_output=True, text=True, check=True,
+        cwd=ROOT)
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    summary["throughput_rps"] = round(summary["requests"] / summary["seconds"], 1)
+    return summary
 
 
-def _worker(prefix: str):  # type: ignore[no-untyped-def]
-    def work(port: int, deadline: float, threads: int) -> tuple[list[float], int]:
-        lat: list[float] = []
-        errs = [0]
-        pool = [threading.Thread(target=_loop, args=(port, deadline, prefix, lat, errs))
-                for _ in range(threads)]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        return lat, errs[0]
-    return work
+def measure(name: str, server, prefix: str, seconds: float, connections: int) -> dict:  # type: ignore[no-untyped-def]
+    try:
+        wrk(server.port, prefix, 3, connections)  # warm-up
+        row = {"name": name, **wrk(server.port, prefix, seconds, connections)}
+        row["server_rss_mb"] = round(server.rss_mb(), 1)
+        return row
+    finally:
+        server.stop()
 
 
-def _ours(port: int, deadline: float, threads: int) -> tuple[list[float], int]:
-    return _worker("/fhir/Patient")(port, deadline, threads)
-
-
-def _ceiling(port: int, deadline: float, threads: int) -> tuple[list[float], int]:
-    return _worker("/bare")(port, deadline, threads)
-
-
-def run(backend: str, seconds: float, clients: int, workers: int, threads: int) -> list[dict]:
+def run(backend: str, seconds: float, connections: int, rounds: int,
+        workers: int | None, threads: int | None) -> list[dict]:
     pg = os.environ.get("FHIR_TEST_PG_URL")
-    out = []
-    for name, starter, fn in (
-        ("ceiling", lambda url: start_module_server("bench.ceiling_app:app", url,
-                                                    workers=workers, threads=threads), _ceiling),
-        ("ours", lambda url: start_fhir_server(url, workers=workers, threads=threads), _ours),
-    ):
-        url = database_url(backend, pg)
-        server = starter(url)
-        try:
-            run_clients(fn, clients, 2.0, server.port)  # warm-up
-            lat, errors, elapsed = run_clients(fn, clients, seconds, server.port)
-            row = summarise(f"{backend} {name}", lat, elapsed, errors)
-            row["server_rss_mb"] = round(server.rss_mb(), 1)
-            out.append(row)
-        finally:
-            server.stop()
-    ours, ceiling = out[1], out[0]
-    ours["ratio_of_ceiling"] = round(ours["throughput_rps"] / ceiling["throughput_rps"], 3)
-    return out
+    processes = {} if workers is None else {"workers": workers, "threads": threads or 8}
+    rows = []
+    for round_number in range(1, rounds + 1):
+        ceiling = start_module_server("bench.ceiling_app:app", database_url(backend, pg),
+                                      workers=workers or 4, threads=threads or 8)
+        bare = measure(f"{backend} ceiling", ceiling, "/bare", seconds, connections)
+        ours_server = start_fhir_server(database_url(backend, pg), **processes)
+        ours = measure(f"{backend} ours", ours_server, "/fhir/Patient", seconds, connections)
+        ours["ratio_of_ceiling"] = round(ours["throughput_rps"] / bare["throughput_rps"], 3)
+        for row in (bare, ours):
+            row["round"] = round_number
+            print(json.dumps(row), flush=True)
+        rows += [bare, ours]
+    ratios = [r["ratio_of_ceiling"] for r in rows if "ratio_of_ceiling" in r]
+    print(json.dumps({"backend": backend, "ratio_of_ceiling_median": statistics.median(ratios),
+                      "ratios": ratios}), flush=True)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workers", type=int, help="gunicorn workers (default: the server's)")
+    parser.add_argument("--threads", type=int, help="threads per worker (with --workers)")
     parser.add_argument("--backends", default="sqlite,postgresql")
     args = parser.parse_args()
     for backend in args.backends.split(","):
         if backend == "postgresql" and not os.environ.get("FHIR_TEST_PG_URL"):
             print("skipping postgresql: FHIR_TEST_PG_URL not set")
             continue
-        for row in run(backend, args.seconds, args.clients, args.workers, args.threads):
-            print(json.dumps(row))
+        run(backend, args.seconds, args.connections, args.rounds, args.workers, args.threads)
 
 
 if __name__ == "__main__":

@@ -82,15 +82,18 @@ def database_url(backend: str, pg_url: str | None) -> str:
     return fresh_database_url("postgresql", Path(tempfile.mkdtemp()))
 
 
-def start_fhir_server(db_url: str, *, workers: int, threads: int,
+def start_fhir_server(db_url: str, *, workers: int | None = None, threads: int | None = None,
                       extra_env: dict[str, str] | None = None) -> Server:
+    """`python -m fhir_server serve` on a free port; without workers/threads, the server's
+    default process count."""
     port = free_port()
+    processes = [] if workers is None else ["--workers", str(workers)]
+    processes += [] if threads is None else ["--threads", str(threads)]
     env = dict(os.environ, DATABASE_URL=db_url, FHIR_SERVER_AUTH="off", **(extra_env or {}))
     subprocess.run([sys.executable, "-m", "fhir_server", "init-db"], env=env, check=True,
                    cwd=ROOT, capture_output=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fhir_server", "serve", "--port", str(port),
-         "--workers", str(workers), "--threads", str(threads)],
+        [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), *processes],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_ready(port, "/fhir/metadata")
     return Server(proc, port)
