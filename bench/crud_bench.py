@@ -11,7 +11,10 @@ gunicorn and `Database` doing one bare statement per row). wrk is a C load gener
 Per backend and round, on a fresh database each: the ceiling, then our server (`python -m
 fhir_server serve` with its default process count unless --workers/--threads are given),
 each warmed up for 3 s and then measured. Prints one JSON line per measurement, and our
-throughput as a ratio of the ceiling measured in the same round.
+throughput as a ratio of the ceiling measured in the same round. It also prints the servers'
+CPU time per request (gunicorn master and workers, from /proc) and the ceiling's CPU per
+request divided by ours (`cpu_ratio_of_ceiling`): on a shared machine, other jobs shift
+throughput and latency far more than they shift CPU per request.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ def wrk(port: int, prefix: str, seconds: float, connections: int, threads: int =
     if shutil.which("wrk") is None:
         raise SystemExit("bench.crud_bench needs wrk (Debian: apt-get install wrk)")
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
-         "-s", str(SCRIPT), f"http://127.0.0.1:{port}"],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+         "--timeout", "30s", "-s", str(SCRIPT), f"http://127.0.0.1:{port}"],
         env=dict(os.environ, CRUD_PREFIX=prefix), capture_output=True, text=True, check=True,
         cwd=ROOT)
     summary = json.loads(out.stdout.strip().splitlines()[-1])
@@ -46,7 +49,10 @@ def wrk(port: int, prefix: str, seconds: float, connections: int, threads: int =
 def measure(name: str, server, prefix: str, seconds: float, connections: int) -> dict:  # type: ignore[no-untyped-def]
     try:
         wrk(server.port, prefix, 3, connections)  # warm-up
+        cpu_before = server.cpu_seconds()
         row = {"name": name, **wrk(server.port, prefix, seconds, connections)}
+        row["server_cpu_ms_per_request"] = round(
+            1000 * (server.cpu_seconds() - cpu_before) / max(1, row["requests"]), 3)
         row["server_rss_mb"] = round(server.rss_mb(), 1)
         return row
     finally:
@@ -65,13 +71,16 @@ def run(backend: str, seconds: float, connections: int, rounds: int,
         ours_server = start_fhir_server(database_url(backend, pg), **processes)
         ours = measure(f"{backend} ours", ours_server, "/fhir/Patient", seconds, connections)
         ours["ratio_of_ceiling"] = round(ours["throughput_rps"] / bare["throughput_rps"], 3)
+        ours["cpu_ratio_of_ceiling"] = round(bare["server_cpu_ms_per_request"]
+                                             / ours["server_cpu_ms_per_request"], 3)
         for row in (bare, ours):
             row["round"] = round_number
             print(json.dumps(row), flush=True)
         rows += [bare, ours]
     ratios = [r["ratio_of_ceiling"] for r in rows if "ratio_of_ceiling" in r]
+    cpu_ratios = [r["cpu_ratio_of_ceiling"] for r in rows if "cpu_ratio_of_ceiling" in r]
     print(json.dumps({"backend": backend, "ratio_of_ceiling_median": statistics.median(ratios),
-                      "ratios": ratios}), flush=True)
+                      "ratios": ratios, "cpu_ratios": cpu_ratios}), flush=True)
     return rows
 
 

@@ -16,7 +16,9 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     Connection,
+    Integer,
     and_,
+    bindparam,
     case,
     delete,
     insert,
@@ -66,13 +68,22 @@ def delete_facts(conn: Connection, pid: int) -> None:
     conn.execute(delete(F).where(F.c.pid == pid))
 
 
+_DEMOGRAPHICS = ("sex", "race", "ethnicity", "language")
+_BIRTH = bindparam("b_birth_day", type_=Integer)
+# Built once: a patient write runs it, and building the statement cost more than running it.
+_SET_DEMOGRAPHICS = update(F).where(F.c.patient_id == bindparam("b_patient_id")).values(
+    birth_day=_BIRTH,
+    # NULL birth day: the comparison is NULL, so the age is NULL too
+    age_years=case((F.c.referred_day >= _BIRTH, (F.c.referred_day - _BIRTH) // 10000),
+                   else_=null()),
+    **{name: bindparam(f"b_{name}") for name in _DEMOGRAPHICS})
+
+
 def set_demographics(conn: Connection, patient_id: str, values: Mapping[str, Any]) -> None:
     """Store a patient's equity codes on every referral of theirs (age per referral)."""
-    birth = values.get("birth_day")
-    age = None if birth is None else (F.c.referred_day - birth) // 10000
-    conn.execute(update(F).where(F.c.patient_id == patient_id).values(
-        age_years=case((F.c.referred_day >= birth, age), else_=null()) if birth else None,
-        **values))
+    conn.execute(_SET_DEMOGRAPHICS, {
+        "b_patient_id": patient_id, "b_birth_day": values.get("birth_day"),
+        **{f"b_{name}": values.get(name) for name in _DEMOGRAPHICS}})
 
 
 def set_coverage(conn: Connection, patient_id: str, coverage: str,

@@ -18,10 +18,11 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, func, select
 
 from fhir_server.errors import FhirError
 from fhir_server.formats.decimals import json_default
@@ -152,6 +153,23 @@ def live(stored: StoredResource | None, res_type: str, res_id: str) -> StoredRes
 def _row(row: Any) -> StoredResource:
     return StoredResource(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6],
                           row[7] if len(row) > 7 else "")
+
+
+@lru_cache(maxsize=16)
+def _referrers_statement(ignore_types: frozenset[str], limit: int) -> Select[Any]:
+    """The referrers query, built once per (ignored types, limit): a delete runs it."""
+    x = idx_reference.alias()
+    r = resources.alias()
+    res_type, res_id = bindparam("target_type"), bindparam("target_id")
+    query = (select(r.c.res_type, r.c.res_id, x.c.param)
+             .select_from(x.join(r, r.c.pid == x.c.pid))
+             .where(x.c.target_id == res_id, x.c.target_type == res_type,
+                    r.c.deleted.is_(False),
+                    ~and_(r.c.res_type == res_type, r.c.res_id == res_id))
+             .order_by(r.c.res_type, r.c.res_id, x.c.param).limit(limit))
+    if ignore_types:
+        query = query.where(r.c.res_type.not_in(sorted(ignore_types)))
+    return query
 
 
 class Repository:
@@ -304,12 +322,8 @@ class Repository:
                 return current, False
             version = current.version + 1
             updated = max(now_us(), current.last_updated + 1)
-            result = self.conn.execute(
-                update(resources)
-                .where(and_(resources.c.pid == current.pid,
-                            resources.c.version == current.version))
-                .values(version=version, last_updated=updated, deleted=True, body=None)
-            )
+            result = self._execute("update", (version, updated, True, None, current.pid,
+                                              current.version))
             if result.rowcount != 1:
                 continue
             self._append_history(current.pid, res_type, res_id, version, updated, "DELETE",
@@ -323,18 +337,10 @@ class Repository:
                   limit: int = 5) -> list[tuple[str, str, str]]:
         """Live resources that reference `res_type/res_id` through a reference search
         parameter: (type, id, parameter), at most `limit`, self-references left out."""
-        x = idx_reference.alias()
-        r = resources.alias()
-        query = (select(r.c.res_type, r.c.res_id, x.c.param)
-                 .select_from(x.join(r, r.c.pid == x.c.pid))
-                 .where(x.c.target_id == res_id, x.c.target_type == res_type,
-                        r.c.deleted.is_(False),
-                        ~and_(r.c.res_type == res_type, r.c.res_id == res_id))
-                 .order_by(r.c.res_type, r.c.res_id, x.c.param).limit(limit * 4))
-        if ignore_types:
-            query = query.where(r.c.res_type.not_in(sorted(ignore_types)))
+        query = _referrers_statement(ignore_types, limit * 4)
+        rows = self.conn.execute(query, {"target_type": res_type, "target_id": res_id})
         out: list[tuple[str, str, str]] = []
-        for row in self.conn.execute(query):
+        for row in rows:
             if (row[0], row[1]) not in {(t, i) for t, i, _p in out}:
                 out.append((row[0], row[1], row[2]))
             if len(out) == limit:

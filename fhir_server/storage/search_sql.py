@@ -21,6 +21,7 @@ from sqlalchemy import (
     Boolean,
     Connection,
     and_,
+    bindparam,
     false,
     func,
     not_,
@@ -520,14 +521,19 @@ def _keyset(exprs: list[tuple[Any, bool]], values: list[Any], pid_col: Any, pid:
 
 # -- execution -------------------------------------------------------------------------------
 
+_BODY_ROWS = resources.alias("rb")
+# Built once (a search runs it for every page): by primary key, live rows only.
+_BODIES = (select(_BODY_ROWS.c.pid, _BODY_ROWS.c.res_type, _BODY_ROWS.c.res_id,
+                  _BODY_ROWS.c.version, _BODY_ROWS.c.last_updated, _BODY_ROWS.c.body)
+           .where(_BODY_ROWS.c.pid.in_(bindparam("pids", expanding=True)),
+                  _BODY_ROWS.c.deleted == false()))
+
+
 def _bodies(conn: Connection, pids: list[int]) -> dict[int, Row]:
     """The rows of these pids (one statement, by primary key)."""
     if not pids:
         return {}
-    t = resources.alias("rb")
-    recs = conn.execute(select(t.c.pid, t.c.res_type, t.c.res_id, t.c.version,
-                               t.c.last_updated, t.c.body)
-                        .where(t.c.pid.in_(pids), t.c.deleted == false())).all()
+    recs = conn.execute(_BODIES, {"pids": list(pids)}).all()
     return {rec.pid: _row(rec) for rec in recs}
 
 
