@@ -5,7 +5,8 @@
 
 The mix is `bench/crud_mix.lua` (create, read, update, search, delete of a Patient, in
 turn on each of wrk's connections); the ceiling is `bench/ceiling_app.py` (the same Flask,
-gunicorn and `Database` doing one bare statement per row). wrk is a C load generator
+gunicorn and `Database` doing one bare statement per row, with the same process and thread
+counts as our server's defaults). wrk is a C load generator
 (Debian package `wrk`), so the client takes little of the cores the servers need.
 
 Per backend and round, on a fresh database each: the ceiling, then our server (`python -m
@@ -28,6 +29,8 @@ import subprocess
 from pathlib import Path
 
 from bench.harness import ROOT, database_url, start_fhir_server, start_module_server
+from fhir_server.cli import default_workers
+from fhir_server.config import Settings
 
 SCRIPT = Path(__file__).with_name("crud_mix.lua")
 
@@ -66,7 +69,8 @@ def run(backend: str, seconds: float, connections: int, rounds: int,
     rows = []
     for round_number in range(1, rounds + 1):
         ceiling = start_module_server("bench.ceiling_app:app", database_url(backend, pg),
-                                      workers=workers or 4, threads=threads or 8)
+                                      workers=workers or default_workers(),
+                                      threads=threads or Settings().serve_threads)
         bare = measure(f"{backend} ceiling", ceiling, "/bare", seconds, connections)
         ours_server = start_fhir_server(database_url(backend, pg), **processes)
         ours = measure(f"{backend} ours", ours_server, "/fhir/Patient", seconds, connections)

@@ -145,8 +145,10 @@ class Settings:
         True, "FHIR_SERVER_AUDIT_READS",
         "record reads of patient data as AuditEvents (off only to measure what it costs)")
     # -- `serve` (gunicorn) --------------------------------------------------------------
-    serve_workers: int = setting(4, "FHIR_SERVER_WORKERS", "gunicorn worker processes",
-                                 group="serve")
+    serve_workers: int = setting(
+        0, "FHIR_SERVER_WORKERS",
+        "gunicorn worker processes (0: one per CPU core, at least 2; each holds about "
+        "110 MB, and threads, not processes, cover waits on the database)", group="serve")
     serve_threads: int = setting(8, "FHIR_SERVER_THREADS", "threads per gunicorn worker",
                                  group="serve")
     access_log: str = setting("", "FHIR_SERVER_ACCESS_LOG",
