@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true, tuple_
+from sqlalchemy import ColumnElement, and_, bindparam, exists, false, or_, select, true, tuple_
 
 from fhir_server.storage.index_schema import idx_reference, idx_token
 from fhir_server.storage.schema import resources
@@ -127,6 +127,17 @@ def org_refs(conn: Any, organization: str) -> frozenset[tuple[str, str]]:
     return frozenset({(org_type, org_id), *((row.res_type, row.res_id) for row in rows)})
 
 
+# Built once, with their column collections set up before any thread uses them: a write
+# checks every reference it makes, and a fresh alias per check cost more than the query.
+_KEYED = resources.alias("vk")
+_KEYED_LIVE = (select(_KEYED.c.res_id)
+               .where(_KEYED.c.res_type == bindparam("res_type"),
+                      _KEYED.c.res_id.in_(bindparam("ids", expanding=True)),
+                      _KEYED.c.deleted.is_(False)))
+_ROW = resources.alias("vr")
+_ROW.c.pid  # noqa: B018
+
+
 def visible_keys(conn: Any, keys: list[tuple[str, str]], clause_for: Any
                  ) -> set[tuple[str, str]]:
     """Which of `keys` ((type, id) pairs) are live resources satisfying `clause_for(alias,
@@ -136,16 +147,15 @@ def visible_keys(conn: Any, keys: list[tuple[str, str]], clause_for: Any
         by_type.setdefault(res_type, []).append(res_id)
     found: set[tuple[str, str]] = set()
     for res_type, ids in by_type.items():
-        r = resources.alias()
-        conds = [r.c.res_type == res_type, r.c.res_id.in_(sorted(set(ids))),
-                 r.c.deleted.is_(False)]
+        query = _KEYED_LIVE
         if clause_for is not None:
-            conds.append(clause_for(r, res_type))
-        found.update((res_type, row[0]) for row in conn.execute(select(r.c.res_id).where(*conds)))
+            query = query.where(clause_for(_KEYED, res_type))
+        rows = conn.execute(query, {"res_type": res_type, "ids": sorted(set(ids))})
+        found.update((res_type, row[0]) for row in rows)
     return found
 
 
 def row_visible(conn: Any, pid: int, clause_for: Any) -> bool:
     """Does the stored row `pid` satisfy the narrowing `clause_for(alias)`?"""
-    r = resources.alias()
+    r = _ROW
     return conn.execute(select(r.c.pid).where(r.c.pid == pid, clause_for(r))).first() is not None

@@ -141,11 +141,12 @@ def _latest(instrument: str, low: Any, high: Any, column: Any) -> Any:
             .order_by(S.c.effective.desc(), S.c.pid.desc()).limit(1).scalar_subquery())
 
 
-def choose_pairs(conn: Connection, *, patient_id: str | None = None, pid: int | None = None,
-                 lookback: int, follow_from: int, follow_to: int) -> None:
-    """Pick the baseline (latest in [referred - lookback, referred]) and the follow-up (latest
-    in [started + follow_from, started + follow_to]) of each instrument for the referrals
-    of a patient, or for one referral."""
+def _pairs_statement(by_pid: bool) -> Any:
+    """The update that picks every instrument's baseline and follow-up, for one referral
+    (`by_pid`) or for a patient's referrals; the windows are parameters (`lookback`,
+    `follow_from`, `follow_to`), so it is built once: a score or referral write runs it."""
+    lookback, follow_from, follow_to = (bindparam(name, type_=Integer) for name in
+                                        ("lookback", "follow_from", "follow_to"))
     values: dict[str, Any] = {}
     for instrument, prefix in (("phq-9", "phq9"), ("gad-7", "gad7")):
         base_low, base_high = F.c.referred_at - lookback, F.c.referred_at
@@ -155,8 +156,25 @@ def choose_pairs(conn: Connection, *, patient_id: str | None = None, pid: int | 
             values[f"{prefix}_follow{suffix}"] = case(
                 (F.c.started_at.is_(None), null()),
                 else_=_latest(instrument, follow_low, follow_high, column))
-    where = F.c.pid == pid if pid is not None else F.c.patient_id == patient_id
-    conn.execute(update(F).where(where).values(**values))
+    where = (F.c.pid == bindparam("target_pid") if by_pid
+             else F.c.patient_id == bindparam("target_patient"))
+    return update(F).where(where).values(**values)
+
+
+_PAIRS_BY_PID = _pairs_statement(by_pid=True)
+_PAIRS_BY_PATIENT = _pairs_statement(by_pid=False)
+
+
+def choose_pairs(conn: Connection, *, patient_id: str | None = None, pid: int | None = None,
+                 lookback: int, follow_from: int, follow_to: int) -> None:
+    """Pick the baseline (latest in [referred - lookback, referred]) and the follow-up (latest
+    in [started + follow_from, started + follow_to]) of each instrument for the referrals
+    of a patient, or for one referral."""
+    windows = {"lookback": lookback, "follow_from": follow_from, "follow_to": follow_to}
+    if pid is not None:
+        conn.execute(_PAIRS_BY_PID, {"target_pid": pid, **windows})
+    else:
+        conn.execute(_PAIRS_BY_PATIENT, {"target_patient": patient_id, **windows})
 
 
 # -- selection -----------------------------------------------------------------------------

@@ -800,7 +800,7 @@ def find_ids(conn: Connection, res_type: str, params: str | list[tuple[str, str]
     parsed = parse_search(res_type, params, strict=True)
     if not parsed.filters:
         raise FhirError(400, "invalid", "Conditional criteria must contain a search filter")
-    r = resources.alias("r")
+    r = _MATCH_ROWS
     where = where_clause(conn, parsed, r, restrict)
     recs = conn.execute(select(r.c.res_id).where(where).order_by(r.c.pid).limit(limit)).all()
     return [rec.res_id for rec in recs]
@@ -815,7 +815,7 @@ def find_resources(conn: Connection, res_type: str, params: list[tuple[str, str]
     parsed = parse_search(res_type, params, strict=True)
     if not parsed.filters and not empty_ok:
         raise FhirError(400, "invalid", "A search filter is required")
-    r = resources.alias("r")
+    r = _MATCH_ROWS
     where = and_(where_clause(conn, parsed, r, restrict), r.c.res_type == res_type)
     recs = conn.execute(select(r.c.body).where(where).order_by(r.c.pid).limit(limit)).all()
     return [orjson.loads(rec.body) for rec in recs]
