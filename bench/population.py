@@ -39,13 +39,13 @@ Entry = dict[str, Any]
 
 
 def put(resource: dict[str, Any], if_match: str | None = None) -> Entry:
-    """A transaction entry writing `resource` at its own id (update-as-create)."""
+    """A transaction entry writing `resource` at its own id (update-as-create). No fullUrl:
+    it is optional for a PUT, and a relative one is refused (it must be absolute)."""
     request: dict[str, Any] = {"method": "PUT",
                                "url": f"{resource['resourceType']}/{resource['id']}"}
     if if_match:
         request["ifMatch"] = if_match
-    return {"fullUrl": f"{resource['resourceType']}/{resource['id']}",
-            "resource": resource, "request": request}
+    return {"resource": resource, "request": request}
 
 
 def directory_entries() -> Iterator[Entry]:

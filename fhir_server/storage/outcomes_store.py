@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Integer,
     and_,
@@ -145,7 +146,7 @@ def _pairs_statement(by_pid: bool) -> Any:
     """The update that picks every instrument's baseline and follow-up, for one referral
     (`by_pid`) or for a patient's referrals; the windows are parameters (`lookback`,
     `follow_from`, `follow_to`), so it is built once: a score or referral write runs it."""
-    lookback, follow_from, follow_to = (bindparam(name, type_=Integer) for name in
+    lookback, follow_from, follow_to = (bindparam(name, type_=BigInteger) for name in
                                         ("lookback", "follow_from", "follow_to"))
     values: dict[str, Any] = {}
     for instrument, prefix in (("phq-9", "phq9"), ("gad-7", "gad7")):
