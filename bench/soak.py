@@ -3,7 +3,8 @@
     python -m bench.soak [--minutes 30] [--resources 1000000] [--clients 8]
                          [--backend sqlite|postgresql] [--reuse DATABASE_URL]
 
-Starts `python -m fhir_server serve` (2 workers, 4 threads) on a fresh database, loads
+Starts `python -m fhir_server serve` (its default process and thread counts) on a fresh
+database, loads
 `--resources` resources (transaction Bundles of Patients with a referral Task each; or
 `--reuse` a database loaded by bench/search_bench.py), measures the server's RSS at rest,
 then runs `--clients` clients for `--minutes`: each loop creates a Patient, reads it,
@@ -124,7 +125,7 @@ def main() -> int:
     parser.add_argument("--reuse", default=None, help="a loaded DATABASE_URL")
     args = parser.parse_args()
     url = args.reuse or database_url(args.backend, os.environ.get("FHIR_TEST_PG_URL"))
-    server = start_fhir_server(url, workers=2, threads=4)
+    server = start_fhir_server(url)
     try:
         loaded = time.monotonic()
         if not args.reuse:
