@@ -4,9 +4,9 @@
                          [--backend sqlite|postgresql] [--reuse DATABASE_URL]
 
 Starts `python -m fhir_server serve` (its default process and thread counts) on a fresh
-database, loads
-`--resources` resources (transaction Bundles of Patients with a referral Task each; or
-`--reuse` a database loaded by bench/search_bench.py), measures the server's RSS at rest,
+database, loads `--resources` resources (transaction Bundles of Patients with a referral
+Task each; or `--reuse` a database loaded by bench/search_bench.py), measures the server's
+RSS at rest,
 then runs `--clients` clients for `--minutes`: each loop creates a Patient, reads it,
 updates it, polls `Task?owner=…&_lastUpdated=gt…` and `Task?status=requested&_count=20`,
 and deletes the Patient. RSS of the gunicorn master and workers is sampled every 5 s; the
