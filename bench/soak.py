@@ -29,6 +29,14 @@ from bench.harness import Server, database_url, json_request, start_fhir_server
 
 def _load(port: int, resources: int) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    # the Tasks' owners: a write may only reference resources that exist (and it may read)
+    owners = [{"request": {"method": "PUT", "url": f"Organization/soak-{n}"},
+               "resource": {"resourceType": "Organization", "id": f"soak-{n}",
+                            "name": f"Soak organization {n}"}} for n in range(20)]
+    status, problem, _h = json_request(conn, "POST", "/fhir", {
+        "resourceType": "Bundle", "type": "transaction", "entry": owners})
+    if status != 200:
+        raise RuntimeError(f"loading the owners failed with {status}: {problem}")
     per_bundle = 100  # 50 Patients + 50 Tasks
     for start in range(0, resources, per_bundle):
         entries = []
@@ -43,10 +51,10 @@ def _load(port: int, resources: int) -> None:
                                      "code": "approve"}]},
                 "for": {"reference": pid},
                 "owner": {"reference": f"Organization/soak-{i % 20}"}}})
-        status, _p, _h = json_request(conn, "POST", "/fhir", {
+        status, problem, _h = json_request(conn, "POST", "/fhir", {
             "resourceType": "Bundle", "type": "transaction", "entry": entries})
         if status != 200:
-            raise RuntimeError(f"load failed with {status}")
+            raise RuntimeError(f"load failed with {status}: {problem}")
 
 
 def _client(port: int, stop: threading.Event, counts: dict, lock: threading.Lock) -> None:
