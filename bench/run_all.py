@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in turn, each printing its own figures.
 
-Runs the CRUD, bundle, XML, validation, auth, matching, subscription, search, delivery-kill,
+Runs the CRUD (wrk, and CPU per request in process), bundle, XML, validation, auth, matching, subscription, search, delivery-kill,
 scale-out and soak benchmarks with modest durations (about 30 minutes in all on a 2-core
 machine). Figures go to the README
 by hand, with the command that produced them.
@@ -13,6 +13,7 @@ import sys
 
 STEPS = [
     [sys.executable, "-m", "bench.crud_bench", "--seconds", "20"],
+    [sys.executable, "-m", "bench.cpu_bench"],
     [sys.executable, "-m", "bench.bundle_bench", "--seconds", "15"],
     [sys.executable, "bench/xml_http_bench.py"],
     [sys.executable, "bench/validation_bench.py"],
