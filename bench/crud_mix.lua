@@ -4,15 +4,19 @@
 --
 -- Each wrk thread keeps its own queue of live resources (filled from the Location header
 -- of every 201). A read, update or search takes the newest live resource; a delete takes
--- the oldest, so a resource is never read while its deletion is in flight. When the queue
--- is empty (the first requests), the step becomes a create. The search finds the resource
--- by its identifier (unique per create), which both servers index.
+-- the oldest (once KEEP are live), so a resource is never read while its deletion is in
+-- flight. Until then (the first requests of a run) the step becomes a create. The search
+-- finds the resource by its identifier (unique per create), which both servers index.
 --
 -- `done` prints one JSON line (latencies in milliseconds) that bench/crud_bench.py reads.
 
 local prefix = os.getenv("CRUD_PREFIX") or "/fhir/Patient"
 local system = "http://hospital.example/mrn"
 local steps = { "create", "read", "update", "search", "delete" }
+-- A delete takes the oldest live resource only while this thread keeps at least KEEP
+-- (more than its connections): the oldest is then no longer the newest that another
+-- connection may be reading or updating.
+local KEEP = 64
 local headers = { ["Content-Type"] = "application/fhir+json",
                   ["Accept"] = "application/fhir+json" }
 
@@ -51,6 +55,9 @@ function request()
   local name = steps[step]
   if name == "create" or last < first then
     return create()
+  end
+  if name == "delete" and last - first < KEEP then
+    return create()  -- too few live resources: the oldest may still be in another's read
   end
   if name == "delete" then
     local entry = live[first]
