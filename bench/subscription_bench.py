@@ -1,7 +1,8 @@
 """Subscription delivery under load, through the real server and the real worker process.
 
     python -m bench.subscription_bench [--subs 100] [--rate 50] [--seconds 60]
-                                       [--burst-seconds 15] [--backends sqlite,postgresql]
+                                       [--burst-seconds 10] [--rounds 3] [--idle-seconds 60]
+                                       [--backends sqlite,postgresql]
 
 Per backend, on a fresh database: `python -m fhir_server serve` (gunicorn) and, once the
 Subscriptions exist, `python -m fhir_server worker` as a subprocess; a loopback rest-hook
@@ -16,7 +17,13 @@ receiver (subscriptions.testing.HookReceiver) in this process.
    so it bounds commit-to-receipt from above). Delivered/expected counts unique
    (Subscription, event number) pairs; duplicates are pairs received more than once; gaps are
    missing event numbers.
-4. Write throughput with the Subscriptions active and the worker delivering.
+4. Write throughput with the Subscriptions active and the worker delivering, in `--rounds`
+   interleaved with rounds where the same Subscriptions are switched off in the registry (as
+   `sync_subscription` does for status `off`; the write path still evaluates the topics):
+   the ratio compares neighbouring bursts, so load from other processes on the machine
+   skews it less. The burst before any Subscription existed is reported as well.
+5. The idle worker: its CPU time over `--idle-seconds` with nothing to deliver (the 100
+   Subscriptions still active), as a percentage of one core.
 """
 
 from __future__ import annotations
@@ -278,6 +285,32 @@ def delivery_stats(receiver: HookReceiver, subs: dict[str, int], expected: int) 
     }
 
 
+def idle_cpu_percent(pid: int, seconds: float, settle: float = 5.0) -> float:
+    """CPU of an idle process over `seconds` (after `settle` s to finish what is in flight),
+    in percent of one core."""
+    time.sleep(settle)
+    before = _cpu_seconds([pid])
+    time.sleep(seconds)
+    return round((_cpu_seconds([pid]) - before) / seconds * 100, 2)
+
+
+def switch_subscriptions(url: str, live: bool) -> None:
+    """All Subscriptions `active` or `off` in the registry (bench only: no handshake, the
+    undelivered events stay and are sent when they are back on)."""
+    from sqlalchemy import create_engine, update
+
+    from subscriptions.outbox_schema import registry
+    from subscriptions.outbox_store import now_us
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(update(registry).where(registry.c.status.in_(("active", "off")))
+                         .values(status="active" if live else "off", updated_at=now_us()))
+    finally:
+        engine.dispose()
+
+
 def seed_tasks(port: int, orgs: int) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for body in parties(orgs):
@@ -348,11 +381,23 @@ def run(backend: str, args: argparse.Namespace) -> dict:
                                           for x in n.event_numbers}) >= expected, 30)
         out["paced_writes"] = load
         out["delivery"] = delivery_stats(receiver, subs, expected)
-        _log("throughput with Subscriptions")
-        out["writes_with_subs"] = burst(server.port, args.burst_seconds, args.clients,
-                                        args.subs, groups)
-        out["with_over_without"] = round(out["writes_with_subs"]["throughput_rps"]
-                                         / out["writes_without_subs"]["throughput_rps"], 3)
+        _log("throughput with Subscriptions (interleaved with them switched off)")
+        rounds: dict[str, list[dict]] = {"off": [], "on": []}
+        for _round in range(args.rounds):
+            for live in (False, True):
+                switch_subscriptions(url, live)
+                rounds["on" if live else "off"].append(
+                    burst(server.port, args.burst_seconds, args.clients, args.subs, groups))
+        out["writes_subs_off"] = rounds["off"]
+        out["writes_with_subs"] = rounds["on"]
+        total = {k: sum(r["requests"] for r in v) for k, v in rounds.items()}
+        out["with_over_without"] = round(total["on"] / total["off"], 3)
+        out["with_over_no_subs"] = round(
+            total["on"] / (args.rounds * args.burst_seconds)
+            / out["writes_without_subs"]["throughput_rps"], 3)
+        if args.idle_seconds > 0:
+            _log("idle worker")
+            out["idle_worker_cpu_percent"] = idle_cpu_percent(worker.pid, args.idle_seconds)
     finally:
         if worker is not None:
             worker.terminate()
@@ -423,7 +468,11 @@ def main() -> None:
     parser.add_argument("--subs", type=int, default=100)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--burst-seconds", type=float, default=15.0)
+    parser.add_argument("--burst-seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="bursts with the Subscriptions on, each after one with them off")
+    parser.add_argument("--idle-seconds", type=float, default=60.0,
+                        help="measure the idle worker's CPU this long (0: skip)")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=8)

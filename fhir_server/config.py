@@ -157,6 +157,11 @@ class Settings:
     # -- `worker` (Subscription delivery) ------------------------------------------------
     worker_poll: float = setting(0.05, "FHIR_SERVER_WORKER_POLL",
                                  "seconds between polls for due deliveries", group="worker")
+    worker_idle_poll: float = setting(
+        0.5, "FHIR_SERVER_WORKER_IDLE_POLL",
+        "longest pause between polls while idle (the pause doubles from FHIR_SERVER_WORKER_POLL "
+        "per idle poll; on PostgreSQL new events also wake the worker at once by NOTIFY)",
+        group="worker")
     worker_threads: int = setting(8, "FHIR_SERVER_WORKER_THREADS", "sender threads",
                                   group="worker")
     worker_max_inflight: int = setting(64, "FHIR_SERVER_WORKER_MAX_INFLIGHT",

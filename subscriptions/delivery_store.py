@@ -7,16 +7,28 @@ from __future__ import annotations
 import functools
 from collections.abc import Collection
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 
-from fhir_server.storage.db import Database
 from subscriptions.outbox_schema import delivery, events, registry
 from subscriptions.outbox_store import now_us
 
 US = 1_000_000  # microseconds per second
 
 
-def _due_condition(now: int):  # type: ignore[no-untyped-def]
+_NOW = bindparam("now", type_=BigInteger)
+
+
+def _due_condition():  # type: ignore[no-untyped-def]
     has_events = and_(registry.c.status == "active",
                       delivery.c.delivered_through < registry.c.event_count)
     handshake = and_(registry.c.status == "requested", delivery.c.needs_handshake.is_(True))
@@ -24,24 +36,30 @@ def _due_condition(now: int):  # type: ignore[no-untyped-def]
         registry.c.status.in_(("active", "error")),
         registry.c.heartbeat_period.is_not(None),
         or_(delivery.c.last_sent_at.is_(None),
-            delivery.c.last_sent_at + registry.c.heartbeat_period * US <= now),
+            delivery.c.last_sent_at + registry.c.heartbeat_period * US <= _NOW),
     )
-    return and_(delivery.c.lease_until < now, delivery.c.next_attempt_at <= now,
+    return and_(delivery.c.lease_until < _NOW, delivery.c.next_attempt_at <= _NOW,
                 or_(handshake, has_events, heartbeat))
 
 
-def _due_query(now: int, exclude: Collection[str]):  # type: ignore[no-untyped-def]
-    q = (select(delivery.c.sub_id, registry.c.spec)
-         .select_from(delivery.join(registry, registry.c.sub_id == delivery.c.sub_id))
-         .where(_due_condition(now)))
-    if exclude:
-        q = q.where(delivery.c.sub_id.not_in(sorted(exclude)))
-    return q
+# Statements run every worker cycle, built once (building costs more than running them).
+_DUE = (select(delivery.c.sub_id)
+        .select_from(delivery.join(registry, registry.c.sub_id == delivery.c.sub_id))
+        .where(_due_condition(),
+               delivery.c.sub_id.not_in(bindparam("exclude", expanding=True))))
+_ANY_DUE = _DUE.limit(1)
+# least recently served first: round robin, no Subscription starves another
+_CLAIMABLE = (_DUE.order_by(func.coalesce(delivery.c.last_sent_at, 0), delivery.c.sub_id)
+              .limit(bindparam("lim")))
+_CLAIMABLE_SKIP_LOCKED = _CLAIMABLE.with_for_update(of=delivery, skip_locked=True)
+_LEASE = (update(delivery).where(delivery.c.sub_id.in_(bindparam("ids", expanding=True)))
+          .values(lease_owner=bindparam("owner"), lease_until=bindparam("until")))
 
 
 def anything_due(conn: Connection, exclude: Collection[str] = ()) -> bool:
     """Whether some Subscription (other than `exclude`) has due work (a read-only query)."""
-    return conn.execute(_due_query(now_us(), exclude).limit(1)).first() is not None
+    return conn.execute(_ANY_DUE, {"now": now_us(), "exclude": sorted(exclude)}
+                        ).first() is not None
 
 
 def claim_in(conn: Connection, worker_id: str, lease_seconds: float, limit: int,
@@ -50,16 +68,12 @@ def claim_in(conn: Connection, worker_id: str, lease_seconds: float, limit: int,
     `lease_seconds`. Least recently served first (round robin: no Subscription starves
     another)."""
     now = now_us()
-    q = (_due_query(now, exclude)
-         # least recently served first: round robin, no Subscription starves another
-         .order_by(func.coalesce(delivery.c.last_sent_at, 0), delivery.c.sub_id)
-         .limit(limit))
-    if skip_locked:
-        q = q.with_for_update(of=delivery, skip_locked=True)
-    ids = [str(row.sub_id) for row in conn.execute(q)]
+    q = _CLAIMABLE_SKIP_LOCKED if skip_locked else _CLAIMABLE
+    ids = [str(sub_id) for sub_id in conn.execute(
+        q, {"now": now, "exclude": sorted(exclude), "lim": limit}).scalars()]
     if ids:
-        conn.execute(update(delivery).where(delivery.c.sub_id.in_(ids)).values(
-            lease_owner=worker_id, lease_until=now + int(lease_seconds * US)))
+        conn.execute(_LEASE, {"ids": ids, "owner": worker_id,
+                              "until": now + int(lease_seconds * US)})
     return ids
 
 
@@ -68,13 +82,6 @@ def renew_leases(conn: Connection, worker_id: str, lease_seconds: float) -> int:
     res = conn.execute(update(delivery).where(delivery.c.lease_owner == worker_id).values(
         lease_until=now_us() + int(lease_seconds * US)))
     return int(res.rowcount or 0)
-
-
-def claim(db: Database, worker_id: str, lease_seconds: float) -> str | None:
-    """Lease one Subscription that has due work; return its id (None when nothing is due)."""
-    with db.write() as conn:
-        ids = claim_in(conn, worker_id, lease_seconds, 1, skip_locked=not db.is_sqlite)
-    return ids[0] if ids else None
 
 
 @functools.lru_cache(maxsize=64)
@@ -92,6 +99,19 @@ def release(conn: Connection, sub_id: str, worker_id: str, values: dict[str, obj
     res = conn.execute(_release_statement(tuple(sorted(values))),
                        dict(params, v_sid=sub_id, v_owner=worker_id))
     return res.rowcount == 1
+
+
+def release_many(conn: Connection, worker_id: str,
+                 outcomes: list[tuple[str, dict[str, object]]]) -> None:
+    """Release `worker_id`'s leases on several Subscriptions, storing each one's values (one
+    statement per set of columns; a lease no longer ours is left alone)."""
+    by_keys: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for sub_id, values in sorted(outcomes, key=lambda item: item[0]):
+        params = {f"v_{k}": v for k, v in values.items()}
+        by_keys.setdefault(tuple(sorted(values)), []).append(
+            dict(params, v_sid=sub_id, v_owner=worker_id))
+    for keys, rows in by_keys.items():
+        conn.execute(_release_statement(keys), rows)
 
 
 def set_status(conn: Connection, sub_id: str, old: str, new: str) -> bool:

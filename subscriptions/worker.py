@@ -13,13 +13,16 @@ accepted a batch: a crash re-sends only the batch that was in flight (at-least-o
 Failures back off exponentially with jitter; when failures last longer than the error
 window the Subscription goes to `error` (events keep being counted, heartbeats carry `error`).
 
-One coordinator thread per worker does all database writes: each cycle, in ONE write
-transaction, it stores the outcomes of finished sends (releasing their leases) and claims the
-due Subscriptions (up to `max_inflight` leased at a time), then hands them to a pool of
-`threads` senders. A sender reads the Subscription's state and events in its own read
-transaction, builds the bundle and posts it (keep-alive connections, see channels.py). A
-cheap read query decides whether anything is due before a write transaction is opened, so an
-idle worker polls every `poll_interval` without taking the SQLite writer lock.
+One coordinator thread per worker does all database access: each cycle, in ONE write
+transaction, it stores the outcomes of finished sends (releasing their leases, one statement
+per set of columns) and claims the due Subscriptions (up to `max_inflight` leased at a time);
+then, in ONE read transaction, it reads the claimed Subscriptions' states and undelivered
+events (two statements, whatever their number) and builds the notifications. A pool of
+`threads` senders only posts them (keep-alive connections, see channels.py). Cycles run at
+most every `batch_window` (20 ms), so outcomes and claims gather into few transactions. A
+cheap read query decides whether anything is due before a write transaction is opened; an
+idle worker polls less and less often (from `poll_interval` up to `idle_poll`), and on
+PostgreSQL a NOTIFY from the write path wakes it at once (wakeup.py).
 """
 
 from __future__ import annotations
@@ -45,10 +48,10 @@ from subscriptions.channels import DeliveryError, SmtpSettings, deliver, email_t
 from subscriptions.delivery_store import (
     US,
     anything_due,
-    claim,
     claim_in,
     prune_events,
     release,
+    release_many,
     renew_leases,
     set_status,
 )
@@ -56,10 +59,12 @@ from subscriptions.event_store import (
     ReadableBy,
     SubscriptionState,
     event_rows,
-    load_state,
+    load_states,
     notification_events,
+    undelivered_rows,
 )
 from subscriptions.outbox_store import now_us
+from subscriptions.wakeup import Listener
 
 log = logging.getLogger("subscriptions.worker")
 StatusHook = Callable[[Connection, str, str, str | None], None]
@@ -70,7 +75,10 @@ class WorkerConfig:
     """Delivery tuning; every interval is in seconds."""
 
     base_url: str = "http://127.0.0.1:8080/fhir"
-    poll_interval: float = 0.05
+    poll_interval: float = 0.05  # while busy; doubled per idle poll up to idle_poll
+    idle_poll: float = 0.5  # the slowest poll (PostgreSQL also wakes on NOTIFY at once)
+    listen: bool = True  # PostgreSQL: LISTEN for new work (wakeup.py)
+    batch_window: float = 0.02  # cycles at most this often: outcomes and claims are batched
     threads: int = 8
     max_inflight: int = 64  # leased and not yet stored, queued for or in the senders
     lease_seconds: float = 6.0  # renewed every third of it while held
@@ -90,6 +98,7 @@ class WorkerConfig:
         values: dict[str, object] = {
             "base_url": settings.base_url or "http://127.0.0.1:8080/fhir",
             "poll_interval": settings.worker_poll,
+            "idle_poll": settings.worker_idle_poll,
             "threads": settings.worker_threads,
             "max_inflight": settings.worker_max_inflight,
             "lease_seconds": settings.worker_lease_seconds,
@@ -175,10 +184,37 @@ class Worker:
             log.exception("storing the outcome for %s failed", outcome.sub_id)
             self._finish(conn, outcome.sub_id, next_attempt_at=now_us() + US)
 
+    def store(self, conn: Connection, outcomes: list[Outcome]) -> None:
+        """Store outcomes and release their leases: plain ones in one statement per set of
+        columns, status changes one by one (in sub_id order, as writers lock registry rows:
+        no deadlock)."""
+        plain = [o for o in outcomes if not o.gone and o.status_change is None]
+        release_many(conn, self.worker_id, [(o.sub_id, o.values) for o in plain])
+        for outcome in sorted(outcomes, key=lambda o: o.sub_id):
+            if outcome.status_change is not None:
+                self.apply(conn, outcome)
+
     # -- planning (read transaction) ---------------------------------------------------
-    def plan(self, conn: Connection, state: SubscriptionState) -> Job | Outcome:
+    def _limit(self, state: SubscriptionState) -> int:
+        return state.spec.max_count or self.cfg.default_max_count
+
+    def plan_all(self, conn: Connection, sub_ids: list[str]) -> list[Job | Outcome]:
+        """The due work of leased Subscriptions: their states in one statement, the events
+        of those with a backlog in another."""
+        states = load_states(conn, sub_ids)
+        found = {state.sub_id for state in states}
+        backlog = {state.sub_id: self._limit(state) for state in states
+                   if state.status == "active" and state.delivered_through < state.event_count}
+        rows = undelivered_rows(conn, backlog)
+        planned: list[Job | Outcome] = [Outcome(sid, gone=True) for sid in sub_ids
+                                        if sid not in found]
+        planned.extend(self.plan(conn, state, rows.get(state.sub_id)) for state in states)
+        return planned
+
+    def plan(self, conn: Connection, state: SubscriptionState,
+             rows: list[Any] | None = None) -> Job | Outcome:
         """The due work of one leased Subscription: a notification to send, or an outcome
-        that only releases the lease."""
+        that only releases the lease. `rows`: its next undelivered events, when read."""
         content = state.spec.content
         if state.status == "requested" and state.needs_handshake:
             info = state.status_info()
@@ -187,8 +223,9 @@ class Worker:
                                   self.cfg.base_url, content)
             return Job(state, "handshake", bundle)
         if state.status == "active" and state.delivered_through < state.event_count:
-            limit = state.spec.max_count or self.cfg.default_max_count
-            rows = event_rows(conn, state.sub_id, state.delivered_through + 1, None, limit)
+            if not rows:  # none right after the watermark: the next retained ones
+                rows = event_rows(conn, state.sub_id, state.delivered_through + 1, None,
+                                  self._limit(state))
             if not rows:  # events pruned or missing: skip, never stall
                 return Outcome(state.sub_id, {"delivered_through": state.event_count})
             evs = notification_events(conn, rows, state, content, self.cfg.readable_by)
@@ -251,19 +288,29 @@ class Worker:
             "error_code": exc.code}, change)
 
     # -- one unit of work ----------------------------------------------------------------
-    def work(self, sub_id: str) -> Outcome:
-        """Plan (read transaction) and send the due work of one leased Subscription; return
-        what to store when its lease is released. Never raises."""
+    def dispatch(self, pool: ThreadPoolExecutor, sub_ids: list[str]) -> None:
+        """Plan the claimed Subscriptions (one read transaction) and hand their
+        notifications to the senders; outcomes that need no send are stored next cycle."""
         try:
             with self.db.read() as conn:
-                state = load_state(conn, sub_id)
-                if state is None:
-                    return Outcome(sub_id, gone=True)
-                planned = self.plan(conn, state)
-            if isinstance(planned, Job) and not self.lease_is_safe(sub_id):
+                planned = self.plan_all(conn, sub_ids)
+        except Exception:
+            log.exception("planning deliveries failed")
+            planned = [Outcome(sid, {"next_attempt_at": now_us() + US}) for sid in sub_ids]
+        for item in planned:
+            if isinstance(item, Job):
+                pool.submit(self._send_job, item)
+            else:
+                self._done.put(item)
+
+    def send_checked(self, job: Job) -> Outcome:
+        """Send one planned notification if our lease surely holds; never raises."""
+        sub_id = job.state.sub_id
+        try:
+            if not self.lease_is_safe(sub_id):
                 log.warning("lease on %s may have expired: not sending", sub_id)
                 return Outcome(sub_id)
-            return self.send(planned) if isinstance(planned, Job) else planned
+            return self.send(job)
         except Exception:
             log.exception("delivery of %s failed unexpectedly", sub_id)
             return Outcome(sub_id, {"next_attempt_at": now_us() + US})
@@ -274,26 +321,9 @@ class Worker:
         start = max(self._claimed_at.get(sub_id, 0.0), self._renewed_at)
         return time.monotonic() < start + self.cfg.lease_seconds * 5 / 6
 
-    def _work_job(self, sub_id: str) -> None:
-        self._done.put(self.work(sub_id))
+    def _send_job(self, job: Job) -> None:
+        self._done.put(self.send_checked(job))
         self._wake.set()
-
-    def process(self, sub_id: str) -> None:
-        """Do the due work of one leased Subscription in this thread, then release it."""
-        outcome = self.work(sub_id)
-        with self.db.write() as conn:
-            self.apply(conn, outcome)
-
-    def run_once(self) -> bool:
-        """Claim and process one Subscription synchronously; False when nothing was due."""
-        taken = time.monotonic()
-        sub_id = claim(self.db, self.worker_id, self.cfg.lease_seconds)
-        if sub_id is None:
-            return False
-        self._claimed_at[sub_id] = taken
-        self.process(sub_id)
-        self._claimed_at.pop(sub_id, None)
-        return True
 
     # -- the coordinator -----------------------------------------------------------------
     def _drain(self) -> None:
@@ -323,9 +353,7 @@ class Worker:
         with self.db.write() as conn:
             if heartbeat:
                 renew_leases(conn, self.worker_id, self.cfg.lease_seconds)
-            # registry rows (status changes) in sub_id order, as writers lock them: no deadlock
-            for outcome in sorted(done, key=lambda o: o.sub_id):
-                self.apply(conn, outcome)
+            self.store(conn, done)
             claimed = claim_in(conn, self.worker_id, self.cfg.lease_seconds, free, busy_ids,
                                skip_locked=not self.db.is_sqlite) if free > 0 else []
         if heartbeat:
@@ -337,8 +365,8 @@ class Worker:
         for sub_id in claimed:
             self._claimed_at[sub_id] = started
         self._inflight.update(claimed)
-        for sub_id in claimed:
-            pool.submit(self._work_job, sub_id)
+        if claimed:
+            self.dispatch(pool, claimed)
         return True
 
     # -- loops -----------------------------------------------------------------------
@@ -361,8 +389,16 @@ class Worker:
         """Deliver with `cfg.threads` sender threads until `stop_event` is set."""
         pool = ThreadPoolExecutor(max_workers=max(self.cfg.threads, 1),
                                   thread_name_prefix="sub-worker")
+        if self.cfg.listen and not self.db.is_sqlite:
+            Listener(self.db.engine, self._wake.set, stop_event).start()
+        pause = self.cfg.poll_interval
+        last_cycle = -float("inf")
         try:
             while not stop_event.is_set():
+                gap = self.cfg.batch_window - (time.monotonic() - last_cycle)
+                if gap > 0 and stop_event.wait(gap):  # let finished sends and events gather
+                    break
+                last_cycle = time.monotonic()
                 self._wake.clear()
                 try:
                     busy = self.cycle(pool)
@@ -371,8 +407,12 @@ class Worker:
                     busy = False
                     stop_event.wait(self.cfg.poll_interval)
                 self._maybe_prune()
-                if not busy:
-                    self._wake.wait(self.cfg.poll_interval)
+                if busy:
+                    pause = self.cfg.poll_interval
+                elif self._wake.wait(pause):  # a send finished, or NOTIFY: new work
+                    pause = self.cfg.poll_interval
+                else:  # idle: poll less and less often
+                    pause = min(pause * 2, max(self.cfg.idle_poll, self.cfg.poll_interval))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             self._drain()
@@ -382,8 +422,7 @@ class Worker:
             if self._pending:
                 try:
                     with self.db.write() as conn:
-                        for outcome in sorted(self._pending, key=lambda o: o.sub_id):
-                            self.apply(conn, outcome)
+                        self.store(conn, self._pending)
                 except Exception:
                     log.exception("storing the last outcomes failed (leases will expire)")
 

@@ -286,3 +286,60 @@ def test_two_workers_keep_per_subscription_order(database, receiver, make_sub):
     for s in sids:
         nums = delivered_numbers(receiver, s)
         assert dedup(nums) == list(range(1, 16)) and nums == sorted(nums)
+
+
+def focus_urls(received) -> list[str]:
+    return [e["fullUrl"] for r in received for e in r.body["entry"][1:]
+            if e["request"]["method"] != "GET"]
+
+
+def test_full_resource_batch_sends_each_event_at_its_version(database, receiver, make_sub):
+    """Three updates of one Task queued before delivery: one notification whose entries carry
+    versions 1, 2 and 3 (the current one from the batched read, older ones from history)."""
+    org = uuid.uuid4().hex[:8]
+    sid = make_sub(receiver.url, org, content="full-resource", max_count=5)["id"]
+    for status in ("requested", "accepted", "in-progress"):
+        write_task(database, f"tv-{org}", org, status)
+    with Running(database, fast_config()):
+        assert receiver.wait_for(lambda r: len(delivered_numbers(r, sid)) >= 3)
+    (note,) = receiver.of_kind("event-notification")
+    tasks = [e["resource"] for e in note.body["entry"][1:] if "/Task/" in e["fullUrl"]]
+    assert [(t["meta"]["versionId"], t["status"]) for t in tasks] == [
+        ("1", "requested"), ("2", "accepted"), ("3", "in-progress")]
+
+
+def test_id_only_access_is_rechecked_at_notification_time(database, receiver, make_sub):
+    """The owner's read access decides again when the notification is built: a focus it may
+    no longer read keeps its event number but is not named (id-only: no body is read, the
+    access check gets the resource's type and id)."""
+    org = uuid.uuid4().hex[:8]
+    sid = make_sub(receiver.url, org)["id"]
+    write_task(database, f"shown-{org}", org)
+    write_task(database, f"hidden-{org}", org)
+    seen: list[dict] = []
+
+    def readable_by(_owner, resource):
+        seen.append(resource)
+        return not str(resource.get("id", "")).startswith("hidden-")
+
+    with Running(database, fast_config(readable_by=readable_by)):
+        assert receiver.wait_for(lambda r: len(delivered_numbers(r, sid)) >= 2)
+    assert delivered_numbers(receiver, sid) == [1, 2]
+    assert [u.rsplit("/", 1)[1] for u in focus_urls(receiver.of_kind("event-notification"))] \
+        == [f"shown-{org}"]
+    assert {"resourceType": "Task", "id": f"hidden-{org}"} in seen
+
+
+def test_notify_wakes_an_idle_postgresql_worker(database, receiver, make_sub):
+    """PostgreSQL: a new event wakes the worker by NOTIFY, long before its next poll."""
+    if database.is_sqlite:
+        pytest.skip("SQLite has no NOTIFY: its worker polls (backing off to idle_poll)")
+    org = uuid.uuid4().hex[:8]
+    sid = make_sub(receiver.url, org)["id"]
+    with Running(database, fast_config(poll_interval=20.0, idle_poll=20.0)):
+        assert receiver.wait_for(lambda r: r.of_kind("handshake"))
+        time.sleep(1.0)  # the worker is now waiting for its next poll, 20 s away
+        started = time.monotonic()
+        write_task(database, f"tn-{org}", org)
+        assert receiver.wait_for(lambda r: delivered_numbers(r, sid) == [1], timeout=5)
+        assert time.monotonic() - started < 5
