@@ -10,26 +10,45 @@ import time
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from subscriptions.outbox_schema import delivery, events, registry
 from subscriptions.subscription_rules import SubscriptionSpec, validate_subscription
-from subscriptions.wakeup import notify, notify_expression
+from subscriptions.wakeup import CHANNEL, notify
 
 LIVE_STATUSES = ("requested", "active", "error")
 _CHANNEL_FIELDS = ("channel_type", "endpoint", "payload_mime", "content", "headers")
 _CHECKSUM_MOD = 1_000_003
-# Write-path statements, built once (building them costs more than running them).
 _LIVE = or_(*(registry.c.status == s for s in LIVE_STATUSES))  # no expanding IN parameter
-_BUMP_ONE = (update(registry).where(registry.c.sub_id == bindparam("sid"), _LIVE)
-             .values(event_count=registry.c.event_count + 1)
-             .returning(registry.c.sub_id, registry.c.event_count))
+# Statements of every write that records events, run on the transaction's DB-API cursor (as
+# Repository reads): SQLAlchemy's statement handling costs several times their own time.
+_LIVE_SQL = "status IN (" + ", ".join(f"'{s}'" for s in LIVE_STATUSES) + ")"
+_EVENT_COLUMNS = ("sub_id", "event_number", "focus_type", "focus_id", "focus_version",
+                  "interaction", "context", "occurred_at")
+_WRITE_SQL = {
+    "stamp": f"SELECT count(*), max(updated_at), sum(updated_at % {_CHECKSUM_MOD}) "
+             f"FROM {registry.name}",
+    "bump": f"UPDATE {registry.name} SET event_count = event_count + 1 "
+            f"WHERE sub_id = ? AND {_LIVE_SQL} RETURNING sub_id, event_count",
+    "append": f"INSERT INTO {events.name} ({', '.join(_EVENT_COLUMNS)}) "
+              f"VALUES ({', '.join('?' for _ in _EVENT_COLUMNS)})",
+}
+_WRITE_SQL_PG = {name: sql.replace("%", "%%").replace("?", "%s")
+                 for name, sql in _WRITE_SQL.items()}
 # On PostgreSQL the bump also wakes the delivery workers at commit (wakeup.py): the NOTIFY
 # rides on this statement, so recording events costs no extra round trip.
-_BUMP_ONE_PG = _BUMP_ONE.returning(notify_expression())
-_INSERT_EVENTS = insert(events)
-_STAMP = select(func.count(), func.max(registry.c.updated_at),
-                func.sum(registry.c.updated_at % _CHECKSUM_MOD))
+_WRITE_SQL_PG["bump"] += f", pg_notify('{CHANNEL}', '')"
+
+
+def _run(conn: Connection, name: str, params: Any, *, many: bool = False) -> Any:
+    """Run one of `_WRITE_SQL` on the transaction's DB-API cursor; the cursor."""
+    sql = (_WRITE_SQL if conn.dialect.paramstyle == "qmark" else _WRITE_SQL_PG)[name]
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    if many:
+        cursor.executemany(sql, params)
+    else:
+        cursor.execute(sql, params)
+    return cursor
 
 
 def now_us() -> int:
@@ -119,9 +138,8 @@ def remove_subscription(conn: Connection, sub_id: str) -> None:
 def next_event_numbers(conn: Connection, sub_ids: list[str]) -> list[tuple[str, int]]:
     """Take the next event number of each live Subscription, locking the counters in
     sub_id order (writers never deadlock on each other); (sub_id, number) pairs."""
-    bump = _BUMP_ONE_PG if conn.dialect.name == "postgresql" else _BUMP_ONE
     if len(sub_ids) == 1:  # a single counter: the UPDATE locks it
-        return [(row[0], row[1]) for row in conn.execute(bump, {"sid": sub_ids[0]}).all()]
+        return [(row[0], row[1]) for row in _run(conn, "bump", (sub_ids[0],)).fetchall()]
     locked = conn.execute(
         select(registry.c.sub_id).where(registry.c.sub_id.in_(sorted(sub_ids)), _LIVE)
         .order_by(registry.c.sub_id).with_for_update()
@@ -139,13 +157,13 @@ def next_event_numbers(conn: Connection, sub_ids: list[str]) -> list[tuple[str, 
 
 def append_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Append numbered outbox rows (one executemany)."""
-    conn.execute(_INSERT_EVENTS, rows)
+    _run(conn, "append", [tuple(row[c] for c in _EVENT_COLUMNS) for row in rows], many=True)
 
 
 def registry_stamp(conn: Connection) -> tuple[int, ...]:
     """Changes whenever a Subscription is synced or removed (rows, newest and checksum of
     `updated_at`)."""
-    return tuple(int(v or 0) for v in conn.execute(_STAMP).one())
+    return tuple(int(v or 0) for v in _run(conn, "stamp", ()).fetchone())
 
 
 def live_registry(conn: Connection) -> list[Any]:

@@ -21,15 +21,10 @@ log = logging.getLogger("subscriptions.wakeup")
 CHANNEL = "fhir_subscription_events"
 
 
-def notify_expression():  # type: ignore[no-untyped-def]
-    """`pg_notify(CHANNEL, '')` as a SQL expression (PostgreSQL only)."""
-    return func.pg_notify(CHANNEL, "")
-
-
 def notify(conn: Connection) -> None:
     """Wake the delivery workers when this transaction commits (no-op on SQLite)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(select(notify_expression()))
+        conn.execute(select(func.pg_notify(CHANNEL, "")))
 
 
 class Listener:
