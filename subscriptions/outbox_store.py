@@ -14,7 +14,7 @@ from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from subscriptions.outbox_schema import delivery, events, registry
 from subscriptions.subscription_rules import SubscriptionSpec, validate_subscription
-from subscriptions.wakeup import CHANNEL, notify
+from subscriptions.wakeup import CHANNEL
 
 LIVE_STATUSES = ("requested", "active", "error")
 _CHANNEL_FIELDS = ("channel_type", "endpoint", "payload_mime", "content", "headers")
@@ -127,6 +127,12 @@ def sync_subscription(
             error_code=None, next_attempt_at=0, **reset))
         notify(conn)  # a handshake is due
     return status
+
+
+def notify(conn: Connection) -> None:
+    """Wake the delivery workers when this transaction commits (PostgreSQL; see wakeup.py)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_notify(CHANNEL, "")))
 
 
 def remove_subscription(conn: Connection, sub_id: str) -> None:

@@ -15,25 +15,19 @@ import logging
 import threading
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, func, select
+from fhir_server.storage.db import Database
 
 log = logging.getLogger("subscriptions.wakeup")
 CHANNEL = "fhir_subscription_events"
-
-
-def notify(conn: Connection) -> None:
-    """Wake the delivery workers when this transaction commits (no-op on SQLite)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(select(func.pg_notify(CHANNEL, "")))
 
 
 class Listener:
     """LISTENs on `CHANNEL` on a dedicated autocommit connection and calls `on_notify` for
     each batch of notifications; reconnects after errors. PostgreSQL only."""
 
-    def __init__(self, engine: Engine, on_notify: Callable[[], None],
+    def __init__(self, db: Database, on_notify: Callable[[], None],
                  stop: threading.Event, *, retry_seconds: float = 1.0) -> None:
-        self.engine = engine
+        self.engine = db.engine
         self.on_notify = on_notify
         self.stop = stop
         self.retry_seconds = retry_seconds

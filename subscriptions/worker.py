@@ -390,7 +390,7 @@ class Worker:
         pool = ThreadPoolExecutor(max_workers=max(self.cfg.threads, 1),
                                   thread_name_prefix="sub-worker")
         if self.cfg.listen and not self.db.is_sqlite:
-            Listener(self.db.engine, self._wake.set, stop_event).start()
+            Listener(self.db, self._wake.set, stop_event).start()
         pause = self.cfg.poll_interval
         last_cycle = -float("inf")
         try:
