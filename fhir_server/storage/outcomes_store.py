@@ -31,6 +31,7 @@ from sqlalchemy import (
     update,
 )
 
+from fhir_server.storage import history_bodies
 from fhir_server.storage.index_schema import idx_reference
 from fhir_server.storage.outcomes_schema import referral_facts, screening_scores
 from fhir_server.storage.schema import history, resources
@@ -271,14 +272,18 @@ def live_pids(conn: Connection, res_type: str) -> list[int]:
 def histories(conn: Connection, pids: Sequence[int]) -> Iterator[tuple[int, str, list]]:
     """(pid, id, [(lastUpdated, body or None), ...] oldest first) for each pid given."""
     rows = conn.execute(select(history.c.pid, history.c.res_id, history.c.last_updated,
-                               history.c.body).where(history.c.pid.in_(list(pids)))
+                               history.c.deleted, history.c.zbody,
+                               history_bodies.CURRENT.c.body)
+                        .select_from(history_bodies.VERSIONS)
+                        .where(history.c.pid.in_(list(pids)))
                         .order_by(history.c.pid, history.c.version))
     current: tuple[int, str, list] | None = None
-    for pid, res_id, updated, body in rows:
+    for pid, res_id, updated, deleted, zbody, current_body in rows:
         if current is None or current[0] != pid:
             if current is not None:
                 yield current
             current = (pid, res_id, [])
+        body = history_bodies.body(deleted, zbody, current_body)
         current[2].append((updated, orjson.loads(body) if body else None))
     if current is not None:
         yield current

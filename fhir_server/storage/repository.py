@@ -1,7 +1,9 @@
 """The Repository: create, read, vread, update, delete and history of resources.
 
 All methods run on one Connection that is already inside a transaction (see `Database`).
-The resource row holds the current version; `resource_history` holds every version.
+The resource row holds the current version; `resource_history` holds every version (the
+bodies of superseded versions compressed, the current one's read from the resource row:
+`history_bodies`).
 Index rows are replaced in the same transaction (`index_store`).
 
 Concurrency: an update is `UPDATE ... WHERE pid = ? AND version = ?` (optimistic). If another
@@ -26,7 +28,7 @@ from sqlalchemy import Connection, Select, and_, bindparam, func, select
 
 from fhir_server.errors import FhirError
 from fhir_server.formats.decimals import json_default
-from fhir_server.storage import index_store, write_buffer
+from fhir_server.storage import history_bodies, index_store, write_buffer
 from fhir_server.storage.db import author_of
 from fhir_server.storage.index_schema import idx_reference
 from fhir_server.storage.schema import history, resources
@@ -116,7 +118,8 @@ _COLS = (
 )
 _HCOLS = (
     history.c.pid, history.c.res_type, history.c.res_id, history.c.version,
-    history.c.last_updated, history.c.deleted, history.c.body, history.c.method,
+    history.c.last_updated, history.c.deleted, history.c.zbody,
+    history_bodies.CURRENT.c.body, history.c.method,
 )
 
 
@@ -151,8 +154,15 @@ def live(stored: StoredResource | None, res_type: str, res_id: str) -> StoredRes
 
 
 def _row(row: Any) -> StoredResource:
-    return StoredResource(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6],
-                          row[7] if len(row) > 7 else "")
+    """A StoredResource from a `_COLS` row (or the raw read statement's)."""
+    return StoredResource(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6])
+
+
+def _history_row(row: Any) -> StoredResource:
+    """A StoredResource from a `_HCOLS` row selected from `history_bodies.VERSIONS`."""
+    deleted = bool(row[5])
+    return StoredResource(row[0], row[1], row[2], row[3], row[4], deleted,
+                          history_bodies.body(deleted, row[6], row[7]), row[8])
 
 
 @lru_cache(maxsize=16)
@@ -214,10 +224,11 @@ class Repository:
 
     def vread(self, res_type: str, res_id: str, version: int) -> StoredResource | None:
         row = self.conn.execute(
-            select(*_HCOLS).where(history.c.res_type == res_type, history.c.res_id == res_id,
-                                  history.c.version == version)
+            select(*_HCOLS).select_from(history_bodies.VERSIONS)
+            .where(history.c.res_type == res_type, history.c.res_id == res_id,
+                   history.c.version == version)
         ).first()
-        return _row(row) if row else None
+        return _history_row(row) if row else None
 
     def read_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], StoredResource]:
         """Current versions of several resources in one statement per type."""
@@ -254,7 +265,7 @@ class Repository:
         if row is None:
             return None
         pid = row[0]
-        self._append_history(pid, res_type, res_id, 1, updated, method, False, body)
+        self._append_history(pid, res_type, res_id, 1, updated, method, False)
         index_store.index_new(self.conn, pid, res_type, resource)
         return StoredResource(pid, res_type, res_id, 1, updated, False, body, method)
 
@@ -292,8 +303,9 @@ class Repository:
                     raise FhirError(412, "conflict",
                                     "Version conflict: the resource was changed concurrently")
                 continue
+            self._supersede(current)
             self._append_history(current.pid, res_type, res_id, version, updated, method,
-                                 False, body)
+                                 False)
             if current.deleted:  # a deleted resource has no index rows left
                 index_store.index_new(self.conn, current.pid, res_type, resource)
             else:
@@ -326,8 +338,9 @@ class Repository:
                                               current.version))
             if result.rowcount != 1:
                 continue
+            self._supersede(current)
             self._append_history(current.pid, res_type, res_id, version, updated, "DELETE",
-                                 True, None)
+                                 True)
             index_store.delete_index(self.conn, current.pid, current.resource())
             return (StoredResource(current.pid, res_type, res_id, version, updated, True, None,
                                    "DELETE"), True)
@@ -348,9 +361,18 @@ class Repository:
         return out
 
     def _append_history(self, pid: int, res_type: str, res_id: str, version: int, updated: int,
-                        method: str, deleted: bool, body: str | None) -> None:
+                        method: str, deleted: bool) -> None:
+        """Queue the history row of a new version: no body (a current version's body is
+        the resource row's; `_supersede` stores it when a later version replaces it)."""
         write_buffer.add_history(self.conn, (pid, res_type, res_id, version, updated, method,
-                                             deleted, body))
+                                             deleted, None))
+
+    def _supersede(self, previous: StoredResource) -> None:
+        """Keep `previous` (the version a write just replaced) in its history row."""
+        if previous.body is not None:  # a deletion version has no body to keep
+            write_buffer.supersede(self.conn, previous.pid, previous.res_type,
+                                   previous.res_id, previous.version,
+                                   history_bodies.encode(previous.body))
 
     # -- history -------------------------------------------------------------------------
     def versions(self, res_type: str, ids: list[str]) -> dict[str, list[StoredResource]]:
@@ -359,11 +381,11 @@ class Repository:
         out: dict[str, list[StoredResource]] = {}
         for i in range(0, len(ids), _CHUNK):
             rows = self.conn.execute(
-                select(*_HCOLS).where(history.c.res_type == res_type,
-                                      history.c.res_id.in_(ids[i:i + _CHUNK]))
+                select(*_HCOLS).select_from(history_bodies.VERSIONS)
+                .where(history.c.res_type == res_type, history.c.res_id.in_(ids[i:i + _CHUNK]))
                 .order_by(history.c.res_id, history.c.version))
             for row in rows:
-                stored = _row(row)
+                stored = _history_row(row)
                 out.setdefault(stored.res_id, []).append(stored)
         return out
 
@@ -430,10 +452,11 @@ class Repository:
             page_conds.append(or_(history.c.last_updated < lu,
                                   and_(history.c.last_updated == lu, history.c.hid < hid)))
         rows = self.conn.execute(
-            select(*_HCOLS, history.c.hid).where(*page_conds)
+            select(*_HCOLS, history.c.hid).select_from(history_bodies.VERSIONS)
+            .where(*page_conds)
             .order_by(history.c.last_updated.desc(), history.c.hid.desc()).limit(count + 1)
         ).all()
-        page = [_row(r[:8]) for r in rows[:count]]
-        next_cursor = (rows[count - 1][4], rows[count - 1][8]) if len(rows) > count else None
+        page = [_history_row(r) for r in rows[:count]]
+        next_cursor = (rows[count - 1][4], rows[count - 1][9]) if len(rows) > count else None
         return page, next_cursor, total
 

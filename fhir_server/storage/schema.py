@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -55,7 +56,9 @@ history = Table(
     Column("last_updated", BigInteger, nullable=False),
     Column("method", String(8), nullable=False),  # POST | PUT | PATCH | DELETE
     Column("deleted", Boolean, nullable=False, default=False),
-    Column("body", Text, nullable=True),  # NULL for a delete version
+    # A superseded version's JSON, compressed (history_bodies.py). NULL for the current
+    # version (its body is resources.body, not stored twice) and for a deletion.
+    Column("zbody", LargeBinary, nullable=True),
     UniqueConstraint("res_type", "res_id", "version", name="uq_history_type_id_version"),
 )
 Index("ix_history_updated", history.c.last_updated, history.c.hid)

@@ -15,6 +15,10 @@ sent in one `executemany` per table:
 Index deletes are kept as a set of pids per table, and a delete drops the pending inserts
 of that pid, so executing all deletes before all inserts gives the same rows as executing
 every statement in order.
+
+A history row is written without a body (the current version's body is the resource row's);
+when that version is superseded its compressed body is added (`supersede`): into the pending
+row when it is still here, otherwise by one batched UPDATE at the flush.
 """
 
 from __future__ import annotations
@@ -37,10 +41,12 @@ class _Pending:
     inserts: dict[str, dict[int, list[tuple[Any, ...]]]] = field(default_factory=dict)
     deletes: dict[str, set[int]] = field(default_factory=dict)
     history: list[tuple[Any, ...]] = field(default_factory=list)
+    history_at: dict[tuple[int, int], int] = field(default_factory=dict)  # (pid, version)
+    superseded: list[tuple[bytes, str, str, int]] = field(default_factory=list)
     insert_sql: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.inserts or self.deletes or self.history)
+        return bool(self.inserts or self.deletes or self.history or self.superseded)
 
 
 def _pending(conn: Connection) -> _Pending:
@@ -87,17 +93,33 @@ _HISTORY_COLUMNS = (
     "last_updated",
     "method",
     "deleted",
-    "body",
+    "zbody",
 )
+_ZBODY = _HISTORY_COLUMNS.index("zbody")
 
 
 def add_history(conn: Connection, row: tuple[Any, ...]) -> None:
     """Queue one resource_history row (values in `_HISTORY_COLUMNS` order)."""
-    _pending(conn).history.append(row)
+    pending = _pending(conn)
+    pending.history_at[(row[0], row[3])] = len(pending.history)
+    pending.history.append(row)
+
+
+def supersede(conn: Connection, pid: int, res_type: str, res_id: str, version: int,
+              zbody: bytes) -> None:
+    """Store `zbody` (the compressed body) in the history row of a version just superseded."""
+    pending = _pending(conn)
+    at = pending.history_at.get((pid, version))
+    if at is not None:
+        row = pending.history[at]
+        pending.history[at] = row[:_ZBODY] + (zbody,) + row[_ZBODY + 1:]
+    else:
+        pending.superseded.append((zbody, res_type, res_id, version))
 
 
 def flush(conn: Connection) -> None:
-    """Send everything pending on this connection (deletes, then inserts, then history)."""
+    """Send everything pending on this connection (deletes, then inserts, then history rows,
+    then the bodies of versions superseded since they were sent)."""
     pending = conn.info.get(_INFO_KEY)
     if not pending:
         return
@@ -119,6 +141,12 @@ def flush(conn: Connection) -> None:
             cursor.executemany(
                 f"INSERT INTO resource_history ({', '.join(_HISTORY_COLUMNS)}) VALUES ({marks})",
                 pending.history,
+            )
+        if pending.superseded:
+            cursor.executemany(
+                f"UPDATE resource_history SET zbody = {mark} "
+                f"WHERE res_type = {mark} AND res_id = {mark} AND version = {mark}",
+                pending.superseded,
             )
     finally:
         cursor.close()
@@ -162,4 +190,4 @@ def pending_statements(conn: Connection) -> int:
         return 0
     deletes = sum(1 for pids in pending.deletes.values() if pids)
     inserts = sum(1 for by_pid in pending.inserts.values() if any(by_pid.values()))
-    return deletes + inserts + (1 if pending.history else 0)
+    return deletes + inserts + (1 if pending.history else 0) + (1 if pending.superseded else 0)
