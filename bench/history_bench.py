@@ -5,19 +5,22 @@ database, write throughput and read latencies, for this code and for a baseline 
     python bench/history_bench.py [--size 20000] [--backend sqlite|postgresql|both]
                                   [--baseline REF] [--reads 300]
 
-For each backend and each code (baseline first, then this checkout): a fresh database, our
-server under gunicorn (auth off) started from that code, then
+For each backend, both codes side by side (the baseline and this checkout), each with a
+fresh database and our server under gunicorn (auth off, 2 workers) started from that code:
 1. ingest: the search benchmark's referral population (bench/population.py) POSTed as
-   transaction Bundles through the full write path; resources/s of wall time;
+   transaction Bundles through the full write path, to both servers at the same time (the
+   machine's noise falls on both alike); resources/s of wall time;
 2. sizes after `VACUUM (ANALYZE)` (PostgreSQL; autovacuum would do the same) or `ANALYZE`
    (SQLite): `resource_history` with its indexes (PostgreSQL `pg_total_relation_size`,
    SQLite the `dbstat` pages of the table and its indexes) and the whole database (PostgreSQL
    `pg_database_size`, SQLite pages in use), per resource and extrapolated to 1M resources;
-3. reads over one keep-alive connection, `--reads` each, the same ids for both codes:
+3. reads over one keep-alive connection per server, requests alternating between them,
+   `--reads` each, the same ids for both codes:
    current read (`GET Task/id`), vread of a superseded version (`GET Task/id/_history/1`),
    instance history (`GET Task/id/_history`); p50 / p95 ms;
-4. updates: every Patient rewritten once (PUT in transaction Bundles of 100): the write path
-   that now compresses the version it supersedes; updates/s.
+4. updates: every Patient rewritten once (PUT in transaction Bundles of 100), both servers
+   at the same time: the write path that now compresses the version it supersedes;
+   updates/s.
 Ratios are this code against the baseline. `--baseline` defaults to the parent of the commit
 that introduced `fhir_server/storage/history_bodies.py`. PostgreSQL uses FHIR_TEST_PG_URL
 (an admin URL; a database per run is created and dropped).
@@ -34,8 +37,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -47,7 +51,12 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench.harness import ROOT, Server, database_url, free_port, wait_ready  # noqa: E402
 from bench.population import Patients  # noqa: E402
-from bench.search_bench import _post_all, analyze, ingest  # noqa: E402
+from bench.search_bench import (  # noqa: E402
+    RESOURCES_PER_PATIENT,
+    _post_all,
+    analyze,
+    ingest,
+)
 
 
 def baseline_ref() -> str:
@@ -126,21 +135,42 @@ def read_ids(url: str, n: int) -> list[str]:
     return [rng.choice(ids) for _ in range(n)]
 
 
-def latency(port: int, paths: list[str]) -> tuple[float, float]:
-    """p50 / p95 ms of GETs of `paths` over one keep-alive connection (one warm-up)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    times = []
+def latencies(ports: list[int], paths: list[str]) -> list[tuple[float, float]]:
+    """p50 / p95 ms of GETs of `paths` on each server, one keep-alive connection each, the
+    servers' requests interleaved (the machine's noise falls on both alike); one warm-up."""
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for port in ports]
+    times: list[list[float]] = [[] for _ in ports]
     for i, path in enumerate([paths[0], *paths]):
-        t0 = time.perf_counter()
-        conn.request("GET", path, headers={"Accept": "application/fhir+json"})
-        resp = conn.getresponse()
-        body = resp.read()
-        if resp.status != 200:
-            raise SystemExit(f"{path}: {resp.status} {body[:300]!r}")
-        if i:
-            times.append((time.perf_counter() - t0) * 1000)
-    times.sort()
-    return statistics.median(times), times[max(0, int(len(times) * 0.95) - 1)]
+        order = range(len(ports)) if i % 2 else reversed(range(len(ports)))
+        for k in order:
+            t0 = time.perf_counter()
+            conns[k].request("GET", path, headers={"Accept": "application/fhir+json"})
+            resp = conns[k].getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                raise SystemExit(f"{path}: {resp.status} {body[:300]!r}")
+            if i:
+                times[k].append((time.perf_counter() - t0) * 1000)
+    out = []
+    for series in times:
+        series.sort()
+        out.append((statistics.median(series), series[max(0, int(len(series) * 0.95) - 1)]))
+    return out
+
+
+def both(task: Callable[[int], float], count: int) -> list[float]:
+    """`task(k)` for k in range(count) at the same time (threads); their results."""
+    results = [0.0] * count
+
+    def one(k: int) -> None:
+        results[k] = task(k)
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
 
 
 def patient_updates(n_patients: int) -> Iterator[list[dict[str, Any]]]:
@@ -157,26 +187,36 @@ def patient_updates(n_patients: int) -> Iterator[list[dict[str, Any]]]:
         yield entries
 
 
-def run(code: Path, url: str, size: int, reads: int, ids: list[str] | None,
-        ) -> tuple[dict[str, float], list[str]]:
-    """One code on one fresh database: the figures and the ids read."""
-    server = start_server(code, url)
+def run(codes: list[Path], urls: list[str], size: int, reads: int) -> list[dict[str, float]]:
+    """Each code on its fresh database, side by side: loads and update rounds run at the
+    same time, reads alternate between the servers."""
+    servers = [start_server(code, url) for code, url in zip(codes, urls, strict=True)]
+    out: list[dict[str, float]] = [{} for _ in codes]
+    n_patients = max(1, int((size - 1400) / RESOURCES_PER_PATIENT))
     try:
-        n_patients, secs = ingest(server.port, size, 3, 25)
-        analyze(url)
-        out = sizes(url)
-        out["ingest_per_s"] = out["resources"] / secs
-        ids = ids or read_ids(url, reads)
+        seconds = both(lambda k: ingest(servers[k].port, size, 3, 25)[1], len(codes))
+        for k, url in enumerate(urls):
+            analyze(url)
+            out[k].update(sizes(url))
+            out[k]["ingest_per_s"] = out[k]["resources"] / seconds[k]
+        ids = read_ids(urls[-1], reads)
         for name, path in (("current", "/fhir/Task/{}"), ("vread", "/fhir/Task/{}/_history/1"),
                            ("history", "/fhir/Task/{}/_history")):
-            out[f"{name}_p50"], out[f"{name}_p95"] = latency(
-                server.port, [path.format(i) for i in ids])
-        t0 = time.perf_counter()
-        sent = _post_all(server.port, patient_updates(n_patients), 3)
-        out["updates_per_s"] = sent / (time.perf_counter() - t0)
+            figures = latencies([s.port for s in servers], [path.format(i) for i in ids])
+            for k, (p50, p95) in enumerate(figures):
+                out[k][f"{name}_p50"], out[k][f"{name}_p95"] = p50, p95
+
+        def update_round(k: int) -> float:
+            t0 = time.perf_counter()
+            sent = _post_all(servers[k].port, patient_updates(n_patients), 3)
+            return sent / (time.perf_counter() - t0)
+
+        for k, per_s in enumerate(both(update_round, len(codes))):
+            out[k]["updates_per_s"] = per_s
     finally:
-        server.stop()
-    return out, ids
+        for server in servers:
+            server.stop()
+    return out
 
 
 def drop(url: str) -> None:
@@ -224,18 +264,13 @@ def main() -> None:
     print(f"baseline {ref} in {base_code}; this code {ROOT}", flush=True)
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     for backend in backends:
-        results = []
-        ids = None
-        for code in (base_code, ROOT):
-            url = database_url(backend, os.environ.get("FHIR_TEST_PG_URL"))
-            try:
-                figures, ids = run(code, url, args.size, args.reads, ids)
-            finally:
+        urls = [database_url(backend, os.environ.get("FHIR_TEST_PG_URL")) for _ in range(2)]
+        try:
+            before, after = run([base_code, ROOT], urls, args.size, args.reads)
+        finally:
+            for url in urls:
                 drop(url)
-            results.append(figures)
-            print(f"{backend} {'baseline' if code == base_code else 'this code'}: done",
-                  flush=True)
-        report(backend, *results)
+        report(backend, before, after)
 
 
 if __name__ == "__main__":
