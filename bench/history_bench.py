@@ -159,17 +159,24 @@ def latencies(ports: list[int], paths: list[str]) -> list[tuple[float, float]]:
 
 
 def both(task: Callable[[int], float], count: int) -> list[float]:
-    """`task(k)` for k in range(count) at the same time (threads); their results."""
+    """`task(k)` for k in range(count) at the same time (threads); their results. A task
+    that fails (SystemExit included: a refused bundle) fails the benchmark."""
     results = [0.0] * count
+    errors: list[BaseException] = []
 
     def one(k: int) -> None:
-        results[k] = task(k)
+        try:
+            results[k] = task(k)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(exc)
 
     threads = [threading.Thread(target=one, args=(k,)) for k in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if errors:
+        raise errors[0]
     return results
 
 
