@@ -1,9 +1,9 @@
 """`make bench`: every benchmark in turn, each printing its own figures.
 
-Runs the CRUD (wrk, and CPU per request in process), bundle, XML, validation, auth, matching, subscription, search, delivery-kill,
-scale-out and soak benchmarks with modest durations (about 30 minutes in all on a 2-core
-machine). Figures go to the README
-by hand, with the command that produced them.
+Runs the CRUD (with wrk, and CPU per request in process), bundle, XML, validation, auth,
+matching, subscription, search, history, delivery-kill, scale-out and soak benchmarks with
+modest durations (about 40 minutes in all on a 2-core machine). Figures go to the README by
+hand, with the command that produced them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ STEPS = [
     [sys.executable, "bench/match_bench.py"],
     [sys.executable, "-m", "bench.subscription_bench"],
     [sys.executable, "bench/search_bench.py", "--size", "100000", "--runs", "100"],
+    [sys.executable, "bench/history_bench.py", "--size", "20000"],
     [sys.executable, "-m", "bench.delivery_kill_bench", "--seconds", "80"],
     [sys.executable, "-m", "bench.scale_out", "--updates", "2000", "--subs", "50"],
     [sys.executable, "-m", "bench.soak", "--minutes", "5", "--resources", "20000"],

@@ -137,6 +137,40 @@ def test_too_many_search_values(server, unchanged):
     assert issue["code"] == "too-costly" and issue["expression"] == ["_id"]
 
 
+# A control character in a path, a search value or conditional criteria (fuzz seed
+# 2032590246: `ServiceRequest?subject.identifier=...|MRN-1/%00` was a 500 on PostgreSQL,
+# which cannot compare a text holding U+0000).
+@pytest.mark.parametrize(("path", "expression"), [
+    ("ServiceRequest?subject.identifier=http://x|MRN-1/%00", "subject.identifier"),
+    ("Patient?name=a%00b", "name"),
+    ("Patient?identifier=http://x|a%01", "identifier"),
+    ("Patient?_id=a%00", "_id"),
+    ("Patient?_has:Task:patient:owner=Organization/x%1F", "_has:Task:patient:owner"),
+    ("Patient/_history?_since=2020%00", "_since"),
+    ("Patient/a%00b", "Patient.id"),
+    ("Patient/a%00b/_history/1", "Patient.id"),
+])
+def test_control_characters_in_the_url(server, unchanged, path, expression):
+    issue = _error(server.get(path), 400)
+    assert issue["code"] == "invalid" and issue["expression"] == [expression]
+
+
+def test_control_characters_in_conditional_criteria(server, unchanged):
+    header = {"If-None-Exist": "identifier=a%00b"}
+    issue = _error(server.post("Patient", sample("Patient"), headers=header), 400)
+    assert issue["expression"] == ["identifier"]
+    _error(server.put("Patient?identifier=a%00b", sample("Patient")), 400)
+    _error(server.delete("Patient?identifier=a%00b"), 400)
+    entry = {"request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=x%00"},
+             "resource": sample("Patient"), "fullUrl": "urn:uuid:6f0c8f9e-0f57-4d4e-9d8e-1d1b"
+                                                       "7f6c2a11"}
+    issue = _error(server.post("", {"resourceType": "Bundle", "type": "transaction",
+                                    "entry": [entry]}), 400)
+    assert "If-None-Exist parameter 'identifier'" in issue["diagnostics"]
+    # tab, line feed and carriage return may be in a FHIR string: searched, not refused
+    assert server.get("Patient?name=a%09b").status_code == 200
+
+
 # 7. A version id beyond 64 bits.
 def test_history_version_overflow(server):
     pid = server.post("Patient", sample("Patient")).json()["id"]

@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 
 from fhir_server.errors import FhirError
 from fhir_server.interactions.context import Call
+from fhir_server.interactions.request_text import refuse_control_in_params
 from fhir_server.storage.conditional_lock import lock_criteria
 from fhir_server.storage.db import Connection
 
@@ -18,6 +19,7 @@ def parse_criteria(query: str, *, what: str) -> list[tuple[str, str]]:
     params = parse_qsl(query, keep_blank_values=True)
     if not params:
         raise FhirError(400, "invalid", f"{what} requires search criteria")
+    refuse_control_in_params(params, f"{what} parameter")
     return params
 
 

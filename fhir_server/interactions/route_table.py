@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_server.errors import FhirError
-from fhir_server.interactions import access, audit_events, crud, operation_definitions
+from fhir_server.interactions import (
+    access,
+    audit_events,
+    crud,
+    operation_definitions,
+    request_text,
+)
 from fhir_server.interactions.context import Call
 from fhir_server.interactions.history import history
 from fhir_server.interactions.operations import Operation
@@ -327,6 +333,8 @@ def read_interaction(segments: list[str]) -> str:
 def dispatch(call: Call, req: Request, conn: Connection | None = None) -> Result:
     """Run the interaction the request names. With `conn` (a Bundle entry), on that open
     connection; routes that need their own transaction are refused there."""
+    request_text.refuse_control_in_path(req.path)
+    request_text.refuse_control_in_params(req.params)
     route, args = find_route(req.segments)
     handler = route.handlers.get(req.method)
     if handler is None:
