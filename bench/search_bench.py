@@ -1,6 +1,7 @@
 """Search benchmark: a realistic referral population loaded through the REST API, then
-single-client latencies of the Gravity polling queries and of a name, a chained and a
-`_has` search.
+single-client latencies of the Gravity polling queries and of a name, a chained and two
+`_has` searches (one organization's patients, and a broad one: every patient with a Task in
+progress).
 
     python bench/search_bench.py --size 100000 [--backend sqlite|postgresql] [--runs 100]
                                  [--clients 3] [--patients-per-bundle 25]
@@ -186,6 +187,9 @@ def queries(n_patients: int, rng: random.Random, since: str) -> dict[str, Query]
         "Patient?_has:Task:patient:owner (reverse chain)": lambda: q(
             "Patient", **{"_has:Task:patient:owner":
                           f"Organization/cbo-{rng.randrange(N_ORGS)}"}),
+        # every patient with a Task in progress: about 15 % of the referral Tasks
+        "Patient?_has:Task:patient:status=in-progress (broad)": lambda: q(
+            "Patient", **{"_has:Task:patient:status": "in-progress"}),
     }
 
 

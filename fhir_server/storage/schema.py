@@ -43,6 +43,8 @@ resources = Table(
     UniqueConstraint("res_type", "res_id", name="uq_resources_type_id"),
 )
 Index("ix_resources_type_updated", resources.c.res_type, resources.c.last_updated)
+# A type's rows in pid order: the adaptive search plan walks it to a page with probes.
+Index("ix_resources_type_pid", resources.c.res_type, resources.c.pid)
 Index("ix_resources_author", resources.c.author_org, resources.c.res_type)
 
 history = Table(
