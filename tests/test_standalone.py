@@ -1,9 +1,9 @@
 """The repository stands alone: a clone passes `make test` with nothing beside it.
 
 Only build scripts (the files listed here and every module of a `devtools/` folder) read the
-developers' reference folder `../shared`, to regenerate data files that are committed; no
-test, benchmark or product module does.
-`.ci/run` proves the whole claim by running the suite from a copy with no `../shared`.
+developers' reference folder beside the repository, to regenerate data files that are
+committed; no test, benchmark or product module does. `.ci/run` proves the whole claim by
+running the suite from a copy with nothing beside it.
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ from tests.reference_data import DATA
 REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPTS = {
     "fhir_server/conformance/devtools/build_data.py",
-    "fhir_server/formats/build_xml_data.py",
-    "fhir_server/search/data/build.py",
     "profiles/devtools/build_data.py",
     "profiles/devtools/fsh_convert.py",
 }
-# The checks themselves name the folder they prove absent.
+# The checks themselves name the folder they prove absent (this pattern, used by both tests).
 CHECKS = {".ci/run", "tests/test_standalone.py", "tests/test_conformance_kit.py"}
-# A path into a sibling `shared` folder: `"shared"` as a path part, or `../shared`.
+# A path into the sibling reference folder: its name as a quoted path part, or `..` + it.
 SHARED_PATH = re.compile(r"""(['"])shared\1|\.\./shared""")
 
 

@@ -1,10 +1,11 @@
 """Developer tool: derive the XML element model shipped in ``data/xml_model.json.gz``.
 
-Reads the official FHIR R4 StructureDefinitions from ``../shared/fhir-r4`` (never used at run
-time) and writes, for every resource type, complex datatype and backbone element, the ordered
-list of child elements with their types and cardinality::
+Reads the official FHIR R4 StructureDefinitions (the ``fhir-r4`` folder of the R4
+definitions, https://hl7.org/fhir/R4/definitions.json.zip; never used at run time) and
+writes, for every resource type, complex datatype and backbone element, the ordered list of
+child elements with their types and cardinality::
 
-    python -m fhir_server.formats.build_xml_data [path/to/shared/fhir-r4]
+    python -m fhir_server.formats.build_xml_data path/to/fhir-r4
 
 File layout (JSON)::
 
@@ -18,7 +19,7 @@ Type codes are primitive names, complex type names, ``Resource`` (a nested resou
 ``xhtml`` (the narrative div), ``xmlAttr`` (rendered as an XML attribute: ``Element.id`` and
 ``Extension.url``) or a backbone key containing a dot (``Patient.contact``).
 
-The copies of the definitions in ``../shared`` were taken from a server distribution that adds a
+The copies of the definitions this was built from came from a server distribution that adds a
 few non-R4 elements (``Meta.project``, ``Meta.author``..., R5 elements of ``ResearchStudy`` and
 ``EvidenceVariable``, ``Binary.url``, ``DeviceDefinition.bodySite``) and the R4B resource
 ``SubscriptionStatus``. They are removed here: an element is kept only when the R4 JSON schema
@@ -35,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 DATA_FILE = Path(__file__).resolve().parent / "data" / "xml_model.json.gz"
-DEFAULT_SOURCE = Path(__file__).resolve().parents[3] / "shared" / "fhir-r4"
 _FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
 # Elements the server distribution added to Meta, absent from FHIR R4 4.0.1.
 _NOT_R4 = {"Meta.project", "Meta.author", "Meta.onBehalfOf", "Meta.account", "Meta.accounts",
@@ -192,8 +192,9 @@ def build(source: Path) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
     """Regenerate the shipped data file."""
-    source = Path(argv[1]) if len(argv) > 1 else DEFAULT_SOURCE
-    model = build(source)
+    if len(argv) != 2:
+        raise SystemExit(__doc__)
+    model = build(Path(argv[1]))
     raw = json.dumps(model, separators=(",", ":"), sort_keys=False).encode("utf-8")
     DATA_FILE.parent.mkdir(parents=True, exist_ok=True)
     DATA_FILE.write_bytes(gzip.compress(raw, compresslevel=9, mtime=0))

@@ -1,7 +1,11 @@
 """Development tool: derive the shipped search data from the official R4 definitions.
 
-Run from the repository root: `python -m fhir_server.search.data.build [shared_dir]`.
-Reads ../shared (never at run time) and writes `search_data.json.gz` next to this file:
+Run from the repository root: `python -m fhir_server.search.data.build SOURCE_DIR`, where
+SOURCE_DIR holds `fhir-r4/` (the R4 definitions: profiles-resources.json, profiles-types.json,
+search-parameters.json, compartmentdefinition-patient.json, from
+https://hl7.org/fhir/R4/definitions.json.zip) and `gravity/derived-from-fsh/` (the Gravity
+SDOH Clinical Care SearchParameters, from the IG package hl7.fhir.us.sdoh-clinicalcare).
+Never used at run time; writes `search_data.json.gz` next to this file:
 per resource type its SearchParameters with each FHIRPath union branch compiled to walker
 steps (or kept as FHIRPath when not a plain path), summary and mandatory elements, and the
 Patient compartment.
@@ -60,12 +64,12 @@ def split_top(expr: str, sep: str) -> list[str]:
 class TypeModel:
     """Element types from the StructureDefinition snapshots (resources and datatypes)."""
 
-    def __init__(self, shared: Path) -> None:
+    def __init__(self, source: Path) -> None:
         self.elements: dict[str, dict[str, Any]] = {}
         self.kinds: dict[str, str] = {}
         self.sds: dict[str, dict[str, Any]] = {}
         for name in ("profiles-types.json", "profiles-resources.json"):
-            bundle = json.loads((shared / "fhir-r4" / name).read_text())
+            bundle = json.loads((source / "fhir-r4" / name).read_text())
             for e in bundle["entry"]:
                 sd = e["resource"]
                 if sd.get("resourceType") != "StructureDefinition":
@@ -201,12 +205,12 @@ def _compile_components(sp: dict[str, Any], rt: str, entry: dict[str, Any],
     return bool(compiled_bases)
 
 
-def build(shared: Path) -> dict[str, Any]:
-    model = TypeModel(shared)
+def build(source: Path) -> dict[str, Any]:
+    model = TypeModel(source)
     sps = [e["resource"] for e in json.loads(
-        (shared / "fhir-r4" / "search-parameters.json").read_text())["entry"]]
+        (source / "fhir-r4" / "search-parameters.json").read_text())["entry"]]
     for name in GRAVITY_SPS:
-        sps.append(json.loads((shared / "gravity" / "derived-from-fsh" / name).read_text()))
+        sps.append(json.loads((source / "gravity" / "derived-from-fsh" / name).read_text()))
     for path in sorted((HERE / "own").glob("SearchParameter-*.json")):  # our own features'
         sps.append(json.loads(path.read_text()))
     resource_types = sorted(t for t, k in model.kinds.items()
@@ -257,15 +261,16 @@ def build(shared: Path) -> dict[str, Any]:
             if el.get("min", 0) >= 1:
                 mandatory.append(name)
         out["types"][rt] = {"params": params, "summary": summary, "mandatory": mandatory}
-    comp = json.loads((shared / "fhir-r4" / "compartmentdefinition-patient.json").read_text())
+    comp = json.loads((source / "fhir-r4" / "compartmentdefinition-patient.json").read_text())
     out["patient_compartment"] = {r["code"]: r.get("param", []) for r in comp["resource"]
                                   if r.get("param")}
     return out
 
 
 def main() -> None:
-    shared = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[3] / "shared"
-    data = build(shared)
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    data = build(Path(sys.argv[1]))
     raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
     (HERE / "search_data.json.gz").write_bytes(gzip.compress(raw, 9, mtime=0))
     print(f"{len(data['types'])} types, {len(raw)} bytes raw")
