@@ -43,11 +43,14 @@ class Server:
     process: subprocess.Popen
     port: int
 
+    def pids(self) -> list[int]:
+        """The gunicorn master and its workers."""
+        return [self.process.pid] + _children(self.process.pid)
+
     def rss_mb(self) -> float:
         """Resident memory of the gunicorn master and its workers, in MB."""
-        pids = [self.process.pid] + _children(self.process.pid)
         total = 0
-        for pid in pids:
+        for pid in self.pids():
             try:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
@@ -62,7 +65,7 @@ class Server:
         latency and throughput."""
         ticks = os.sysconf("SC_CLK_TCK")
         total = 0
-        for pid in [self.process.pid] + _children(self.process.pid):
+        for pid in self.pids():
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
