@@ -73,7 +73,7 @@ def test_journey(browser_page, web_server, world, check):
 
     page.click("text=Recommended care")
     assert "Safety pathway" in page.locator("#level").inner_text()
-    assert page.locator("#sign-off").is_visible()
+    expect(page.locator("#sign-off")).to_be_visible()
     check(page, "2-recommended-care")
 
     page.click("text=Find providers")

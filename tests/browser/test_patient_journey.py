@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.conftest import sign_in
 from tests.patient_support import build_world, follow_up_task, stored
@@ -84,14 +85,14 @@ def test_patient_journey(phone_page, web_server, world, check):
     page.click("text=Stop sharing my answers")
     check(page, "6-stop-sharing")
     page.click("main button[type=submit]")
-    assert "can no longer see your answers" in page.locator(".alert").inner_text()
+    expect(page.locator(".alert")).to_contain_text("can no longer see your answers")
     assert all(world.provider.get(ref).status_code == 404 for ref in shared)
     check(page, "7-sharing-stopped")
 
     page.click("nav[aria-label=Main] >> text=Reminders")
     page.uncheck("#sms")
     page.click("main button[type=submit]")
-    assert page.locator(".alert-ok").is_visible()
+    expect(page.locator(".alert-ok")).to_be_visible()  # waits for the post-redirect page
     check(page, "8-reminders")
 
 
