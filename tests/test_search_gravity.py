@@ -158,7 +158,7 @@ def test_task_output_gravity_parameter(db):
 
 @pytest.mark.parametrize("query,extra", [
     ([("owner", "Organization/cbo-1"), ("_lastUpdated", "gt2000-01-01")], 0),
-    ([("owner:missing", "true"), ("status", "requested")], 0),
+    ([("owner:missing", "true"), ("status", "requested")], 1),  # sized: a broad code
     ([("_id", "task-1,task-2,task-3"), ("_include", "Task:focus")], 1),
     ([("requester", "Organization/clinic")], 0),
     ([("requester", "Organization/clinic"), ("_include", "Task:focus"),
@@ -166,7 +166,8 @@ def test_task_output_gravity_parameter(db):
 ])
 def test_statement_count_constant_in_results(db, query, extra):
     """One statement for the page, one for the total or the bodies, one per include
-    parameter (a `_has` search adds one sizing its sources: the adaptive plan's gate)."""
+    parameter (a `_has` search, or one driven by a broad code such as a status, adds one
+    sizing its driving lookup: the adaptive plan's gate)."""
     for count in ("1", "3", "10"):
         with db.read() as conn, count_statements(db.engine) as seen:
             search_bundle(conn, "Task", query + [("_count", count)], base_url=BASE,

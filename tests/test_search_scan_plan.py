@@ -4,10 +4,10 @@ the page the plain plan finds by materialising the driving set: same matches in 
 order, same total, same paging cursors, on every page forwards and backwards, for open and
 access-restricted callers, on a generated referral population (both databases).
 
-The scan (used for `_has` searches with many sources) has its thresholds scaled down so that
-a population of a few hundred resources takes every path: the gate refusing, a window that
-ends short of a page (back to the plain plan), a window that holds the page, a window that
-reaches the end of the type, an empty type.
+The scan (used for `_has` searches with many sources and for searches driven by a broad
+code) has its thresholds scaled down so that a population of a few hundred resources takes
+every path: the gate refusing, a window that ends short of a page (back to the plain plan),
+a window that holds the page, a window that reaches the end of the type, an empty type.
 """
 
 from __future__ import annotations
@@ -174,8 +174,8 @@ def test_restricted_callers_see_part_of_the_population(database, world):
 
 def test_the_scan_runs_when_the_sources_are_many(database, world):
     """The gate and the window themselves: patients with a requested Task (many sources)
-    are found by the scan; the rare accepted Tasks send it back to the plain plan; a search
-    driven by a direct index lookup keeps the plain plan."""
+    and unowned requested Tasks are found by the scan; the rare accepted Tasks send it back
+    to the plain plan; a search driven by a reference keeps the plain plan."""
     r = resources.alias("r")
     with database.read() as conn:
         def scan(rt, params, plan, limit):
@@ -193,5 +193,12 @@ def test_the_scan_runs_when_the_sources_are_many(database, world):
         worth, rows = scan("Patient", [("_has:Task:patient:status", "accepted")],
                            ScanPlan(min_driving=1, rows_per_match=1), 6)
         assert worth and rows is None  # six patients in a row do not all have one
-        worth, _ = scan("Task", [("status", "requested")], ScanPlan(min_driving=0), 6)
+        # a broad code drives like the sources of a `_has`: sized, then scanned
+        worth, rows = scan("Task", [("owner:missing", "true"), ("status", "requested")],
+                           many, 6)
+        assert worth and rows is not None and len(rows) == 6
+        worth, _ = scan("Task", [("status", "accepted")], many, 6)
+        assert not worth
+        # a selective driver (a reference) is read, never sized
+        worth, _ = scan("Task", [("owner", "Organization/o1")], ScanPlan(min_driving=0), 6)
         assert not worth

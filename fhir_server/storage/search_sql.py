@@ -160,11 +160,19 @@ class _SqlBuilder:
         return conds
 
     def driving_set(self, filters: list[Filter], r: Any, res_type: str) -> Any:
-        """For a search driven by `_has`, the pids of its sources' driving index lookup, as
-        a statement: about the sources the plain plan reads one by one (each source row,
-        its reference and its target). None otherwise: a direct index lookup materialises
-        index entries alone, which measured cheaper than sizing it first (see ScanPlan)."""
+        """The driving lookup worth sizing before choosing a plan, as a statement, or None.
+
+        For a search driven by `_has`: the pids of its sources' driving index lookup (the
+        plain plan reads each source row, its reference and its target). For a search
+        driven by a token code (`status=requested`): that lookup itself. Not for the
+        selective drivers (an id, a reference, an identifier, a string), whose few rows
+        are cheaper to read than to size."""
         driver = _driver(filters)
+        if isinstance(driver, ParamFilter) and _selectivity_rank(driver) >= 4:
+            # a broad code (a status): the plain plan materialises the whole lookup before
+            # it can cut the first page
+            cond = self.condition(driver, r, res_type, drive=True)
+            return cond.sub if isinstance(cond, _PidIn) else None
         if not isinstance(driver, HasFilter):
             return None
         inner = _driver([driver.inner])
