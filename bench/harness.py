@@ -47,13 +47,15 @@ class Server:
         """The gunicorn master and its workers."""
         return [self.process.pid] + _children(self.process.pid)
 
-    def rss_mb(self) -> float:
-        """Resident memory of the gunicorn master and its workers, in MB."""
+    def rss_mb(self, field: str = "VmRSS") -> float:
+        """Resident memory of the gunicorn master and its workers, in MB. `RssAnon` counts
+        the processes' own memory alone: VmRSS also holds the file pages of a memory-mapped
+        SQLite database they have read (page cache the kernel reclaims under pressure)."""
         total = 0
         for pid in self.pids():
             try:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(f"{field}:"):
                         total += int(line.split()[1])
             except OSError:
                 continue

@@ -109,19 +109,24 @@ def run(server: Server, minutes: float, clients: int) -> dict:
     for t in threads:
         t.start()
     samples: list[tuple[float, float]] = []
+    own: list[tuple[float, float]] = []  # RssAnon: without the mapped database's pages
     while time.monotonic() - started < minutes * 60:
         time.sleep(5)
         samples.append((time.monotonic() - started, server.rss_mb()))
+        own.append((samples[-1][0], server.rss_mb("RssAnon")))
     stop.set()
     for t in threads:
         t.join()
     elapsed = time.monotonic() - started
     steady = [s for s in samples if s[0] >= elapsed / 10]
+    own_steady = [s for s in own if s[0] >= elapsed / 10]
     return {"minutes": elapsed / 60, "requests": counts["requests"], "errors": counts["errors"],
             "rate": counts["requests"] / elapsed, "rss_rest": at_rest,
             "rss_load_mean": sum(m for _, m in steady) / max(len(steady), 1),
             "rss_load_max": max((m for _, m in samples), default=0.0),
-            "slope": _slope_mb_per_min(steady)}
+            "slope": _slope_mb_per_min(steady),
+            "anon_max": max((m for _, m in own), default=0.0),
+            "anon_slope": _slope_mb_per_min(own_steady)}
 
 
 def main() -> int:
@@ -146,7 +151,9 @@ def main() -> int:
           f"{result['requests']} requests ({result['rate']:.0f}/s), {result['errors']} errors; "
           f"server RSS at rest {result['rss_rest']:.0f} MB, under load mean "
           f"{result['rss_load_mean']:.0f} MB, max {result['rss_load_max']:.0f} MB; "
-          f"slope {result['slope']:+.2f} MB/min")
+          f"slope {result['slope']:+.2f} MB/min; own memory (RssAnon, without the mapped "
+          f"database's pages) max {result['anon_max']:.0f} MB, slope "
+          f"{result['anon_slope']:+.2f} MB/min")
     return 0 if result["errors"] == 0 else 1
 
 
