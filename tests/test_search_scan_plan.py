@@ -202,3 +202,18 @@ def test_the_scan_runs_when_the_sources_are_many(database, world):
         # a selective driver (a reference) is read, never sized
         worth, _ = scan("Task", [("owner", "Organization/o1")], ScanPlan(min_driving=0), 6)
         assert not worth
+
+
+def test_restricted_callers_keep_the_plain_plan(database, world):
+    """An organization's staff never take the scan (each walked row would also be probed
+    against their compartment): no sizing statement, where an open caller's search has one."""
+    from tests.test_search_gravity import count_statements
+
+    params = [("owner:missing", "true"), ("status", "requested")]
+    plan = ScanPlan(min_driving=1, rows_per_match=10_000)
+    statements = {}
+    for call in _callers(world):
+        with count_statements(database.engine) as seen:
+            _run(database, call, "Task", params, plan)
+        statements[call is None] = [s for s in seen if "count(" in s.lower()]
+    assert statements[True] and not statements[False]
