@@ -632,10 +632,12 @@ class ScanPlan:
     `_has` (its row, its reference, its target), every entry of a broad code's lookup
     (`status=requested`). When that set is large, walking the type in pid order with every
     filter as a probe finds a page after a few hundred rows and stops there. At 1.1M
-    resources (SQLite, in process, p50): `Task?owner:missing=true&status=requested`
-    11.8 -> 3.9 ms, `Patient?_has:Task:patient:status=in-progress` 53 -> 10 ms. Sizing
-    costs about 0.5-0.7 ms where the gate refuses; selective drivers (an id, a reference,
-    an identifier, a string) are never sized."""
+    resources (SQLite, in process, p50, `bench/plan_bench.py`):
+    `Task?owner:missing=true&status=requested` 12.6 -> 4.3 ms,
+    `Patient?_has:Task:patient:status=in-progress` 55 -> 12 ms. The price: sizing where
+    the gate refuses (+0.7 ms; PostgreSQL +1.8) and long windows for a sparse code (6 %:
+    3.2 -> 5.2 ms; PostgreSQL 5.9 -> 13.4). Selective drivers (an id, a reference, an
+    identifier, a string) are never sized; restricted callers never scan (see _execute)."""
 
     min_driving: int = 5000  # driving rows that make a scan worth trying
     rows_per_match: int = 20  # the scan reads at most this many rows of the type per row
