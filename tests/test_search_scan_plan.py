@@ -180,9 +180,9 @@ def test_the_scan_runs_when_the_sources_are_many(database, world):
     with database.read() as conn:
         def scan(rt, params, plan, limit):
             parsed = parse_search(rt, params, strict=True, base_url=BASE)
-            worth = _scan_worthwhile(conn, parsed, r, None, plan)
-            rows = _scan_page(conn, parsed, r, None, [r.c.pid], r.c.pid > 0, [r.c.pid],
-                              limit, (None, False), plan)
+            worth = _scan_worthwhile(conn, parsed, r, plan)
+            rows = _scan_page(conn, parsed, r, [r.c.pid], r.c.pid > 0, [r.c.pid], limit,
+                              (None, False), plan)
             return worth, rows
 
         many = ScanPlan(min_driving=20, rows_per_match=4)

@@ -15,8 +15,6 @@ created with auth off or by an administrator, read everything):
 
 from __future__ import annotations
 
-import functools
-import inspect
 from typing import Any
 
 from fhir_server.errors import FhirError
@@ -26,9 +24,9 @@ from fhir_server.interactions.phases import WriteEvent
 from fhir_server.interactions.results import Result
 from fhir_server.search import match
 from fhir_server.storage import index_store
-from fhir_server.storage.db import Connection
 from subscriptions import operations as sub_ops
 from subscriptions import outbox, outbox_store, topics
+from subscriptions.event_store import bind_connection
 from subscriptions.subscription_rules import validate_subscription
 
 OWN_OPERATION_BASE = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition"
@@ -92,23 +90,9 @@ def _after_write(event: WriteEvent) -> None:
     if current is None and before is not None:  # a delete: the event names the deletion version
         before.setdefault("meta", {})["versionId"] = str(new.version)
     outbox.record_events(conn, before, current, interaction,
-                         readable_by=_in_transaction(call.services.readable_by, conn),
+                         # on the writer's connection: it sees the uncommitted write
+                         readable_by=bind_connection(call.services.readable_by, conn),
                          timestamp_us=new.last_updated, base_url=call.base_url or None)
-
-
-@functools.lru_cache(maxsize=64)
-def _takes_conn(func: Any) -> bool:
-    return "conn" in inspect.signature(func).parameters
-
-
-def _in_transaction(readable_by: Any, conn: Connection) -> Any:
-    """`readable_by` evaluated on the writer's connection, so it sees the uncommitted write
-    (a separate connection would not see a resource being created)."""
-    if readable_by is None:
-        return None
-    if _takes_conn(readable_by):
-        return lambda owner, resource: readable_by(owner, resource, conn=conn)
-    return readable_by
 
 
 def _param(params: list[tuple[str, str]], body: Any, name: str) -> list[str]:

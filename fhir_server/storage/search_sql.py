@@ -712,8 +712,8 @@ def _execute(conn: Connection, parsed: ParsedSearch, restrict: Restrict | None,
         # the caller's compartment, and most rows of a type are outside it (at 1.1M, an
         # organization's `_has` search took 2-2.5x the plain plan's time with the scan)
         if scan is not None and restrict is None and not exprs and \
-                _scan_worthwhile(conn, parsed, r, restrict, scan):
-            recs = _scan_page(conn, parsed, r, restrict, cols, keyset, order, limit,
+                _scan_worthwhile(conn, parsed, r, scan):
+            recs = _scan_page(conn, parsed, r, cols, keyset, order, limit,
                               (cursor_pid, backwards), scan)
             if recs is not None:
                 return recs
@@ -751,13 +751,12 @@ def _execute(conn: Connection, parsed: ParsedSearch, restrict: Restrict | None,
     return result
 
 
-def _scan_worthwhile(conn: Connection, parsed: ParsedSearch, r: Any,
-                     restrict: Restrict | None, scan: ScanPlan) -> bool:
+def _scan_worthwhile(conn: Connection, parsed: ParsedSearch, r: Any, scan: ScanPlan) -> bool:
     """A search of one type driven by a `_has` or a broad code whose driving lookup holds
     at least `scan.min_driving` rows (counted up to there: an index range, not the set)."""
     if parsed.types is None or len(parsed.types) != 1:
         return False
-    driving = _SqlBuilder(conn, restrict).driving_set(parsed.filters, r, parsed.types[0])
+    driving = _SqlBuilder(conn, None).driving_set(parsed.filters, r, parsed.types[0])
     if driving is None:
         return False
     capped = driving.limit(scan.min_driving).subquery()
@@ -765,8 +764,8 @@ def _scan_worthwhile(conn: Connection, parsed: ParsedSearch, r: Any,
         >= scan.min_driving
 
 
-def _scan_page(conn: Connection, parsed: ParsedSearch, r: Any, restrict: Restrict | None,
-               cols: list[Any], keyset: ColumnElement[bool], order: list[Any], limit: int,
+def _scan_page(conn: Connection, parsed: ParsedSearch, r: Any, cols: list[Any],
+               keyset: ColumnElement[bool], order: list[Any], limit: int,
                cursor: tuple[int | None, bool], scan: ScanPlan) -> list[Any] | None:
     """The page (pid order, `limit` rows) read by walking the type's (res_type, pid) index
     from the cursor with every filter as a probe, within a window of
@@ -781,7 +780,7 @@ def _scan_page(conn: Connection, parsed: ParsedSearch, r: Any, restrict: Restric
     if cursor_pid is not None:
         ahead = ahead.where(w.c.pid < cursor_pid if backwards else w.c.pid > cursor_pid)
     ahead = ahead.order_by(w.c.pid.desc() if backwards else w.c.pid.asc())
-    probes = where_clause(conn, parsed, r, restrict, drive=False)
+    probes = where_clause(conn, parsed, r, None, drive=False)  # callers without restrictions
     if conn.dialect.name == "postgresql":
         # The window as a subquery with a LIMIT (a fence): PostgreSQL walks it in pid
         # order and stops at the page; with the window as a pid range instead it expects
